@@ -1,0 +1,140 @@
+"""ResNet v1 encoders as in DeepMind's BYOL (haiku `ResNet` torso), by name.
+
+`images [B, H, W, 3] (normalised) → representation [B, D]` (global average pool).
+
+- Bottleneck blocks put the stride on the 3×3 conv ("v1.5", as the official code) and
+  initialise the last batch-norm scale of every block at 0 (haiku's `scale_init=zeros`).
+- A block has a projection shortcut (1×1 conv + BN) when its shape changes: the first
+  block of every bottleneck group, of groups 2–4 of basic-block nets (haiku's configs).
+- Stems: "imagenet" = 7×7/2 conv (padding "same") + BN + ReLU + 3×3/2 max-pool;
+  "cifar" = 3×3/1 conv + BN + ReLU, no max-pool.
+- BatchNorm: momentum 0.9, epsilon 1e-5 (official values). Convs: fan-in truncated
+  normal (haiku's default initialiser).
+
+keras-hub's ResNetBackbone was not used: its stem pads with ZeroPadding2D + "valid"
+convs and it has no CIFAR stem or zero-initialised last BN, so it does not express the
+official architecture exactly.
+"""
+
+import keras
+from keras import layers
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+_DEPTHS = {
+    10: ("basic", (1, 1, 1, 1)),  # small nets for CPU runs and tests
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def _conv(filters, kernel, stride, name):
+    return layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=name,
+        kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
+
+
+def _bn(name, zero_init=False):
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
+        gamma_initializer="zeros" if zero_init else "ones")
+
+
+def _block(x, channels, stride, bottleneck, name):
+    """One residual block; `channels` is the block's output width."""
+    inner = channels // 4 if bottleneck else channels
+    shortcut = x
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = _conv(channels, 1, stride, f"{name}_shortcut_conv")(x)
+        shortcut = _bn(f"{name}_shortcut_bn")(shortcut)
+    if bottleneck:
+        specs = [(inner, 1, 1), (inner, 3, stride), (channels, 1, 1)]
+    else:
+        specs = [(inner, 3, stride), (channels, 3, 1)]
+    for i, (filters, kernel, s) in enumerate(specs):
+        last = i == len(specs) - 1
+        x = _conv(filters, kernel, s, f"{name}_conv{i}")(x)
+        x = _bn(f"{name}_bn{i}", zero_init=last and bottleneck)(x)
+        if not last:
+            x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.ReLU(name=f"{name}_out")(x)
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class ResNet(keras.Model):
+    """ResNet v1 torso with global average pooling (no classifier).
+
+    Args:
+      depth: 18, 34, 50, 101, 152 or 200.
+      stem: "imagenet" or "cifar".
+      width_multiplier: integer channel multiplier (ResNet-50 ×2, ×4).
+      base_width: stem channels (64 in every standard ResNet); groups have
+        base·(1, 2, 4, 8) channels, ×4 for bottleneck nets.
+      input_shape: (H, W, 3); H and W may be None.
+    """
+
+    def __init__(self, depth=50, stem="imagenet", width_multiplier=1, base_width=64,
+                 input_shape=(None, None, 3), name=None, **kwargs):
+        if depth not in _DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"ResNet stem must be 'imagenet' or 'cifar', got {stem!r}")
+        block, blocks_per_group = _DEPTHS[depth]
+        bottleneck = block == "bottleneck"
+        base = [base_width * m * (4 if bottleneck else 1) for m in (1, 2, 4, 8)]
+        stem_width = base_width * width_multiplier
+
+        images = keras.Input(shape=tuple(input_shape), name="images")
+        if stem == "imagenet":
+            x = _conv(stem_width, 7, 2, "stem_conv")(images)
+        else:
+            x = _conv(stem_width, 3, 1, "stem_conv")(images)
+        x = _bn("stem_bn")(x)
+        x = layers.ReLU(name="stem_relu")(x)
+        if stem == "imagenet":
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+        for g, (num_blocks, channels) in enumerate(zip(blocks_per_group, base)):
+            for b in range(num_blocks):
+                stride = 2 if (g > 0 and b == 0) else 1
+                x = _block(x, channels * width_multiplier, stride, bottleneck,
+                           name=f"group{g}_block{b}")
+        representation = layers.GlobalAveragePooling2D(name="pool")(x)
+        super().__init__(images, representation,
+                         name=name or f"resnet{depth}_{stem}_x{width_multiplier}", **kwargs)
+        self.depth, self.stem, self.width_multiplier = depth, stem, width_multiplier
+        self.base_width = base_width
+        self.input_shape_ = tuple(input_shape)
+
+    def get_config(self):
+        return {"depth": self.depth, "stem": self.stem,
+                "width_multiplier": self.width_multiplier, "base_width": self.base_width,
+                "input_shape": self.input_shape_, "name": self.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+# Presets as data: name → constructor arguments.
+PRESETS = {
+    **{f"resnet{d}": dict(depth=d, stem="imagenet") for d in _DEPTHS},
+    **{f"resnet{d}_cifar": dict(depth=d, stem="cifar") for d in _DEPTHS},
+    "resnet50x2": dict(depth=50, stem="imagenet", width_multiplier=2),
+    "resnet50x4": dict(depth=50, stem="imagenet", width_multiplier=4),
+    "resnet200x2": dict(depth=200, stem="imagenet", width_multiplier=2),
+    "tiny_resnet_cifar": dict(depth=10, stem="cifar", base_width=16),  # ~0.3 M, CPU demos
+}
+
+
+def get(name, **overrides):
+    """Builds a preset encoder, e.g. `get("resnet18_cifar")`, `get("resnet50x2")`."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown encoder {name!r}; known: {', '.join(sorted(PRESETS))}")
+    return ResNet(**{**PRESETS[name], **overrides})

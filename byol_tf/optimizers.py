@@ -1,0 +1,87 @@
+"""LARS as in DeepMind's BYOL (`byol/utils/optimizers.py`), as a Keras 3 optimizer.
+
+For every variable w with gradient g (lr = the schedule's value at this step):
+
+    g ← g + wd·w                                  (not for excluded variables)
+    g ← g · η‖w‖/‖g‖   (1 if ‖w‖ = 0 or ‖g‖ = 0)   (not for excluded variables)
+    m ← μ·m + g
+    w ← w − lr·m
+
+Excluded from both weight decay and the trust ratio: biases and normalisation
+parameters, matched on the variable's path (`exclude`, regular expressions).
+"""
+
+import re
+
+import keras
+from keras import ops
+
+DEFAULT_EXCLUDE = (r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"norm", r"_bn\d*(/|$)")
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise adaptive rate scaling (You et al. 2017), official BYOL variant.
+
+    Args:
+      learning_rate: float or `LearningRateSchedule`.
+      weight_decay: added to the gradient (coupled), before the trust ratio.
+      momentum: heavy-ball momentum μ.
+      eta: trust coefficient η.
+      exclude: regexes searched in `variable.path`; a match skips wd and adaptation.
+    """
+
+    def __init__(self, learning_rate=0.2, weight_decay=1.5e-6, momentum=0.9, eta=1e-3,
+                 exclude=DEFAULT_EXCLUDE, name="lars", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.lars_weight_decay = weight_decay
+        self.momentum = momentum
+        self.eta = eta
+        self.exclude = tuple(exclude)
+        self._exclude_re = [re.compile(p) for p in self.exclude]
+
+    def is_excluded(self, variable):
+        """True for variables that get neither weight decay nor the trust ratio."""
+        path = getattr(variable, "path", variable.name)
+        return any(p.search(path) for p in self._exclude_re)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, name="momentum")
+                          for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        if not self.is_excluded(variable):
+            g = g + ops.cast(self.lars_weight_decay, variable.dtype) * variable
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            g_norm = ops.sqrt(ops.sum(ops.square(g)))
+            safe = (w_norm > 0) & (g_norm > 0)
+            trust = ops.where(safe, self.eta * w_norm / ops.where(safe, g_norm, 1.0), 1.0)
+            g = g * trust
+        m = self.momentums[self._get_variable_index(variable)]
+        self.assign(m, ops.cast(self.momentum, variable.dtype) * m + g)
+        self.assign_sub(variable, lr * m)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight_decay=self.lars_weight_decay, momentum=self.momentum,
+                      eta=self.eta, exclude=list(self.exclude))
+        return config
+
+
+def get(name, learning_rate, weight_decay):
+    """Optimizer by name: "lars" (official), "sgd" (plain), "adamw", "lamb"."""
+    if name == "lars":
+        return LARS(learning_rate, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    if name == "lamb":
+        return keras.optimizers.Lamb(learning_rate)
+    raise ValueError(f"Unknown optimizer {name!r}; known: lars, sgd, adamw, lamb")
