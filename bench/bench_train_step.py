@@ -1,0 +1,83 @@
+"""Train-step and augmentation throughput on this machine (TF backend).
+
+    python bench/bench_train_step.py --encoder=resnet18_cifar --batch_size=128 --steps=10
+
+Train step: ResNet-18 CIFAR stem, 32 px, batch 128, LARS, augmentation inside the step
+(two views, per sample), the full BYOL update (online fwd+bwd on both views, target fwd,
+EMA). Images/s counts input images (each makes two views). The first `--warmup` steps
+(tracing, compilation) are not timed. Augmentation: `TwoViews` alone on the same batch.
+Writes a JSON line to stdout and, with --out, to a file.
+"""
+
+import json
+import os
+import platform
+import time
+
+from absl import app, flags
+
+flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
+flags.DEFINE_integer("steps", 10, "Timed train steps.")
+flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
+flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_string("out", None, "Append the JSON result to this file.")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import byol_tf
+
+    rng = np.random.default_rng(0)
+    size, batch = FLAGS.image_size, FLAGS.batch_size
+    images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+
+    model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
+    model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
+    model.make_train_function()
+    step = model.train_function
+
+    def run(n):
+        start = time.perf_counter()
+        for _ in range(n):
+            logs = step(iter([images]))
+        float(logs["loss"])
+        return time.perf_counter() - start
+
+    run(FLAGS.warmup)
+    train_s = run(FLAGS.steps)
+
+    views = byol_tf.augment.TwoViews(size, seed=0)
+    aug_fn = tf.function(views, jit_compile=FLAGS.jit_compile)
+    aug_fn(images)
+    start = time.perf_counter()
+    for _ in range(FLAGS.aug_steps):
+        v1, _ = aug_fn(images)
+    float(tf.reduce_sum(v1))
+    aug_s = time.perf_counter() - start
+
+    result = dict(
+        encoder=FLAGS.encoder, image_size=size, batch_size=batch,
+        jit_compile=FLAGS.jit_compile,
+        train_images_per_s=round(FLAGS.steps * batch / train_s, 2),
+        train_step_s=round(train_s / FLAGS.steps, 3),
+        augment_two_views_images_per_s=round(FLAGS.aug_steps * batch / aug_s, 1),
+        cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+        tensorflow=tf.__version__, keras=keras.__version__,
+        date=time.strftime("%Y-%m-%d"),
+    )
+    line = json.dumps(result)
+    print(line)
+    if FLAGS.out:
+        with open(FLAGS.out, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)
