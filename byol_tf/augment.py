@@ -26,6 +26,16 @@ VIEW1 = dict(
 VIEW2 = dict(VIEW1, blur_prob=0.1, solarize_prob=0.2)
 CROP_ONLY = dict(VIEW1, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
+
+
+def check_config(config):
+    """A view config in canonical (JSON) form; unknown or missing keys raise ValueError."""
+    missing, unknown = set(VIEW1) - set(config), set(config) - set(VIEW1)
+    if missing or unknown:
+        raise ValueError(f"view config: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
 _CROP_ATTEMPTS = 10  # as tf.image.sample_distorted_bounding_box in the official input
 # Columns of the per-sample uniform draws.
 _AREA = slice(0, _CROP_ATTEMPTS)

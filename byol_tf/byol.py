@@ -124,8 +124,8 @@ class BYOL(keras.Model):
         self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
         self.tau_base, self.total_steps = float(tau_base), int(total_steps)
         self.num_classes, self.image_size, self.augment = num_classes, image_size, augment
-        self.view1 = dict(view1 or augment_lib.VIEW1)
-        self.view2 = dict(view2 or augment_lib.VIEW2)
+        self.view1 = augment_lib.check_config(view1 or augment_lib.VIEW1)
+        self.view2 = augment_lib.check_config(view2 or augment_lib.VIEW2)
         self.seed = seed
 
         self.online_encoder = encoder

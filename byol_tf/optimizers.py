@@ -52,18 +52,22 @@ class LARS(keras.optimizers.Optimizer):
         super().build(variables)
         self.momentums = [self.add_variable_from_reference(v, name="momentum")
                           for v in variables]
+        # Decided here, on Keras variables: update_step may see backend variables
+        # (tf.Variable) that no longer carry the Keras path.
+        self._excluded = [self.is_excluded(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
-        if not self.is_excluded(variable):
+        index = self._get_variable_index(variable)
+        if not self._excluded[index]:
             g = g + ops.cast(self.lars_weight_decay, variable.dtype) * variable
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             g_norm = ops.sqrt(ops.sum(ops.square(g)))
             safe = (w_norm > 0) & (g_norm > 0)
             trust = ops.where(safe, self.eta * w_norm / ops.where(safe, g_norm, 1.0), 1.0)
             g = g * trust
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[index]
         self.assign(m, ops.cast(self.momentum, variable.dtype) * m + g)
         self.assign_sub(variable, lr * m)
 

@@ -1,0 +1,64 @@
+"""Encoders: parameter counts against torchvision's standard ResNets, architecture details."""
+
+import numpy as np
+import pytest
+
+from byol_tf import encoders
+
+# Trainable parameters without the classifier: torchvision totals minus the fc layer.
+TORCHVISION = {"resnet18": 11_689_512 - 513_000, "resnet34": 21_797_672 - 513_000,
+               "resnet50": 25_557_032 - 2_049_000, "resnet101": 44_549_160 - 2_049_000}
+
+
+def trainable(model):
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION))
+def test_parameter_counts_match_torchvision(name):
+    assert trainable(encoders.get(name)) == TORCHVISION[name]
+
+
+def test_cifar_stem_counts_and_shapes():
+    model = encoders.get("resnet18_cifar")
+    # 7×7×3×64 stem swapped for 3×3×3×64: 11.17 M.
+    assert trainable(model) == TORCHVISION["resnet18"] - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 512)
+    assert model.get_layer("group3_block1_out").output.shape[1:] == (None, None, 512)
+    assert encoders.get("resnet18_cifar", input_shape=(32, 32, 3)).get_layer(
+        "group3_block1_out").output.shape[1:3] == (4, 4)  # 32 / 8, no stem downsampling
+
+
+def test_resnet50_details():
+    model = encoders.get("resnet50", input_shape=(224, 224, 3))
+    assert model.output_shape == (None, 2048)
+    assert model.get_layer("group3_block2_out").output.shape[1:3] == (7, 7)
+    # Stride on the 3×3 conv of a bottleneck block (as the official code), not the 1×1.
+    assert model.get_layer("group1_block0_conv0").strides == (1, 1)
+    assert model.get_layer("group1_block0_conv1").strides == (2, 2)
+    assert model.get_layer("group1_block0_conv1").kernel_size == (3, 3)
+    assert model.get_layer("stem_conv").padding == "same"
+    # Last BN of each bottleneck block starts at zero scale; BN uses the official values.
+    assert np.all(model.get_layer("group0_block0_bn2").gamma.numpy() == 0)
+    assert np.all(model.get_layer("group0_block0_bn1").gamma.numpy() == 1)
+    bn = model.get_layer("stem_bn")
+    assert bn.momentum == 0.9 and bn.epsilon == 1e-5
+
+
+def test_width_multiplier():
+    # Wide ResNet-50 ×2: every conv twice as wide; the BYOL paper lists 94 M parameters.
+    count = trainable(encoders.get("resnet50x2"))
+    assert round(count / 1e6) == 94
+    assert encoders.get("resnet50x2").output_shape == (None, 4096)
+
+
+def test_round_trip_and_unknown_name():
+    model = encoders.get("resnet18_cifar")
+    clone = encoders.ResNet.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), clone(x))
+    with pytest.raises(ValueError, match="Unknown encoder 'resnet19'"):
+        encoders.get("resnet19")
+    with pytest.raises(ValueError, match="depth"):
+        encoders.ResNet(depth=19)

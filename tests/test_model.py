@@ -1,0 +1,160 @@
+"""BYOL as a Keras model: input handling, bad input, saving, XLA, real CIFAR-10 training."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import byol_tf
+
+
+def small_byol(jit=False, **kwargs):
+    keras.utils.set_random_seed(0)
+    defaults = dict(projection_dim=16, hidden_dim=32, total_steps=20, seed=0)
+    model = byol_tf.BYOL(byol_tf.encoders.get("tiny_resnet_cifar"), **{**defaults, **kwargs})
+    model.compile(optimizer=byol_tf.LARS(0.1), jit_compile=jit)
+    return model
+
+
+def images(n=16, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ accepted inputs
+def test_accepts_images_labels_and_premade_views():
+    x, y = images(), np.arange(16) % 10
+    model = small_byol(num_classes=10)
+    logs = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0).history
+    assert {"loss", "probe_accuracy", "probe_loss", "projection_std", "tau"} <= set(logs)
+    assert 0.0 <= logs["probe_accuracy"][0] <= 1.0
+    assert 0.0 < logs["projection_std"][0] <= 1.0
+
+    views = (x.astype(np.float32) / 255, x[:, ::-1].astype(np.float32) / 255)
+    logs = small_byol().fit(tf.data.Dataset.from_tensor_slices(views).batch(8), verbose=0).history
+    assert np.isfinite(logs["loss"][0]) and "probe_accuracy" not in logs
+    logs = small_byol().fit(tf.data.Dataset.from_tensor_slices(x).batch(8), verbose=0).history
+    assert np.isfinite(logs["loss"][0])
+
+
+def test_lars_excludes_bias_and_batch_norm_of_the_real_model():
+    model = small_byol(num_classes=10)
+    model.optimizer.build(model.trainable_variables)
+    for v in model.trainable_variables:
+        excluded = model.optimizer.is_excluded(v)
+        is_bias_or_norm = v.name in ("bias", "gamma", "beta")
+        assert excluded == is_bias_or_norm, v.path
+
+
+def test_collapse_metric():
+    rng = np.random.default_rng(0)
+    healthy = rng.normal(size=(4096, 64)).astype(np.float32)
+    assert float(byol_tf.projection_std(healthy)) == pytest.approx(1 / np.sqrt(64), rel=0.02)
+    collapsed = np.ones((256, 64), np.float32) + 1e-4 * rng.normal(size=(256, 64)).astype(np.float32)
+    assert float(byol_tf.projection_std(collapsed)) < 1e-3
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("data,match", [
+    (np.zeros((8, 32, 32), np.uint8), "rank 4"),
+    (np.zeros((8, 32, 32, 1), np.uint8), "3 channels"),
+    (np.zeros((8, 32, 32, 4), np.float32), "3 channels"),
+    (np.zeros((8, 32, 32, 3), np.int32), "dtype int32"),
+    (np.full((8, 32, 32, 3), 255.0, np.float32), r"must be in \[0, 1\]"),
+    (np.full((8, 32, 32, 3), -0.5, np.float32), r"must be in \[0, 1\]"),
+    (np.full((8, 32, 32, 3), np.nan, np.float32), "NaN"),
+])
+def test_bad_images_raise_value_error(data, match):
+    with pytest.raises(ValueError, match=match):
+        small_byol().fit(tf.data.Dataset.from_tensor_slices(data).batch(4), verbose=0)
+    with pytest.raises(ValueError, match=match):
+        small_byol().fit(data, batch_size=4, verbose=0)
+
+
+def test_bad_values_in_a_later_batch_raise_value_error():
+    good = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype(np.float32)
+    bad = good.copy()
+    bad[3, 0, 0, 0] = 7.0
+    data = tf.data.Dataset.from_tensor_slices(np.concatenate([good, bad])).batch(8)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        small_byol().fit(data, verbose=0)
+
+
+def test_empty_dataset_and_bad_labels():
+    empty = tf.data.Dataset.from_tensor_slices(images()).take(0).batch(4)
+    with pytest.raises(ValueError, match="empty"):
+        small_byol().fit(empty, verbose=0)
+    with pytest.raises(ValueError, match="labels"):
+        small_byol(num_classes=10).fit(
+            tf.data.Dataset.from_tensor_slices((images(), np.zeros((16, 10)))).batch(8), verbose=0)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="tau_base"):
+        byol_tf.BYOL("tiny_resnet_cifar", tau_base=1.5)
+    with pytest.raises(ValueError, match="Unknown encoder"):
+        byol_tf.BYOL("resnet_unknown")
+
+
+# ------------------------------------------------------------------ saving
+def test_keras_save_load_round_trip(tmp_path):
+    model = small_byol(num_classes=10)
+    model.fit(tf.data.Dataset.from_tensor_slices((images(), np.arange(16) % 10)).batch(8), verbose=0)
+    path = tmp_path / "byol.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, byol_tf.BYOL) and loaded.get_config() == model.get_config()
+    x = images(4, seed=1).astype(np.float32) / 255
+    np.testing.assert_array_equal(loaded(x), model(x))
+    for a, b in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
+    # The encoder alone, for downstream use.
+    encoder = loaded.online_encoder
+    np.testing.assert_array_equal(encoder(model.normalize(x)), model(x))
+    # Loaded model keeps training, with target weights still off the optimizer's list.
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    loaded.fit(images(8), batch_size=8, verbose=0)
+
+
+# ------------------------------------------------------------------ XLA
+def test_jit_compiled_step_equals_the_plain_step():
+    # TF's stateless RNG picks a different algorithm under XLA, so the two runs only
+    # draw the same views with augmentation off; with it on, XLA must still compile.
+    data = tf.data.Dataset.from_tensor_slices(images(16)).batch(8)
+    augmented = small_byol(jit=True).fit(data, verbose=0).history
+    assert np.isfinite(augmented["loss"][0])
+    plain, xla = small_byol(augment=False), small_byol(jit=True, augment=False)
+    assert xla.jit_compile and not plain.jit_compile
+    for a, b in zip(plain.weights, xla.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    logs_plain = plain.fit(data, verbose=0).history
+    logs_xla = xla.fit(data, verbose=0).history
+    assert logs_xla["loss"][0] == pytest.approx(logs_plain["loss"][0], rel=1e-4)
+    for a, b in zip(plain.weights, xla.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-4, err_msg=a.path)
+
+
+# ------------------------------------------------------------------ real data
+def test_fit_on_real_cifar10_resnet18(cifar10_dir):
+    import tensorflow_datasets as tfds
+
+    steps, batch = 16, 64
+    train = tfds.load("cifar10", split="train", data_dir=str(cifar10_dir / "tfds"),
+                      download=False, as_supervised=True)
+    train = train.shuffle(2048, seed=0).batch(batch, drop_remainder=True).take(steps)
+    keras.utils.set_random_seed(0)
+    model = byol_tf.BYOL(byol_tf.encoders.get("resnet18_cifar"), total_steps=steps,
+                         num_classes=10, seed=0)
+    model.compile(optimizer=byol_tf.LARS(2.0 * batch / 256))
+    running = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: running.append(
+            (float(logs["loss"]), float(logs["probe_accuracy"]), float(logs["projection_std"]))))
+    model.fit(train, epochs=1, verbose=0, callbacks=[callback])
+    assert len(running) == steps
+    means = np.array([r[0] for r in running])
+    per_step = means * np.arange(1, steps + 1) - np.concatenate([[0], means[:-1] * np.arange(1, steps)])
+    assert per_step[-4:].mean() < per_step[:4].mean() - 0.3, per_step
+    accuracy, spread = running[-1][1], running[-1][2]
+    assert 0.0 <= accuracy <= 1.0
+    assert 0.01 < spread < 1.0  # not collapsed

@@ -1,0 +1,76 @@
+"""LARS against a hand-computed step; the warm-up + cosine learning-rate schedule."""
+
+import keras
+import numpy as np
+import pytest
+
+from byol_tf import LARS, WarmupCosine
+from byol_tf.schedules import scaled_learning_rate
+
+
+def hand_lars(w, g, m, lr, wd, eta=1e-3, momentum=0.9, adapt=True):
+    if adapt:
+        g = g + wd * w
+        wn, gn = np.linalg.norm(w), np.linalg.norm(g)
+        g = g * (eta * wn / gn if wn > 0 and gn > 0 else 1.0)
+    m = momentum * m + g
+    return w - lr * m, m
+
+
+def test_lars_two_steps_by_hand():
+    rng = np.random.default_rng(0)
+    layer = keras.layers.Dense(3, name="dense")
+    layer.build((None, 4))
+    bn = keras.layers.BatchNormalization(name="features_bn")
+    bn.build((None, 3))
+    variables = [layer.kernel, layer.bias, bn.gamma, bn.beta]
+    for v in variables:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    start = [v.numpy().astype(np.float64) for v in variables]
+    opt = LARS(learning_rate=0.5, weight_decay=0.1)
+    assert [opt.is_excluded(v) for v in variables] == [False, True, True, True]
+
+    expected = [w.copy() for w in start]
+    moms = [np.zeros_like(w) for w in start]
+    for _ in range(2):
+        grads = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+        opt.apply(grads, variables)
+        for i, g in enumerate(grads):
+            expected[i], moms[i] = hand_lars(expected[i], g.astype(np.float64), moms[i], 0.5, 0.1,
+                                             adapt=(i == 0))
+    for v, e in zip(variables, expected):
+        np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-6, err_msg=v.path)
+
+
+def test_lars_trust_ratio_is_one_for_zero_norms():
+    w = keras.Variable(np.zeros((2, 2), np.float32), name="kernel")
+    opt = LARS(learning_rate=1.0, weight_decay=0.0)
+    opt.apply([np.ones((2, 2), np.float32)], [w])
+    np.testing.assert_allclose(w.numpy(), -np.ones((2, 2)))  # ‖w‖ = 0 → ratio 1
+
+
+def test_lars_serialises():
+    opt = LARS(learning_rate=WarmupCosine(0.3, 512, 1000, 100), weight_decay=1e-6, eta=2e-3)
+    clone = LARS.from_config(opt.get_config())
+    assert clone.lars_weight_decay == 1e-6 and clone.eta == 2e-3 and clone.exclude == opt.exclude
+
+
+def test_warmup_cosine_schedule():
+    base, batch, total, warm = 0.2, 512, 1000, 100
+    schedule = WarmupCosine(base, batch, total, warm)
+    peak = base * batch / 256
+    assert scaled_learning_rate(base, batch) == pytest.approx(peak)
+    assert float(schedule(0)) == pytest.approx(0.0)
+    assert float(schedule(50)) == pytest.approx(peak * 50 / 100)
+    assert float(schedule(100)) == pytest.approx(peak)
+    mid = warm + (total - warm) // 2
+    assert float(schedule(mid)) == pytest.approx(peak * 0.5, rel=1e-5)
+    assert float(schedule(total)) == pytest.approx(0.0, abs=1e-7)
+    k = 700
+    assert float(schedule(k)) == pytest.approx(
+        peak * 0.5 * (1 + np.cos(np.pi * (k - warm) / (total - warm))), rel=1e-5)
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule))
+    assert float(restored(k)) == pytest.approx(float(schedule(k)))
+    with pytest.raises(ValueError, match="total_steps"):
+        WarmupCosine(0.2, 256, 10, 10)
