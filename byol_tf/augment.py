@@ -36,6 +36,11 @@ def check_config(config):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
+def without_crop(config):
+    """The same view config with the crop turned off (window = the whole image)."""
+    return dict(config, crop_area=[1.0, 1.0], crop_ratio=[1.0, 1.0])
+
+
 _CROP_ATTEMPTS = 10  # as tf.image.sample_distorted_bounding_box in the official input
 # Columns of the per-sample uniform draws.
 _AREA = slice(0, _CROP_ATTEMPTS)
@@ -69,7 +74,7 @@ def sample_params(batch_size, image_shape, config, seed):
     """
     height, width = image_shape
     u = keras.random.uniform((batch_size, NUM_DRAWS), seed=seed)
-    params = _crop_window(u, height, width, config)
+    params = crop_window(u, height, width, config)
 
     def uniform(col, low, high):
         return low + (high - low) * u[:, col]
@@ -90,10 +95,11 @@ def sample_params(batch_size, image_shape, config, seed):
     return params
 
 
-def _crop_window(u, height, width, config):
+def crop_window(u, height, width, config):
     """Random-resized-crop windows: area U[a0, a1]·H·W, log-uniform aspect w/h.
 
     Up to 10 attempts per sample; the first that fits is used, else the whole image.
+    `u` holds the uniform draws `[B, NUM_DRAWS]`; height/width may be tensors.
     """
     area_lo, area_hi = config["crop_area"]
     log_lo, log_hi = math.log(config["crop_ratio"][0]), math.log(config["crop_ratio"][1])
@@ -105,8 +111,8 @@ def _crop_window(u, height, width, config):
     first = ops.argmax(ops.cast(fits, "int32"), axis=-1)
     pick = ops.one_hot(first, _CROP_ATTEMPTS, dtype="float32")
     any_fit = ops.any(fits, axis=-1)
-    w = ops.where(any_fit, ops.sum(w * pick, axis=-1), float(width))
-    h = ops.where(any_fit, ops.sum(h * pick, axis=-1), float(height))
+    w = ops.where(any_fit, ops.sum(w * pick, axis=-1), ops.cast(width, "float32"))
+    h = ops.where(any_fit, ops.sum(h * pick, axis=-1), ops.cast(height, "float32"))
     x = ops.floor(u[:, _X] * (width - w + 1))
     y = ops.floor(u[:, _Y] * (height - h + 1))
     as_int = lambda t: ops.cast(t, "int32")  # noqa: E731

@@ -1,0 +1,229 @@
+"""Input pipelines: the bundled CIFAR-10 sample, TFDS datasets, folders of images.
+
+Fixed-size sources (the sample, cifar10, cifar100, stl10) yield uint8 `(images, labels)`
+batches and BYOL draws both views inside its train step. Variable-size sources
+(imagenet2012, image folders) cannot be batched before cropping, so the random resized
+crop of each view runs per image in tf.data, and the rest of the augmentation (flip,
+colour, blur, solarize, per sample) per batch: they yield `((view1, view2), labels)`.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+
+from byol_tf import augment as augment_lib
+
+SAMPLE_FILE = pathlib.Path(__file__).parent / "assets" / "cifar10_sample.npz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+# TFDS name → (pretraining split, fixed image side or None, has labels in that split)
+TFDS_DATASETS = {
+    "cifar10": ("train", 32, True),
+    "cifar100": ("train", 32, True),
+    "stl10": ("unlabelled", 96, False),
+    "imagenet2012": ("train", None, True),
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+# ------------------------------------------------------------------ bundled sample
+def make_sample(cifar10_npz, dest=SAMPLE_FILE, per_class_train=200, per_class_test=50, seed=0):
+    """Writes the bundled sample: class-balanced images drawn from the real CIFAR-10
+    (`cifar10.npz` of `prepare_cifar10.py`), with their indices into the original splits."""
+    data = np.load(cifar10_npz)
+    rng = np.random.default_rng(seed)
+
+    def pick(y, per_class):
+        idx = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]
+        return np.sort(np.concatenate(idx))
+
+    train_idx, test_idx = pick(data["y_train"], per_class_train), pick(data["y_test"], per_class_test)
+    pathlib.Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        dest, x_train=data["x_train"][train_idx], y_train=data["y_train"][train_idx],
+        x_test=data["x_test"][test_idx], y_test=data["y_test"][test_idx],
+        train_index=train_idx, test_index=test_idx)
+    return dest
+
+
+def load_sample(path=SAMPLE_FILE):
+    """The bundled real-CIFAR-10 sample: dict of x_train [2000, 32, 32, 3] uint8,
+    y_train [2000], x_test [500, 32, 32, 3], y_test [500] (and their original indices)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bundled sample missing: {path} (reinstall byol_tf)")
+    try:
+        with np.load(path) as f:
+            sample = {k: f[k] for k in f.files}
+    except Exception as error:  # zipfile / pickle / value errors on a damaged file
+        raise ValueError(f"bundled sample {path} is corrupt: {error}") from error
+    for split in ("train", "test"):
+        x, y = sample.get(f"x_{split}"), sample.get(f"y_{split}")
+        if x is None or y is None or x.dtype != np.uint8 or x.shape[1:] != (32, 32, 3) \
+                or len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"bundled sample {path} is corrupt: bad {split} arrays")
+    return sample
+
+
+# ------------------------------------------------------------------ arrays for evaluation
+def load_arrays(name, data_dir=None, max_train=None, max_test=None):
+    """(x_train, y_train, x_test, y_test) uint8 numpy arrays, for kNN / probes."""
+    if name == "sample":
+        s = load_sample()
+        x_train, y_train, x_test, y_test = s["x_train"], s["y_train"], s["x_test"], s["y_test"]
+    else:
+        if TFDS_DATASETS.get(name, (None, None))[1] is None:
+            raise ValueError(f"load_arrays supports the sample and fixed-size TFDS datasets, "
+                             f"not {name!r}")
+        tfds = _tfds()
+        splits = {"stl10": ("train", "test")}.get(name, ("train", "test"))
+        arrays = []
+        for split in splits:
+            ds, _ = _tfds_load(tfds, name, split, data_dir)
+            x, y = tfds.as_numpy(ds.batch(1_000_000).take(1)).__next__()
+            arrays += [x, y]
+        x_train, y_train, x_test, y_test = arrays
+    return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])
+
+
+# ------------------------------------------------------------------ tf.data pipelines
+def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
+                     shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2):
+    """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
+
+    Args:
+      name: "sample", a TFDS name (cifar10, cifar100, stl10, imagenet2012) or a folder.
+      image_size: side of the views (needed for variable-size sources).
+    Returns:
+      (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes).
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
+    if name == "sample":
+        s = load_sample()
+        ds = tf.data.Dataset.from_tensor_slices((s["x_train"], s["y_train"].astype(np.int64)))
+        info = dict(num_examples=len(s["x_train"]), image_size=32, premade_views=False,
+                    num_classes=10)
+    elif name in TFDS_DATASETS:
+        tfds = _tfds()
+        default_split, side, labelled = TFDS_DATASETS[name]
+        ds, builder_info = _tfds_load(tfds, name, split or default_split, data_dir)
+        num = builder_info.splits[split or default_split].num_examples
+        num_classes = builder_info.features["label"].num_classes if labelled else None
+        info = dict(num_examples=num, image_size=side, premade_views=side is None,
+                    num_classes=num_classes)
+        if not labelled:
+            ds = ds.map(lambda x, y: x)
+    elif os.path.isdir(os.path.expanduser(name)):
+        ds, num, num_classes = _folder(os.path.expanduser(name))
+        info = dict(num_examples=num, image_size=None, premade_views=True, num_classes=num_classes)
+    else:
+        raise ValueError(f"Unknown dataset {name!r}: use 'sample', one of "
+                         f"{sorted(TFDS_DATASETS)} or an existing folder of images")
+    if info["num_examples"] < batch_size:
+        raise ValueError(f"dataset {name!r} has {info['num_examples']} examples, fewer than "
+                         f"one batch of {batch_size}")
+    ds = ds.shuffle(min(shuffle_buffer, info["num_examples"]), seed=seed,
+                    reshuffle_each_iteration=True)
+    if info["premade_views"]:
+        if not image_size:
+            raise ValueError(f"dataset {name!r} has images of varying size: pass image_size")
+        info["image_size"] = image_size
+        ds = ds.map(_two_crops(image_size, view1, view2, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.map(_finish_views(view1, view2, seed))
+    else:
+        ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE), info
+
+
+def _two_crops(size, view1, view2, seed):
+    """Per image (any size): two random resized crops, bicubic, as the official input."""
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(seed)
+
+    def crop(image, config):
+        image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 → [0, 1]
+        shape = tf.shape(image)
+        u = generator.uniform((1, augment_lib.NUM_DRAWS))
+        window = augment_lib.crop_window(u, tf.cast(shape[0], tf.float32),
+                                         tf.cast(shape[1], tf.float32), config)
+        y, x, h, w = (window[k][0] for k in ("crop_y", "crop_x", "crop_h", "crop_w"))
+        patch = tf.image.resize(image[y:y + h, x:x + w], (size, size), method="bicubic")
+        return tf.clip_by_value(patch, 0.0, 1.0)
+
+    def fn(image, *label):
+        views = (crop(image, view1), crop(image, view2))
+        return (views, *label) if label else views
+
+    return fn
+
+
+def _finish_views(view1, view2, seed):
+    """Per batch: everything but the crop, per sample (crops are already taken)."""
+    import keras
+
+    generator = keras.random.SeedGenerator(seed + 1)
+
+    def fn(views, *label):
+        out = tuple(augment_lib.augment(v, augment_lib.without_crop(cfg), v.shape[1], generator)
+                    for v, cfg in zip(views, (view1, view2)))
+        return (out, *label) if label else out
+
+    return fn
+
+
+def _folder(root):
+    """Images under `root` (recursively); labels from first-level sub-folders if any."""
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in pathlib.Path(root).rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files
+                      if len(pathlib.Path(f).relative_to(root).parts) > 1})
+    labelled = classes and all(len(pathlib.Path(f).relative_to(root).parts) > 1 for f in files)
+
+    def decode(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image.set_shape((None, None, 3))
+        return image
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if labelled:
+        labels = [classes.index(pathlib.Path(f).relative_to(root).parts[0]) for f in files]
+        ds = tf.data.Dataset.from_tensor_slices((files, labels))
+        ds = ds.map(lambda p, y: (decode(p), tf.cast(y, tf.int64)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds, len(files), len(classes) if labelled else None
+
+
+def _tfds():
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _tfds_load(tfds, name, split, data_dir):
+    """`tfds.load(..., download=False)` with errors that say what is missing."""
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:
+        raise ValueError(f"TFDS dataset {name!r} unknown: {error}") from error
+    if not builder.is_prepared():
+        raise ValueError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!s} (downloads are "
+            f"off). For CIFAR-10 run: python ../shared/data/prepare_cifar10.py, then pass "
+            f"--data_dir=<DEST>/tfds")
+    if split not in builder.info.splits:
+        raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has "
+                         f"{sorted(builder.info.splits)}")
+    return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False), builder.info

@@ -1,0 +1,183 @@
+"""Pretrain BYOL, evaluate the encoder with kNN against itself at random init, save.
+
+    python train.py                                   # embedded default: bundled CIFAR-10 sample
+    python train.py --dataset=cifar10 --data_dir=~/.cache/byol_data/tfds
+    python train.py --dataset=/path/to/images --image_size=224 --epochs=100
+
+Every flag left unset comes from the dataset's preset (`byol_tf/presets.py`). The run
+folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
+kNN), history.csv, tensorboard/, checkpoints/last.keras (each epoch), byol.keras (the
+whole model with optimizer state) and encoder.keras (the online encoder alone).
+"""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
+                    "stl10, imagenet2012) or a folder of images.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir (downloads are off).")
+flags.DEFINE_string("split", None, "Pretraining split (default: the dataset's training split).")
+flags.DEFINE_string("preset", None, "Recipe from byol_tf/presets.py (default: by dataset).")
+flags.DEFINE_string("encoder", None, "Encoder name from byol_tf.encoders.PRESETS.")
+flags.DEFINE_integer("image_size", None, "Side of the augmented views, pixels.")
+flags.DEFINE_integer("epochs", None, "Pretraining epochs.")
+flags.DEFINE_integer("batch_size", None, "Global batch size.")
+flags.DEFINE_float("base_lr", None, "Base learning rate, scaled by batch/256.")
+flags.DEFINE_float("weight_decay", None, "Weight decay.")
+flags.DEFINE_float("tau_base", None, "Base EMA rate of the target network.")
+flags.DEFINE_integer("warmup_epochs", None, "Linear LR warm-up epochs.")
+flags.DEFINE_enum("optimizer", None, ["lars", "sgd", "adamw", "lamb"], "Optimizer.")
+flags.DEFINE_integer("hidden_dim", None, "Projector / predictor hidden size.")
+flags.DEFINE_integer("projection_dim", None, "Projector / predictor output size.")
+flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (default: one pass).")
+flags.DEFINE_integer("seed", 0, "Seed of weights, augmentation and data order.")
+flags.DEFINE_string("run_dir", None, "Run folder (default runs/<dataset>-<time>).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (what a TPU needs).")
+flags.DEFINE_bool("knn", True, "kNN-evaluate pretrained and random-init encoders after training.")
+flags.DEFINE_integer("knn_k", 200, "k of the kNN evaluation.")
+flags.DEFINE_integer("max_eval_examples", None, "Cap on train/test examples for kNN.")
+FLAGS = flags.FLAGS
+
+HYPERPARAMETERS = ("encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay",
+                   "tau_base", "warmup_epochs", "optimizer", "hidden_dim", "projection_dim")
+
+
+def resolve_config():
+    """Preset for the dataset, overridden by every flag given on the command line."""
+    from byol_tf import presets
+
+    name = FLAGS.preset or FLAGS.dataset
+    if FLAGS.preset and FLAGS.preset not in presets.PRESETS:
+        raise app.UsageError(f"Unknown preset {FLAGS.preset!r}; known: {sorted(presets.PRESETS)}")
+    config = presets.for_dataset(name)
+    for key in HYPERPARAMETERS:
+        if getattr(FLAGS, key) is not None:
+            config[key] = getattr(FLAGS, key)
+    config.update(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
+                  preset=name if FLAGS.preset or name in presets.PRESETS else "imagenet2012",
+                  seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
+                  jit_compile=FLAGS.jit_compile, knn=FLAGS.knn, knn_k=FLAGS.knn_k)
+    return config
+
+
+def versions():
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import byol_tf
+
+    out = dict(python=sys.version.split()[0], platform=platform.platform(),
+               tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
+               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend())
+    try:
+        import tensorflow_datasets as tfds
+        out["tensorflow_datasets"] = tfds.__version__
+    except ImportError:
+        pass
+    try:
+        out["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=pathlib.Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
+
+
+def write_json(path, payload):
+    """Write atomically: a crash never leaves a half-written file in place."""
+    tmp = pathlib.Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def build_model(config, info, total_steps):
+    import keras
+
+    import byol_tf
+
+    keras.utils.set_random_seed(config["seed"])
+    encoder = byol_tf.encoders.get(config["encoder"])
+    model = byol_tf.BYOL(
+        encoder, projection_dim=config["projection_dim"], hidden_dim=config["hidden_dim"],
+        tau_base=config["tau_base"], total_steps=total_steps,
+        num_classes=info["num_classes"], image_size=config["image_size"], seed=config["seed"])
+    steps_per_epoch = total_steps // config["epochs"]
+    schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total_steps,
+                                    min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1))
+    optimizer = byol_tf.optimizers.get(config["optimizer"], schedule, config["weight_decay"])
+    model.compile(optimizer=optimizer, jit_compile=config["jit_compile"])
+    return model
+
+
+def main(argv):
+    del argv
+    import keras
+
+    from byol_tf import data, evaluation
+
+    config = resolve_config()
+    run_dir = pathlib.Path(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
+                           f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
+    if (run_dir / "metrics.json").exists():
+        raise app.UsageError(f"{run_dir} already holds a finished run; choose another --run_dir")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    dataset, info = data.pretrain_dataset(
+        config["dataset"], config["batch_size"], image_size=config["image_size"],
+        data_dir=config["data_dir"], split=config["split"], seed=config["seed"])
+    steps_per_epoch = info["num_examples"] // config["batch_size"]
+    if config["steps_per_epoch"]:
+        steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
+        dataset = dataset.repeat()
+    total_steps = steps_per_epoch * config["epochs"]
+    config.update(image_size=info["image_size"], num_examples=info["num_examples"],
+                  steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    write_json(run_dir / "config.json", dict(config=config, versions=versions(),
+                                             command=sys.argv, started=time.ctime()))
+    logging.info("config: %s", config)
+
+    model = build_model(config, info, total_steps)
+    random_init_encoder = keras.models.clone_model(model.online_encoder)
+    random_init_encoder.set_weights(model.online_encoder.get_weights())
+
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras")),
+    ]
+    start = time.time()
+    history = model.fit(dataset, epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
+                        callbacks=callbacks, verbose="auto")
+    train_seconds = time.time() - start
+    model.save(run_dir / "byol.keras")
+    model.online_encoder.save(run_dir / "encoder.keras")
+
+    metrics = dict(train_seconds=round(train_seconds, 1),
+                   history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+    if config["knn"] and info["num_classes"]:
+        x_train, y_train, x_test, y_test = data.load_arrays(
+            config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples)
+        knn = {}
+        for name, encoder in (("pretrained", model.online_encoder),
+                              ("random_init", random_init_encoder)):
+            knn[name] = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
+                                                k=config["knn_k"])
+        metrics["knn"] = dict(knn, k=config["knn_k"], temperature=0.1,
+                              train_examples=len(x_train), test_examples=len(x_test))
+        print(f"kNN top-1 (k={config['knn_k']}): pretrained {knn['pretrained']:.4f}, "
+              f"same encoder at random init {knn['random_init']:.4f}")
+    write_json(run_dir / "metrics.json", metrics)
+    print(f"Run folder: {run_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
