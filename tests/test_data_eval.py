@@ -1,0 +1,102 @@
+"""Input pipelines, the bundled sample, kNN evaluation."""
+
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_tf import data, evaluation
+
+
+def test_bundled_sample_is_real_balanced_cifar10(cifar10_dir):
+    sample = data.load_sample()
+    assert sample["x_train"].shape == (2000, 32, 32, 3) and sample["x_test"].shape == (500, 32, 32, 3)
+    assert (np.bincount(sample["y_train"]) == 200).all() and (np.bincount(sample["y_test"]) == 50).all()
+    full = np.load(cifar10_dir / "cifar10.npz")
+    # Every image is the real one at its recorded index of the original splits.
+    np.testing.assert_array_equal(full["x_train"][sample["train_index"]], sample["x_train"])
+    np.testing.assert_array_equal(full["y_test"][sample["test_index"]], sample["y_test"])
+
+
+def test_corrupt_or_tampered_sample_is_reported(tmp_path):
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data.SAMPLE_FILE.read_bytes()[:100_000])
+    with pytest.raises(ValueError, match="corrupt"):
+        data.load_sample(truncated)
+    tampered = tmp_path / "tampered.npz"
+    s = data.load_sample()
+    np.savez(tampered, **{**s, "x_train": s["x_train"][:, :16]})
+    with pytest.raises(ValueError, match="bad train arrays"):
+        data.load_sample(tampered)
+    with pytest.raises(FileNotFoundError):
+        data.load_sample(tmp_path / "missing.npz")
+
+
+def test_sample_pipeline():
+    ds, info = data.pretrain_dataset("sample", batch_size=128, seed=0)
+    assert info == dict(num_examples=2000, image_size=32, premade_views=False, num_classes=10)
+    batches = list(ds)
+    assert len(batches) == 2000 // 128  # drop_remainder: static shapes
+    x, y = batches[0]
+    assert x.shape == (128, 32, 32, 3) and x.dtype == tf.uint8 and y.shape == (128,)
+
+
+def test_tfds_pipeline_and_errors(cifar10_dir):
+    ds, info = data.pretrain_dataset("cifar10", 256, data_dir=cifar10_dir / "tfds")
+    assert info["num_examples"] == 50000 and info["num_classes"] == 10
+    x, y = next(iter(ds))
+    assert x.shape == (256, 32, 32, 3) and x.dtype == tf.uint8
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        data.pretrain_dataset("cifar10", 256, data_dir=cifar10_dir / "tfds", split="validation")
+    with pytest.raises(ValueError, match="not prepared"):
+        data.pretrain_dataset("cifar100", 256, data_dir=cifar10_dir / "tfds")
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        data.pretrain_dataset("no_such_dataset_or_folder", 256)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        data.pretrain_dataset("sample", 4096)
+
+
+def test_folder_pipeline_makes_two_augmented_views(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            h, w = rng.integers(40, 90, 2)
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            (tmp_path / label / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds, info = data.pretrain_dataset(str(tmp_path), batch_size=2, image_size=24, seed=0)
+    assert info["num_examples"] == 6 and info["num_classes"] == 2 and info["premade_views"]
+    (v1, v2), y = next(iter(ds))
+    assert v1.shape == (2, 24, 24, 3) and v2.shape == (2, 24, 24, 3) and v1.dtype == tf.float32
+    assert 0 <= float(tf.reduce_min(v1)) and float(tf.reduce_max(v2)) <= 1
+    assert not np.allclose(v1.numpy(), v2.numpy())
+    assert set(y.numpy()) <= {0, 1}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        data.pretrain_dataset(str(empty), batch_size=2, image_size=24)
+
+
+def test_knn_matches_brute_force():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(300, 8)), rng.normal(size=(40, 8))
+    labels = rng.integers(0, 5, 300)
+    predictions = evaluation.knn_predict(train, labels, test, 5, k=20, temperature=0.1, chunk=7)
+    expected = []
+    for t in test:
+        sims = train @ t / np.linalg.norm(train, axis=1) / np.linalg.norm(t)
+        nearest = np.argsort(-sims)[:20]
+        votes = np.zeros(5)
+        for j in nearest:
+            votes[labels[j]] += np.exp(sims[j] / 0.1)
+        expected.append(votes.argmax())
+    np.testing.assert_array_equal(predictions, expected)
+    # Separable clusters are classified perfectly.
+    centres = np.eye(4) * 10
+    x = np.repeat(centres, 50, 0) + rng.normal(size=(200, 4))
+    y = np.repeat(np.arange(4), 50)
+    assert (evaluation.knn_predict(x, y, centres + 0.1, 4, k=10) == np.arange(4)).all()
+    with pytest.raises(ValueError, match="empty"):
+        evaluation.knn_predict(train[:0], labels[:0], test, 5)
