@@ -22,6 +22,7 @@ flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
 flags.DEFINE_integer("steps", 10, "Timed train steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
 flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches.")
+flags.DEFINE_integer("repeats", 3, "Timed repeats (this VM's speed varies: median reported).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_string("out", None, "Append the JSON result to this file.")
 FLAGS = flags.FLAGS
@@ -51,23 +52,29 @@ def main(_):
         return time.perf_counter() - start
 
     run(FLAGS.warmup)
-    train_s = run(FLAGS.steps)
+    train_rates = sorted(FLAGS.steps * batch / run(FLAGS.steps) for _ in range(FLAGS.repeats))
 
     views = byol_tf.augment.TwoViews(size, seed=0)
     aug_fn = tf.function(views, jit_compile=FLAGS.jit_compile)
     aug_fn(images)
-    start = time.perf_counter()
-    for _ in range(FLAGS.aug_steps):
-        v1, _ = aug_fn(images)
-    float(tf.reduce_sum(v1))
-    aug_s = time.perf_counter() - start
+
+    def run_augment():
+        start = time.perf_counter()
+        for _ in range(FLAGS.aug_steps):
+            v1, _ = aug_fn(images)
+        float(tf.reduce_sum(v1))
+        return FLAGS.aug_steps * batch / (time.perf_counter() - start)
+
+    aug_rates = sorted(run_augment() for _ in range(FLAGS.repeats))
 
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
         jit_compile=FLAGS.jit_compile,
-        train_images_per_s=round(FLAGS.steps * batch / train_s, 2),
-        train_step_s=round(train_s / FLAGS.steps, 3),
-        augment_two_views_images_per_s=round(FLAGS.aug_steps * batch / aug_s, 1),
+        train_images_per_s=round(float(np.median(train_rates)), 2),
+        train_images_per_s_runs=[round(r, 2) for r in train_rates],
+        steps_per_run=FLAGS.steps,
+        augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1),
+        augment_runs=[round(r, 1) for r in aug_rates],
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
         tensorflow=tf.__version__, keras=keras.__version__,
         date=time.strftime("%Y-%m-%d"),

@@ -15,6 +15,7 @@ from keras import layers, ops
 from byol_tf import augment as augment_lib
 from byol_tf import encoders as encoders_lib
 from byol_tf.encoders import BN_EPSILON, BN_MOMENTUM
+from byol_tf.layers import BatchNorm
 from byol_tf.schedules import target_decay
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,7 +34,7 @@ class MLP(keras.Sequential):
         if input_dim is not None:
             self.add(keras.Input((input_dim,)))
         self.add(layers.Dense(hidden_dim, name="hidden"))
-        self.add(layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn"))
+        self.add(BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn"))
         self.add(layers.ReLU(name="relu"))
         self.add(layers.Dense(output_dim, use_bias=False, name="out"))
 

@@ -19,6 +19,8 @@ official architecture exactly.
 import keras
 from keras import layers
 
+from byol_tf.layers import BatchNorm
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -40,7 +42,7 @@ def _conv(filters, kernel, stride, name):
 
 
 def _bn(name, zero_init=False):
-    return layers.BatchNormalization(
+    return BatchNorm(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
         gamma_initializer="zeros" if zero_init else "ones")
 

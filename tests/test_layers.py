@@ -1,0 +1,48 @@
+"""The fused BatchNorm equals Keras' BatchNormalization: outputs, gradients, statistics."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_tf.layers import BatchNorm
+
+
+@pytest.mark.parametrize("shape", [(16, 5, 5, 7), (32, 9)])
+def test_fused_batch_norm_matches_keras(shape):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32))
+    ours = BatchNorm(momentum=0.9, epsilon=1e-5)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours.build(shape), ref.build(shape)
+    for a, b in zip(ours.weights, ref.weights):
+        value = rng.normal(size=a.shape).astype(np.float32)
+        a.assign(np.abs(value) if "variance" in a.path else value)
+        b.assign(a.numpy())
+    assert ours._can_fuse(x, True, None)
+    upstream = tf.constant(rng.normal(size=shape).astype(np.float32))
+    results = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y] + grads + [layer.moving_mean, layer.moving_variance])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)), np.asarray(ref(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_moving_statistics_by_hand():
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, (8, 3, 3, 4)).astype(np.float32)
+    layer = BatchNorm(momentum=0.9, epsilon=1e-5)
+    layer.build(x.shape)
+    layer(x, training=True)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(),
+                               0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
+    # Inference mode uses them; training=False never goes through the fused path.
+    assert not layer._can_fuse(x, False, None)
