@@ -10,11 +10,7 @@ kNN), history.csv, tensorboard/, checkpoints/last.keras (each epoch), byol.keras
 whole model with optimizer state) and encoder.keras (the online encoder alone).
 """
 
-import json
-import os
 import pathlib
-import platform
-import subprocess
 import sys
 import time
 
@@ -67,37 +63,6 @@ def resolve_config():
     return config
 
 
-def versions():
-    import keras
-    import numpy
-    import tensorflow as tf
-
-    import byol_tf
-
-    out = dict(python=sys.version.split()[0], platform=platform.platform(),
-               tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
-               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend())
-    try:
-        import tensorflow_datasets as tfds
-        out["tensorflow_datasets"] = tfds.__version__
-    except ImportError:
-        pass
-    try:
-        out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=pathlib.Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return out
-
-
-def write_json(path, payload):
-    """Write atomically: a crash never leaves a half-written file in place."""
-    tmp = pathlib.Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-
-
 def build_model(config, info, total_steps):
     import keras
 
@@ -122,6 +87,7 @@ def main(argv):
     import keras
 
     from byol_tf import data, evaluation
+    from byol_tf.records import versions, write_json
 
     config = resolve_config()
     run_dir = pathlib.Path(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"

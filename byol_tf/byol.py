@@ -118,6 +118,9 @@ class BYOL(keras.Model):
         super().__init__(**kwargs)
         if isinstance(encoder, str):
             encoder = encoders_lib.get(encoder)
+        if not isinstance(encoder, keras.Model) or not encoder.built:
+            raise ValueError("encoder must be a built keras.Model mapping images [B, H, W, 3] to "
+                             "[B, D]: give it a keras.Input or call encoder.build((None, H, W, 3))")
         if not 0.0 <= tau_base <= 1.0:
             raise ValueError(f"tau_base must be in [0, 1]; got {tau_base}")
         if total_steps < 1:

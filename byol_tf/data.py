@@ -77,11 +77,12 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None):
             raise ValueError(f"load_arrays supports the sample and fixed-size TFDS datasets, "
                              f"not {name!r}")
         tfds = _tfds()
-        splits = {"stl10": ("train", "test")}.get(name, ("train", "test"))
         arrays = []
-        for split in splits:
+        for split, cap in (("train", max_train), ("test", max_test)):
             ds, _ = _tfds_load(tfds, name, split, data_dir)
-            x, y = tfds.as_numpy(ds.batch(1_000_000).take(1)).__next__()
+            if cap:
+                ds = ds.take(cap)
+            x, y = next(iter(tfds.as_numpy(ds.batch(1_000_000))))
             arrays += [x, y]
         x_train, y_train, x_test, y_test = arrays
     return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])

@@ -117,6 +117,15 @@ def test_grayscale_and_solarize_fractions_in_outputs():
     grey = np.abs(view - view[..., :1]).max(axis=(1, 2, 3)) < 1e-6
     assert binomial_ok(int(grey.sum()), 2000, 0.2), grey.sum()
 
+    # Solarize alone (view 2 without jitter or blur): a bright image turns dark in ~20%.
+    bright = np.full((2000, 16, 16, 3), 0.9, np.float32)
+    only_solarize = dict(A.VIEW2, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+    out = np.asarray(A.augment(bright, only_solarize, 16, seed))
+    dark = np.abs(out - 0.1).max(axis=(1, 2, 3)) < 1e-5
+    unchanged = np.abs(out - 0.9).max(axis=(1, 2, 3)) < 1e-5
+    assert (dark | unchanged).all()
+    assert binomial_ok(int(dark.sum()), 2000, 0.2), dark.sum()
+
 
 # ------------------------------------------------------------------ each op vs a reference
 def test_crop_resize_flip_matches_tf_image_resize_bicubic():

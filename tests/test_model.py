@@ -93,6 +93,8 @@ def test_bad_constructor_arguments():
         byol_tf.BYOL("tiny_resnet_cifar", tau_base=1.5)
     with pytest.raises(ValueError, match="Unknown encoder"):
         byol_tf.BYOL("resnet_unknown")
+    with pytest.raises(ValueError, match="built keras.Model"):
+        byol_tf.BYOL(keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(4)]))
 
 
 # ------------------------------------------------------------------ saving

@@ -9,6 +9,8 @@ import sys
 import keras
 import numpy as np
 
+import byol_tf  # noqa: F401  (registers byol_tf classes for load_model)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -47,6 +49,37 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     again = run_train("--epochs=1", f"--run_dir={run_dir}")
     assert again.returncode != 0 and "already holds a finished run" in again.stderr
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+
+def run_eval(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_train_and_eval_on_real_cifar10(tmp_path, cifar10_dir):
+    run_dir = tmp_path / "cifar"
+    result = run_train("--dataset=cifar10", f"--data_dir={cifar10_dir / 'tfds'}",
+                       "--encoder=tiny_resnet_cifar", "--hidden_dim=256", "--batch_size=64",
+                       "--epochs=1", "--steps_per_epoch=3", "--max_eval_examples=1000",
+                       f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["preset"] == "cifar10" and config["tau_base"] == 0.99  # preset, flags on top
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["knn"]["train_examples"] == 1000
+
+    out = tmp_path / "knn.json"
+    result = run_eval(f"--model={run_dir / 'byol.keras'}", "--dataset=cifar10",
+                      f"--data_dir={cifar10_dir / 'tfds'}", "--max_examples=1000", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads(out.read_text())
+    # Same encoder, same data, same protocol: eval.py reproduces train.py's number.
+    assert evaluated["top1"] == metrics["knn"]["pretrained"]
+    assert evaluated["protocol"] == "knn" and evaluated["test_examples"] == 1000
+
+    bad = run_eval(f"--model={tmp_path / 'missing.keras'}")
+    assert bad.returncode != 0 and "no such file" in bad.stderr
 
 
 def test_train_py_reports_bad_dataset(tmp_path):

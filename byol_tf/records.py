@@ -1,0 +1,41 @@
+"""What every run writes next to its outputs: library versions and atomic JSON files."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+
+def versions():
+    """Python, platform, library versions and the git commit of the checkout, if any."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import byol_tf
+
+    out = dict(python=sys.version.split()[0], platform=platform.platform(),
+               tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
+               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend())
+    try:
+        import tensorflow_datasets as tfds
+        out["tensorflow_datasets"] = tfds.__version__
+    except ImportError:
+        pass
+    try:
+        out["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=pathlib.Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return out
+
+
+def write_json(path, payload):
+    """Write atomically: a crash never leaves a half-written file in place."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
