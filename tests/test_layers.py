@@ -46,3 +46,27 @@ def test_moving_statistics_by_hand():
                                0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
     # Inference mode uses them; training=False never goes through the fused path.
     assert not layer._can_fuse(x, False, None)
+
+
+def test_xla_uses_the_composite_path_and_matches_keras():
+    """Under jit_compile the layer must not use the fused kernel (XLA's gradient of it is
+    off); outputs and gradients then equal Keras' layer."""
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(8, 4, 4, 6)).astype(np.float32))
+    ours, ref = BatchNorm(), keras.layers.BatchNormalization()
+    ours.build(x.shape), ref.build(x.shape)
+    fused_seen = []
+
+    def step(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        if layer is ours:
+            fused_seen.append(layer._can_fuse(x, True, None))
+        return tape.gradient(loss, x)
+
+    got = tf.function(lambda: step(ours), jit_compile=True)()
+    want = tf.function(lambda: step(ref))()
+    assert fused_seen == [False]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)

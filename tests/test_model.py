@@ -122,18 +122,21 @@ def test_keras_save_load_round_trip(tmp_path):
 def test_jit_compiled_step_equals_the_plain_step():
     # TF's stateless RNG picks a different algorithm under XLA, so the two runs only
     # draw the same views with augmentation off; with it on, XLA must still compile.
-    data = tf.data.Dataset.from_tensor_slices(images(16)).batch(8)
+    data = tf.data.Dataset.from_tensor_slices(images(32)).batch(16)
     augmented = small_byol(jit=True).fit(data, verbose=0).history
     assert np.isfinite(augmented["loss"][0])
-    plain, xla = small_byol(augment=False), small_byol(jit=True, augment=False)
+    # A small SGD step: XLA and TF kernels differ by float rounding (~1e-6), which large
+    # steps on a tiny batch-norm net amplify; this compares the computations, not chaos.
+    runs = []
+    for jit in (False, True):
+        model = small_byol(jit=jit, augment=False)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=jit)
+        runs.append((model, model.fit(data, verbose=0).history))
+    (plain, logs_plain), (xla, logs_xla) = runs
     assert xla.jit_compile and not plain.jit_compile
+    assert logs_xla["loss"][0] == pytest.approx(logs_plain["loss"][0], rel=1e-5)
     for a, b in zip(plain.weights, xla.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    logs_plain = plain.fit(data, verbose=0).history
-    logs_xla = xla.fit(data, verbose=0).history
-    assert logs_xla["loss"][0] == pytest.approx(logs_plain["loss"][0], rel=1e-4)
-    for a, b in zip(plain.weights, xla.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-4, err_msg=a.path)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5, err_msg=a.path)
 
 
 # ------------------------------------------------------------------ real data
