@@ -25,22 +25,28 @@ _CHECK_TAG = "byol_tf input check"
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class MLP(keras.Sequential):
-    """`Dense(hidden) → BatchNorm → ReLU → Dense(out, no bias)`: `[B, D] → [B, out]`."""
+    """`Dense(hidden) → BatchNorm → ReLU → Dense(out, no bias)`: `[B, D] → [B, out]`.
+    Batch norm uses global-batch statistics under a multi-replica strategy when
+    `sync_batch_norm`."""
 
-    def __init__(self, hidden_dim, output_dim, input_dim=None, name=None, **kwargs):
+    def __init__(self, hidden_dim, output_dim, input_dim=None, sync_batch_norm=True, name=None,
+                 **kwargs):
         kwargs.pop("layers", None)
         super().__init__(name=name, **kwargs)
         self.hidden_dim, self.output_dim, self.input_dim = hidden_dim, output_dim, input_dim
+        self.sync_batch_norm = sync_batch_norm
         if input_dim is not None:
             self.add(keras.Input((input_dim,)))
         self.add(layers.Dense(hidden_dim, name="hidden"))
-        self.add(BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn"))
+        self.add(BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync_batch_norm,
+                           name="bn"))
         self.add(layers.ReLU(name="relu"))
         self.add(layers.Dense(output_dim, use_bias=False, name="out"))
 
     def get_config(self):
         return {"hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
-                "input_dim": self.input_dim, "name": self.name}
+                "input_dim": self.input_dim, "sync_batch_norm": self.sync_batch_norm,
+                "name": self.name}
 
     @classmethod
     def from_config(cls, config):
@@ -108,13 +114,15 @@ class BYOL(keras.Model):
         images are used as both views (or the dataset supplies `(view1, view2)`).
       view1, view2: augmentation configs (see `byol_tf.augment`).
       seed: seed of the in-step augmentation.
+      sync_batch_norm: projector/predictor batch norm over the global batch under a
+        multi-replica strategy (the encoder has its own switch).
 
     `model(images)` returns the online representation `[B, D]`.
     """
 
     def __init__(self, encoder, projection_dim=256, hidden_dim=4096, tau_base=0.996,
                  total_steps=1000, num_classes=None, image_size=None, augment=True,
-                 view1=None, view2=None, seed=None, **kwargs):
+                 view1=None, view2=None, seed=None, sync_batch_norm=True, **kwargs):
         super().__init__(**kwargs)
         if isinstance(encoder, str):
             encoder = encoders_lib.get(encoder)
@@ -130,7 +138,7 @@ class BYOL(keras.Model):
         self.num_classes, self.image_size, self.augment = num_classes, image_size, augment
         self.view1 = augment_lib.check_config(view1 or augment_lib.VIEW1)
         self.view2 = augment_lib.check_config(view2 or augment_lib.VIEW2)
-        self.seed = seed
+        self.seed, self.sync_batch_norm = seed, sync_batch_norm
 
         self.online_encoder = encoder
         self.target_encoder = keras.models.clone_model(encoder)
@@ -138,9 +146,11 @@ class BYOL(keras.Model):
             "target_") else encoder.name
         dim = encoder.output_shape[-1]
         self.representation_dim = dim
-        self.online_projector = MLP(hidden_dim, projection_dim, dim, name="online_projector")
-        self.target_projector = MLP(hidden_dim, projection_dim, dim, name="target_projector")
-        self.online_predictor = MLP(hidden_dim, projection_dim, projection_dim,
+        self.online_projector = MLP(hidden_dim, projection_dim, dim, sync_batch_norm,
+                                    name="online_projector")
+        self.target_projector = MLP(hidden_dim, projection_dim, dim, sync_batch_norm,
+                                    name="target_projector")
+        self.online_predictor = MLP(hidden_dim, projection_dim, projection_dim, sync_batch_norm,
                                     name="online_predictor")
         self.probe = None
         if num_classes:
@@ -236,8 +246,9 @@ class BYOL(keras.Model):
             z = self.online_projector(h, training=True)
             outs.append((h, z, self.online_predictor(z, training=True)))
         (h1, z1, q1), (_, _, q2) = outs
-        byol_loss = (ops.mean(regression_loss(q1, target2)) +
-                     ops.mean(regression_loss(q2, target1)))
+        f32 = lambda t: ops.cast(t, "float32")  # noqa: E731  (loss in float32 under mixed precision)
+        byol_loss = (ops.mean(regression_loss(f32(q1), f32(target2))) +
+                     ops.mean(regression_loss(f32(q2), f32(target1))))
         logs = {"loss": byol_loss, "projection_std": projection_std(z1)}
         total = byol_loss
         if self.probe is not None and labels is not None:
@@ -356,7 +367,7 @@ class BYOL(keras.Model):
             "tau_base": self.tau_base, "total_steps": self.total_steps,
             "num_classes": self.num_classes, "image_size": self.image_size,
             "augment": self.augment, "view1": self.view1, "view2": self.view2,
-            "seed": self.seed, "name": self.name,
+            "seed": self.seed, "sync_batch_norm": self.sync_batch_norm, "name": self.name,
         }
 
     @classmethod

@@ -41,19 +41,19 @@ def _conv(filters, kernel, stride, name):
         kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
 
 
-def _bn(name, zero_init=False):
+def _bn(name, zero_init=False, synchronized=True):
     return BatchNorm(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name, synchronized=synchronized,
         gamma_initializer="zeros" if zero_init else "ones")
 
 
-def _block(x, channels, stride, bottleneck, name):
+def _block(x, channels, stride, bottleneck, name, sync):
     """One residual block; `channels` is the block's output width."""
     inner = channels // 4 if bottleneck else channels
     shortcut = x
     if stride != 1 or x.shape[-1] != channels:
         shortcut = _conv(channels, 1, stride, f"{name}_shortcut_conv")(x)
-        shortcut = _bn(f"{name}_shortcut_bn")(shortcut)
+        shortcut = _bn(f"{name}_shortcut_bn", synchronized=sync)(shortcut)
     if bottleneck:
         specs = [(inner, 1, 1), (inner, 3, stride), (channels, 1, 1)]
     else:
@@ -61,7 +61,7 @@ def _block(x, channels, stride, bottleneck, name):
     for i, (filters, kernel, s) in enumerate(specs):
         last = i == len(specs) - 1
         x = _conv(filters, kernel, s, f"{name}_conv{i}")(x)
-        x = _bn(f"{name}_bn{i}", zero_init=last and bottleneck)(x)
+        x = _bn(f"{name}_bn{i}", zero_init=last and bottleneck, synchronized=sync)(x)
         if not last:
             x = layers.ReLU(name=f"{name}_relu{i}")(x)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
@@ -78,11 +78,13 @@ class ResNet(keras.Model):
       width_multiplier: integer channel multiplier (ResNet-50 ×2, ×4).
       base_width: stem channels (64 in every standard ResNet); groups have
         base·(1, 2, 4, 8) channels, ×4 for bottleneck nets.
+      sync_batch_norm: batch statistics over the global batch when a
+        `tf.distribute` strategy has several replicas (as the official 512-core run).
       input_shape: (H, W, 3); H and W may be None.
     """
 
     def __init__(self, depth=50, stem="imagenet", width_multiplier=1, base_width=64,
-                 input_shape=(None, None, 3), name=None, **kwargs):
+                 sync_batch_norm=True, input_shape=(None, None, 3), name=None, **kwargs):
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if stem not in ("imagenet", "cifar"):
@@ -97,7 +99,7 @@ class ResNet(keras.Model):
             x = _conv(stem_width, 7, 2, "stem_conv")(images)
         else:
             x = _conv(stem_width, 3, 1, "stem_conv")(images)
-        x = _bn("stem_bn")(x)
+        x = _bn("stem_bn", synchronized=sync_batch_norm)(x)
         x = layers.ReLU(name="stem_relu")(x)
         if stem == "imagenet":
             x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
@@ -105,17 +107,18 @@ class ResNet(keras.Model):
             for b in range(num_blocks):
                 stride = 2 if (g > 0 and b == 0) else 1
                 x = _block(x, channels * width_multiplier, stride, bottleneck,
-                           name=f"group{g}_block{b}")
+                           name=f"group{g}_block{b}", sync=sync_batch_norm)
         representation = layers.GlobalAveragePooling2D(name="pool")(x)
         super().__init__(images, representation,
                          name=name or f"resnet{depth}_{stem}_x{width_multiplier}", **kwargs)
         self.depth, self.stem, self.width_multiplier = depth, stem, width_multiplier
-        self.base_width = base_width
+        self.base_width, self.sync_batch_norm = base_width, sync_batch_norm
         self.input_shape_ = tuple(input_shape)
 
     def get_config(self):
         return {"depth": self.depth, "stem": self.stem,
                 "width_multiplier": self.width_multiplier, "base_width": self.base_width,
+                "sync_batch_norm": self.sync_batch_norm,
                 "input_shape": self.input_shape_, "name": self.name,
                 "trainable": self.trainable}
 

@@ -13,21 +13,58 @@ where the TF kernel and Keras agree to 1e-5), and XLA fuses the composite ops an
 """
 
 import keras
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class BatchNorm(keras.layers.BatchNormalization):
+    """Args as `keras.layers.BatchNormalization`. `synchronized=True` (statistics over the
+    global batch under a `tf.distribute` strategy) is kept in the config on every backend
+    but only acted on under TensorFlow, where Keras supports it; with one replica it is
+    the same computation, so the fused kernel is used then. Without it, each replica
+    normalises with its own batch and the moving statistics average the replicas' (so
+    replicas stay identical)."""
+
+    def __init__(self, synchronized=False, **kwargs):
+        super().__init__(synchronized=synchronized and keras.backend.backend() == "tensorflow",
+                         **kwargs)
+        self.sync_requested = synchronized
+
+    def get_config(self):
+        return {**super().get_config(), "synchronized": self.sync_requested}
+
     def _can_fuse(self, inputs, training, mask):
-        return (training and self.trainable and not _in_xla_context() and mask is None and not self.renorm
-                and not self.synchronized and self.scale and self.center
+        return (training and self.trainable and not _in_xla_context()
+                and not self.renorm and not (self.synchronized and _num_replicas() > 1)
+                and self.scale and self.center
                 and keras.backend.backend() == "tensorflow"
                 and self.axis in (-1, len(inputs.shape) - 1)
                 and len(inputs.shape) in (2, 4)
                 and keras.backend.standardize_dtype(inputs.dtype) == "float32")
 
     def call(self, inputs, training=None, mask=None):
-        if not self._can_fuse(inputs, training, mask):
+        if not (training and self.trainable) or mask is not None or self.renorm \
+                or not (self.scale and self.center):
             return super().call(inputs, training=training, mask=mask)
+        if self._can_fuse(inputs, training, mask):
+            outputs, mean, variance = self._fused(inputs)
+        else:
+            x = ops.cast(inputs, "float32")  # statistics in float32, as Keras
+            axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
+            # Keras' synchronized moments use E[x²] − E[x]²; with one replica the
+            # numerically stabler local moments are the same statistics.
+            global_stats = self.synchronized and _num_replicas() > 1
+            mean, variance = ops.moments(x, axes, synchronized=global_stats)
+            outputs = ops.batch_normalization(x, mean, variance, self.axis, self.beta,
+                                              self.gamma, self.epsilon)
+            outputs = ops.cast(outputs, self.compute_dtype)
+        mean, variance = _mean_over_replicas(mean, variance, self.synchronized)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+    def _fused(self, inputs):
         import tensorflow as tf
 
         x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
@@ -40,10 +77,19 @@ class BatchNorm(keras.layers.BatchNormalization):
         # biased one.
         n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
         variance = variance * (n - 1.0) / n
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return y if len(inputs.shape) == 4 else y[:, 0, 0, :]
+        return (y if len(inputs.shape) == 4 else y[:, 0, 0, :]), mean, variance
+
+
+def _mean_over_replicas(mean, variance, synchronized):
+    """Per-replica statistics → their mean over replicas, for the moving averages, so
+    every replica keeps the same moving statistics (as Keras 2's MEAN aggregation did).
+    Synchronized statistics are global already."""
+    if synchronized or _num_replicas() == 1:
+        return mean, variance
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return tuple(context.all_reduce(tf.distribute.ReduceOp.MEAN, [mean, variance]))
 
 
 def _in_xla_context():
@@ -54,3 +100,15 @@ def _in_xla_context():
     except ImportError:
         return False
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _num_replicas():
+    """Replicas of the current `tf.distribute` strategy (1 outside any, or not on TF)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return context.num_replicas_in_sync

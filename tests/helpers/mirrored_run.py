@@ -1,0 +1,64 @@
+"""Run in a fresh process: 3 BYOL steps on one device and under MirroredStrategy over 2
+logical CPUs, same initial weights and global batches; writes the weights to an .npz.
+
+    python tests/helpers/mirrored_run.py OUT.npz [--sync_bn=1] [--jit=0]
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+import byol_tf  # noqa: E402
+
+GLOBAL_BATCH, STEPS = 16, 3
+
+
+def build(sync):
+    keras.utils.set_random_seed(0)
+    encoder = byol_tf.encoders.ResNet(depth=10, stem="cifar", base_width=8, sync_batch_norm=sync)
+    model = byol_tf.BYOL(encoder, projection_dim=16, hidden_dim=32, total_steps=10, augment=False,
+                         sync_batch_norm=sync, num_classes=10)
+    model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4))
+    return model
+
+
+def views():
+    rng = np.random.default_rng(1)
+    v1 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(np.float32)
+    v2 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, GLOBAL_BATCH * STEPS)
+    return tf.data.Dataset.from_tensor_slices(((v1, v2), labels)).batch(GLOBAL_BATCH, drop_remainder=True)
+
+
+def weights(model):
+    out = {}
+    for v in model.weights:
+        values = getattr(v.value, "values", None)  # MirroredVariable: one copy a replica
+        copies = [np.asarray(c) for c in values] if values else [np.asarray(v.numpy())]
+        out[v.path] = np.stack(copies)
+    return out
+
+
+def main(out, sync=True):
+    single = build(sync)
+    single_logs = single.fit(views(), verbose=0).history
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = build(sync)
+    mirrored_logs = mirrored.fit(views(), verbose=0).history
+    assert strategy.num_replicas_in_sync == 2
+    np.savez(out, **{f"single::{k}": v for k, v in weights(single).items()},
+             **{f"mirrored::{k}": v for k, v in weights(mirrored).items()},
+             single_loss=single_logs["loss"][0], mirrored_loss=mirrored_logs["loss"][0],
+             single_steps=int(single.optimizer.iterations.numpy()),
+             mirrored_steps=int(mirrored.optimizer.iterations.numpy()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv)
