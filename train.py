@@ -6,10 +6,13 @@
 
 Every flag left unset comes from the dataset's preset (`byol_tf/presets.py`). The run
 folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
-kNN), history.csv, tensorboard/, checkpoints/last.keras (each epoch), byol.keras (the
-whole model with optimizer state) and encoder.keras (the online encoder alone).
+kNN), history.csv, tensorboard/, checkpoints/ (the last --keep_checkpoints, each epoch by
+default), byol.keras (the whole model with optimizer state) and encoder.keras (the online
+encoder alone). Started again with the same --run_dir and flags, an unfinished run resumes
+from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included).
 """
 
+import json
 import pathlib
 import sys
 import time
@@ -39,6 +42,13 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (what a TPU 
 flags.DEFINE_bool("knn", True, "kNN-evaluate pretrained and random-init encoders after training.")
 flags.DEFINE_integer("knn_k", 200, "k of the kNN evaluation.")
 flags.DEFINE_integer("max_eval_examples", None, "Cap on train/test examples for kNN.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy; --batch_size is global.")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
+flags.DEFINE_bool("deterministic", False, "tf.config.experimental.enable_op_determinism().")
+flags.DEFINE_integer("checkpoint_every", None, "Checkpoint every N steps (default: each epoch).")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
+flags.DEFINE_string("final_weights_npz", None, "Also write all final weights here (every worker).")
 FLAGS = flags.FLAGS
 
 HYPERPARAMETERS = ("encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay",
@@ -82,53 +92,120 @@ def build_model(config, info, total_steps):
     return model
 
 
+def make_strategy(name, tpu):
+    """`tf.distribute` strategy by flag; (strategy, is_chief)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy(), True
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), True
+    if name == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver), True
+    else:
+        raise app.UsageError(f"Unknown --strategy {name!r}")
+    resolver = strategy.cluster_resolver
+    chief_exists = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = (resolver.task_type in (None, "chief") or
+                (resolver.task_type == "worker" and resolver.task_id == 0 and not chief_exists))
+    return strategy, is_chief
+
+
 def main(argv):
     del argv
     import keras
+    import numpy as np
+    import tensorflow as tf
 
     from byol_tf import data, evaluation
+    from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
     config = resolve_config()
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy, is_chief = make_strategy(FLAGS.strategy, FLAGS.tpu)
     run_dir = pathlib.Path(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
                            f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
     if (run_dir / "metrics.json").exists():
         raise app.UsageError(f"{run_dir} already holds a finished run; choose another --run_dir")
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
-    dataset, info = data.pretrain_dataset(
+    _, info = data.pretrain_dataset(
         config["dataset"], config["batch_size"], image_size=config["image_size"],
         data_dir=config["data_dir"], split=config["split"], seed=config["seed"])
     steps_per_epoch = info["num_examples"] // config["batch_size"]
     if config["steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
-        dataset = dataset.repeat()
     total_steps = steps_per_epoch * config["epochs"]
     config.update(image_size=info["image_size"], num_examples=info["num_examples"],
-                  steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    write_json(run_dir / "config.json", dict(config=config, versions=versions(),
-                                             command=sys.argv, started=time.ctime()))
+                  steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                  strategy=FLAGS.strategy, replicas=strategy.num_replicas_in_sync,
+                  deterministic=FLAGS.deterministic)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())["config"]
+        if previous != config:
+            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            raise app.UsageError(f"{run_dir} holds an unfinished run with another config "
+                                 f"(differs in {changed}); resume with the same flags or "
+                                 "choose another --run_dir")
+    elif is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(config_path, dict(config=config, versions=versions(), command=sys.argv,
+                                     started=time.ctime()))
     logging.info("config: %s", config)
 
-    model = build_model(config, info, total_steps)
+    with strategy.scope():
+        model = build_model(config, info, total_steps)
     random_init_encoder = keras.models.clone_model(model.online_encoder)
     random_init_encoder.set_weights(model.online_encoder.get_weights())
+    manager = CheckpointManager(run_dir / "checkpoints", keep=FLAGS.keep_checkpoints,
+                                is_chief=is_chief)
+    start_step = manager.restore(model)
 
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras")),
-    ]
-    start = time.time()
-    history = model.fit(dataset, epochs=config["epochs"], steps_per_epoch=steps_per_epoch,
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch)]
+    if is_chief:
+        callbacks += [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+                      keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
+                                                  update_freq="epoch")]
+
+    def stream(skip):
+        dataset, _ = data.pretrain_dataset(
+            config["dataset"], config["batch_size"], image_size=config["image_size"],
+            data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
+            repeat=True, skip_batches=skip)
+        return dataset
+
+    start, history, step = time.time(), {}, start_step
+    # A resume inside an epoch first finishes that epoch, then runs whole ones.
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
+        run = model.fit(stream(step), initial_epoch=epoch, epochs=last_epoch,
+                        steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
                         callbacks=callbacks, verbose="auto")
+        for key, values in run.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        step = int(model.optimizer.iterations.numpy())
+        if model.stop_training:  # TerminateOnNaN
+            break
     train_seconds = time.time() - start
+
+    if FLAGS.final_weights_npz:  # every worker: for checking replicas and workers agree
+        np.savez(FLAGS.final_weights_npz, **{v.path: np.asarray(v.numpy()) for v in model.weights},
+                 step=step)
+    if not is_chief:
+        return
     model.save(run_dir / "byol.keras")
     model.online_encoder.save(run_dir / "encoder.keras")
-
-    metrics = dict(train_seconds=round(train_seconds, 1),
-                   history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+    metrics = dict(train_seconds=round(train_seconds, 1), resumed_from_step=start_step,
+                   final_step=step, history=history)
     if config["knn"] and info["num_classes"]:
         x_train, y_train, x_test, y_test = data.load_arrays(
             config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples)

@@ -53,6 +53,17 @@ class MLP(keras.Sequential):
         return cls(**config)
 
 
+def _multi_worker():
+    """True under a tf.distribute strategy that spans several workers (TF backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
+            len(strategy.extended.worker_devices) < strategy.num_replicas_in_sync)
+
+
 def l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), epsilon))
 
@@ -279,7 +290,13 @@ class BYOL(keras.Model):
                 tracker.update_state(learning_rate)
             elif name in logs:
                 tracker.update_state(logs[name])
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker():
+            # Keras reduces step outputs with strategy.reduce("MEAN", v, axis=0) under
+            # MultiWorkerMirroredStrategy, which fails on scalars: give it a length-1 axis
+            # (the reduce returns the scalar mean over all replicas).
+            results = {k: ops.reshape(v, (1,)) for k, v in results.items()}
+        return results
 
     # -------------------------------------------------------------------- steps
     def train_step(self, data):
@@ -325,6 +342,15 @@ class BYOL(keras.Model):
                     tf.logical_and(tf.reduce_min(t32) >= 0.0, tf.reduce_max(t32) <= 1.0),
                     [f"{_CHECK_TAG}: float images must be in [0, 1]; min/max:",
                      tf.reduce_min(t32), tf.reduce_max(t32)])
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' TF trainer builds a model under a strategy from a data batch it first
+        MEAN-reduces across replicas; under MultiWorkerMirroredStrategy that reduce fails
+        on tuple batches (`Attempt to convert a value (PerReplica...) to a Tensor`). BYOL
+        builds its layers in `__init__`, so only the optimizer is left to build."""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, with the first batch checked eagerly (shape, dtype,

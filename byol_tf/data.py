@@ -90,12 +90,15 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None):
 
 # ------------------------------------------------------------------ tf.data pipelines
 def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
-                     shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2):
+                     shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2,
+                     repeat=False, skip_batches=0):
     """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
 
     Args:
       name: "sample", a TFDS name (cifar10, cifar100, stl10, imagenet2012) or a folder.
       image_size: side of the views (needed for variable-size sources).
+      repeat: an endless stream, reshuffled every pass; with a fixed seed the stream
+        is the same in every run, so `skip_batches=k` resumes it exactly at batch k.
     Returns:
       (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes).
     """
@@ -129,6 +132,8 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
                          f"one batch of {batch_size}")
     ds = ds.shuffle(min(shuffle_buffer, info["num_examples"]), seed=seed,
                     reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     if info["premade_views"]:
         if not image_size:
             raise ValueError(f"dataset {name!r} has images of varying size: pass image_size")
@@ -138,7 +143,12 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         ds = ds.map(_finish_views(view1, view2, seed))
     else:
         ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.prefetch(tf.data.AUTOTUNE), info
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    options = tf.data.Options()
+    # Shard by element across workers: single-file TFDS splits cannot be sharded by file.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE), info
 
 
 def _two_crops(size, view1, view2, seed):

@@ -35,7 +35,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def _can_fuse(self, inputs, training, mask):
         return (training and self.trainable and not _in_xla_context()
-                and not self.renorm and not (self.synchronized and _num_replicas() > 1)
+                and not self.renorm and not (self.synchronized and num_replicas() > 1)
                 and self.scale and self.center
                 and keras.backend.backend() == "tensorflow"
                 and self.axis in (-1, len(inputs.shape) - 1)
@@ -53,7 +53,7 @@ class BatchNorm(keras.layers.BatchNormalization):
             axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
             # Keras' synchronized moments use E[x²] − E[x]²; with one replica the
             # numerically stabler local moments are the same statistics.
-            global_stats = self.synchronized and _num_replicas() > 1
+            global_stats = self.synchronized and num_replicas() > 1
             mean, variance = ops.moments(x, axes, synchronized=global_stats)
             outputs = ops.batch_normalization(x, mean, variance, self.axis, self.beta,
                                               self.gamma, self.epsilon)
@@ -84,7 +84,7 @@ def _mean_over_replicas(mean, variance, synchronized):
     """Per-replica statistics → their mean over replicas, for the moving averages, so
     every replica keeps the same moving statistics (as Keras 2's MEAN aggregation did).
     Synchronized statistics are global already."""
-    if synchronized or _num_replicas() == 1:
+    if synchronized or num_replicas() == 1:
         return mean, variance
     import tensorflow as tf
 
@@ -102,7 +102,7 @@ def _in_xla_context():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _num_replicas():
+def num_replicas():
     """Replicas of the current `tf.distribute` strategy (1 outside any, or not on TF)."""
     if keras.backend.backend() != "tensorflow":
         return 1

@@ -65,3 +65,49 @@ def test_mixed_bfloat16_step(jit):
     assert model.online_encoder.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in model.weights if v.trainable or "moving" in v.path)
     assert all(t.dtype == "float32" for t, _ in model.target_pairs)
+
+
+def free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_two_processes(tmp_path):
+    """Two workers on 127.0.0.1 train the same model in lockstep; only the chief writes."""
+    import json
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    run_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(scratch),
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        command = [sys.executable, str(ROOT / "train.py"), "--strategy=multi_worker",
+                   "--epochs=1", "--steps_per_epoch=3", "--batch_size=16", "--hidden_dim=32",
+                   "--projection_dim=16", "--checkpoint_every=1", "--noknn",
+                   f"--run_dir={run_dir}", f"--final_weights_npz={tmp_path / f'worker{index}.npz'}"]
+        processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for p, out in zip(processes, outputs):
+        assert p.returncode == 0, out[-3000:]
+    chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    assert int(chief["step"]) == int(other["step"]) == 3
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["replicas"] == 2 and config["strategy"] == "multi_worker"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == sorted(
+        f"ckpt-{s}.{ext}" for s in (1, 2, 3) for ext in ("json", "weights.h5"))
+    assert (run_dir / "byol.keras").exists() and (run_dir / "metrics.json").exists()
+    # The other worker wrote its checkpoints into its own temporary folder and removed them.
+    assert list((tmp_path / "tmp1").iterdir()) == []

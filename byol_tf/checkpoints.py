@@ -1,0 +1,122 @@
+"""Checkpoints that survive a kill: atomic, verified, the last N kept.
+
+A checkpoint at global step k is two files in `directory`:
+  ckpt-<k>.weights.h5  everything `model.save_weights` writes (online, target, BN
+                       statistics, probe, optimizer slots and step counter)
+  ckpt-<k>.json        manifest: step, sha256 and size of the weights file, the
+                       augmentation RNG state (not in `save_weights`), time
+Both are written to temporary names and renamed (the manifest last), so a crash leaves
+either a complete checkpoint or none; nothing good is ever overwritten. `restore` takes
+the newest checkpoint whose file matches its manifest and logs each one it skips.
+Under a multi-worker strategy every worker calls `save` (as Keras requires); only the
+chief's copy lands in `directory`, the others write to a temporary folder they delete.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import tempfile
+import time
+
+import keras
+from absl import logging
+
+_NAME = re.compile(r"^ckpt-(\d+)\.json$")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointManager:
+    """Args: directory; keep: how many checkpoints to keep (≥ 1); is_chief: whether
+    this process writes (False on non-chief workers)."""
+
+    def __init__(self, directory, keep=3, is_chief=True):
+        if keep < 1:
+            raise ValueError(f"keep must be ≥ 1; got {keep}")
+        self.directory, self.keep, self.is_chief = pathlib.Path(directory), keep, is_chief
+
+    def steps(self):
+        """Steps of the checkpoints with a manifest, newest first."""
+        if not self.directory.exists():
+            return []
+        found = (_NAME.match(p.name) for p in self.directory.iterdir())
+        return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+    def save(self, model, step):
+        target = self.directory if self.is_chief else pathlib.Path(tempfile.mkdtemp())
+        target.mkdir(parents=True, exist_ok=True)
+        weights = target / f"ckpt-{step}.weights.h5"
+        tmp = target / f".tmp-ckpt-{step}.weights.h5"
+        model.save_weights(tmp)
+        manifest = dict(step=int(step), sha256=_sha256(tmp), bytes=tmp.stat().st_size,
+                        seed_state=[int(x) for x in model.seed_generator.state.numpy()],
+                        time=time.time())
+        os.replace(tmp, weights)
+        tmp_manifest = target / f".tmp-ckpt-{step}.json"
+        tmp_manifest.write_text(json.dumps(manifest))
+        os.replace(tmp_manifest, target / f"ckpt-{step}.json")
+        if not self.is_chief:
+            shutil.rmtree(target, ignore_errors=True)
+            return None
+        for old in self.steps()[self.keep:]:
+            for path in (self.directory / f"ckpt-{old}.json",
+                         self.directory / f"ckpt-{old}.weights.h5"):
+                path.unlink(missing_ok=True)
+        return weights
+
+    def verify(self, step):
+        """None if checkpoint `step` is intact, else what is wrong with it."""
+        manifest_path = self.directory / f"ckpt-{step}.json"
+        weights = self.directory / f"ckpt-{step}.weights.h5"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            return f"unreadable manifest ({error})"
+        if not weights.exists():
+            return "weights file missing"
+        if weights.stat().st_size != manifest.get("bytes"):
+            return f"size {weights.stat().st_size} != {manifest.get('bytes')} (truncated?)"
+        if _sha256(weights) != manifest.get("sha256"):
+            return "sha256 mismatch (corrupt or tampered)"
+        return None
+
+    def restore(self, model):
+        """Loads the newest intact checkpoint into the compiled `model`; returns its step,
+        or 0 when there is none. Corrupt checkpoints are logged and skipped."""
+        for step in self.steps():
+            problem = self.verify(step)
+            if problem:
+                logging.warning("Checkpoint %s is unusable: %s; trying the one before.",
+                                self.directory / f"ckpt-{step}.weights.h5", problem)
+                continue
+            if not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(self.directory / f"ckpt-{step}.weights.h5")
+            manifest = json.loads((self.directory / f"ckpt-{step}.json").read_text())
+            model.seed_generator.state.assign(manifest["seed_state"])
+            logging.info("Resumed from checkpoint %s (step %d).",
+                         self.directory / f"ckpt-{step}.weights.h5", step)
+            return step
+        return 0
+
+
+class SaveEvery(keras.callbacks.Callback):
+    """Keras callback: `manager.save(model, step)` every `every` optimizer steps."""
+
+    def __init__(self, manager, every):
+        super().__init__()
+        self.manager, self.every = manager, every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            self.manager.save(self.model, step)
