@@ -45,6 +45,8 @@ flags.DEFINE_integer("max_eval_examples", None, "Cap on train/test examples for 
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy; --batch_size is global.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('local' on a TPU VM).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                  "Keras dtype policy: compute dtype; variables and the loss stay float32.")
 flags.DEFINE_bool("deterministic", False, "tf.config.experimental.enable_op_determinism().")
 flags.DEFINE_integer("checkpoint_every", None, "Checkpoint every N steps (default: each epoch).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
@@ -145,7 +147,7 @@ def main(argv):
     config.update(image_size=info["image_size"], num_examples=info["num_examples"],
                   steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                   strategy=FLAGS.strategy, replicas=strategy.num_replicas_in_sync,
-                  deterministic=FLAGS.deterministic)
+                  deterministic=FLAGS.deterministic, precision=FLAGS.precision)
     config_path = run_dir / "config.json"
     if config_path.exists():
         previous = json.loads(config_path.read_text())["config"]
@@ -160,6 +162,7 @@ def main(argv):
                                      started=time.ctime()))
     logging.info("config: %s", config)
 
+    keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
         model = build_model(config, info, total_steps)
     random_init_encoder = keras.models.clone_model(model.online_encoder)

@@ -315,6 +315,7 @@ class BYOL(keras.Model):
             loss, logs = self.online_loss(view1, view2, target1, target2, labels)
             # Gradients are summed over replicas: average the loss over the global batch.
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)  # loss scaling under mixed_float16
         grads = tape.gradient(scaled, variables)
         tau = self.tau(self.optimizer.iterations)
         learning_rate = self.optimizer.learning_rate
