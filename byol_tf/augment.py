@@ -58,7 +58,7 @@ def to_float_images(images):
     return ops.cast(images, "float32")
 
 
-def sample_params(batch_size, image_shape, config, seed):
+def sample_params(batch_size, image_shape, config, seed, replica=None):
     """Draws one view's random parameters, independently for every sample.
 
     Args:
@@ -66,6 +66,9 @@ def sample_params(batch_size, image_shape, config, seed):
       image_shape: (H, W) of the input images, Python ints.
       config: a view config such as `VIEW1`.
       seed: a `keras.random.SeedGenerator` or an int.
+      replica: optional (index, count) under a multi-replica strategy: the draws for
+        all `count` local batches are made and replica `index` takes its own slice, so
+        replicas sharing one (mirrored) seed still augment independently.
     Returns:
       dict of `[B]` tensors (`crop_y, crop_x, crop_h, crop_w` int32 pixels, `flip`,
       `jitter`, `grayscale`, `blur`, `solarize` booleans, `brightness` delta,
@@ -73,7 +76,12 @@ def sample_params(batch_size, image_shape, config, seed):
       `order` `[B, 4]` int32, a permutation of (brightness, contrast, saturation, hue).
     """
     height, width = image_shape
-    u = keras.random.uniform((batch_size, NUM_DRAWS), seed=seed)
+    if replica is None:
+        u = keras.random.uniform((batch_size, NUM_DRAWS), seed=seed)
+    else:
+        index, count = replica
+        u = keras.random.uniform((count, batch_size, NUM_DRAWS), seed=seed)
+        u = ops.take(u, index, axis=0)
     params = crop_window(u, height, width, config)
 
     def uniform(col, low, high):
@@ -252,10 +260,10 @@ def apply_view(images, params, config, out_size):
     return ops.clip(out, 0.0, 1.0)
 
 
-def augment(images, config, out_size, seed):
+def augment(images, config, out_size, seed, replica=None):
     """One random view of every image: `[B, H, W, 3]` → `[B, out_size, out_size, 3]`."""
     images = to_float_images(images)
-    params = sample_params(ops.shape(images)[0], images.shape[1:3], config, seed)
+    params = sample_params(ops.shape(images)[0], images.shape[1:3], config, seed, replica)
     return apply_view(images, params, config, out_size)
 
 

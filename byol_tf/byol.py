@@ -53,6 +53,18 @@ class MLP(keras.Sequential):
         return cls(**config)
 
 
+def _replica():
+    """(replica index, replica count) inside a multi-replica step (TF backend), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
 def _multi_worker():
     """True under a tf.distribute strategy that spans several workers (TF backend)."""
     if keras.backend.backend() != "tensorflow":
@@ -228,7 +240,8 @@ class BYOL(keras.Model):
             images = augment_lib.to_float_images(x)
             if self.augment:
                 size = self.image_size or images.shape[1]
-                views = [augment_lib.augment(images, cfg, size, self.seed_generator)
+                replica = _replica()
+                views = [augment_lib.augment(images, cfg, size, self.seed_generator, replica)
                          for cfg in (self.view1, self.view2)]
             else:
                 views = [images, images]
@@ -311,6 +324,9 @@ class BYOL(keras.Model):
             self._assert_values(data)
         target1, target2 = self.target_projections(view1, view2)
         variables = self.trainable_variables
+        if self.probe is not None and labels is None:  # no labels: the probe gets no gradient
+            probe = {id(v) for v in self.probe.trainable_variables}
+            variables = [v for v in variables if id(v) not in probe]
         with tf.GradientTape() as tape:
             loss, logs = self.online_loss(view1, view2, target1, target2, labels)
             # Gradients are summed over replicas: average the loss over the global batch.

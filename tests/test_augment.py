@@ -97,6 +97,24 @@ def test_samples_in_a_batch_get_different_draws():
         assert (distances[~np.eye(8, dtype=bool)] > 1e-3).all()
 
 
+def test_replicas_draw_their_own_slice():
+    """Under a strategy every replica holds the same seed state; each must still get its
+    own draws: replica r takes slice r of one draw for all replicas."""
+    state = keras.random.SeedGenerator(11).state.numpy()
+    draws = []
+    for index in range(3):
+        seed = keras.random.SeedGenerator(11)
+        seed.state.assign(state)
+        draws.append(np.asarray(A.sample_params(64, (32, 32), A.VIEW1, seed, (index, 3))["hue"]))
+    seed = keras.random.SeedGenerator(11)
+    seed.state.assign(state)
+    together = keras.random.uniform((3, 64, A.NUM_DRAWS), seed=seed)
+    for index in range(3):
+        expected = -0.1 + 0.2 * np.asarray(together)[index, :, A._HUE]
+        np.testing.assert_allclose(draws[index], expected, atol=1e-6)
+    assert not np.allclose(draws[0], draws[1]) and not np.allclose(draws[1], draws[2])
+
+
 def test_output_range_dtype_shape_and_uint8_input():
     images = np.random.default_rng(1).integers(0, 256, (16, 40, 40, 3)).astype(np.uint8)
     v1, v2 = A.TwoViews(24, seed=0)(images)

@@ -14,10 +14,18 @@ import byol_tf  # noqa: F401  (registers byol_tf classes for load_model)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_train(*args):
+def run_script(script, *args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
+
+
+def run_train(*args):
+    return run_script("train.py", *args)
+
+
+def run_eval(*args):
+    return run_script("eval.py", *args)
 
 
 def test_train_py_writes_a_complete_run_folder(tmp_path):
@@ -49,12 +57,6 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     again = run_train("--epochs=1", f"--run_dir={run_dir}")
     assert again.returncode != 0 and "already holds a finished run" in again.stderr
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-
-
-def run_eval(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 def test_train_and_eval_on_real_cifar10(tmp_path, cifar10_dir):
