@@ -7,8 +7,8 @@
 Every flag left unset comes from the dataset's preset (`byol_tf/presets.py`). The run
 folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
 kNN), history.csv, tensorboard/, checkpoints/ (the last --keep_checkpoints, each epoch by
-default), byol.keras (the whole model with optimizer state) and encoder.keras (the online
-encoder alone). Started again with the same --run_dir and flags, an unfinished run resumes
+default), byol.keras (the whole model with optimizer state), encoder.keras (the online
+encoder alone) and export/byol_encoder/1/ (a SavedModel for TF Serving, byol_tf.export). Started again with the same --run_dir and flags, an unfinished run resumes
 from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included).
 """
 
@@ -124,7 +124,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from byol_tf import data, evaluation
+    from byol_tf import data, evaluation, export
     from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
@@ -207,7 +207,9 @@ def main(argv):
         return
     model.save(run_dir / "byol.keras")
     model.online_encoder.save(run_dir / "encoder.keras")
-    metrics = dict(train_seconds=round(train_seconds, 1), resumed_from_step=start_step,
+    saved_model = export.export_encoder(model.online_encoder, run_dir / "export",
+                                        image_size=config["image_size"])
+    metrics = dict(saved_model=str(saved_model), train_seconds=round(train_seconds, 1), resumed_from_step=start_step,
                    final_step=step, history=history)
     if config["knn"] and info["num_classes"]:
         x_train, y_train, x_test, y_test = data.load_arrays(

@@ -34,7 +34,7 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
                        "--max_eval_examples=400", f"--run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("config.json", "metrics.json", "history.csv", "byol.keras", "encoder.keras",
-                 "checkpoints", "tensorboard"):
+                 "checkpoints", "tensorboard", "export/byol_encoder/1/saved_model.pb"):
         assert (run_dir / name).exists(), name
     config = json.loads((run_dir / "config.json").read_text())
     assert config["config"]["seed"] == 3 and config["config"]["batch_size"] == 64

@@ -1,0 +1,79 @@
+"""SavedModel for TF Serving: called from a fresh TensorFlow-only process, both signatures
+equal the Keras encoder; bad requests fail cleanly; saved_model_cli lists the signatures."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import byol_tf
+from byol_tf import data, export
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = byol_tf.BYOL("tiny_resnet_cifar", projection_dim=16, hidden_dim=32, total_steps=10)
+    model.compile(optimizer=byol_tf.LARS(0.5))
+    images = data.load_sample()["x_test"][:24]
+    model.fit(images, batch_size=8, verbose=0)  # trained weights and BN statistics
+    directory = tmp_path_factory.mktemp("export")
+    path = export.export_encoder(model.online_encoder, directory, image_size=32, model_name="tiny")
+    return model, path, images
+
+
+def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
+    model, path, images = exported
+    assert path == path.parent.parent / "tiny" / "1" and (path.parent / "encoder.keras").exists()
+    encoded = np.array([tf.io.encode_png(image).numpy() for image in images], dtype=object)
+    np.savez(tmp_path / "in.npz", images=images, encoded=encoded)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, str(ROOT / "tests/helpers/serve_check.py"), str(path),
+                             str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    assert list(out["modules"]) == []  # byol_tf was never imported
+    assert set(out["signatures"]) == {"serving_default", "serve_encoded"}
+    expected = export.reference_embedding(model.online_encoder, images, 32)
+    assert out["from_images"].shape == (24, 128) and out["from_images"].dtype == np.float32
+    np.testing.assert_allclose(out["from_images"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["from_bytes"], expected, atol=1e-5)  # PNG is lossless
+    errors = dict(e.split(": ", 1) for e in out["errors"])
+    assert set(errors) == {"rank3", "one_channel", "float", "garbage_bytes"}
+    assert not any(v == "accepted" for v in errors.values()), errors
+    assert "InvalidArgumentError" in errors["garbage_bytes"]
+    assert "3 channels" in errors["one_channel"] or "shape" in errors["one_channel"]
+    # The signature's static rank makes TF elide a rank check; the request still fails
+    # with an InvalidArgumentError (a 400 from TF Serving), not a crash.
+    assert "InvalidArgumentError" in errors["rank3"] and "dims" in errors["rank3"]
+
+
+def test_resizes_other_sizes_and_any_batch(exported):
+    model, path, images = exported
+    loaded = tf.saved_model.load(str(path))
+    big = tf.image.resize(images[:3], (64, 80), "nearest").numpy().astype(np.uint8)
+    out = loaded.signatures["serving_default"](images=tf.constant(big))["embedding"].numpy()
+    assert out.shape == (3, 128) and np.isfinite(out).all()
+    one = loaded.signatures["serving_default"](images=tf.constant(images[:1]))["embedding"]
+    assert one.shape == (1, 128)
+
+
+def test_saved_model_cli_lists_signatures_and_versions_are_immutable(exported):
+    model, path, _ = exported
+    cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli), "show", "--dir", str(path), "--all"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for expected in ("signature_def['serving_default']", "signature_def['serve_encoded']",
+                     "dtype: DT_UINT8", "shape: (-1, -1, -1, 3)", "dtype: DT_STRING", "embedding"):
+        assert expected in shown.stdout, expected
+    with pytest.raises(FileExistsError, match="immutable"):
+        export.export_encoder(model.online_encoder, path.parent.parent, 32, model_name="tiny")
