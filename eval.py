@@ -1,11 +1,23 @@
-"""Evaluate a pretrained encoder with weighted kNN (k = 200, T = 0.1, cosine).
+"""Evaluate a pretrained encoder: kNN, linear evaluation, fine-tuning, semi-supervised.
 
-    python eval.py --model=runs/sample-.../encoder.keras            # the bundled sample
-    python eval.py --model=runs/x/byol.keras --dataset=cifar10 --data_dir=~/.cache/byol_data/tfds
+    python eval.py --model=runs/<run>/encoder.keras                        # kNN on the bundled sample
+    python eval.py --model=runs/<run>/byol.keras --mode=linear --dataset=cifar10 \\
+        --data_dir=~/.cache/byol_data/tfds
+    python eval.py --model=... --mode=semi --label_fraction=0.01 --dataset=cifar10 --data_dir=...
 
-`--model` is an encoder `.keras` file or a whole BYOL `.keras` file (its online encoder is
-used). Writes a metrics JSON (accuracy, protocol, data, model, versions) next to the model
-unless --out says otherwise. Linear evaluation and fine-tuning come with the evaluation issue.
+Modes (`--mode`):
+  knn       weighted kNN, k = 200, cosine, T = 0.1, frozen encoder (InstDisc / solo-learn).
+  linear    official linear evaluation: frozen encoder, batch norm in inference mode, a
+            linear classifier, SGD + Nesterov 0.9, no weight decay, cosine LR from
+            0.2·batch/256, train augmentation random resized crop + flip, test the plain
+            image (32 px) or a 0.875 centre crop (larger), 80 epochs by default.
+  finetune  the whole network trainable, same optimiser with base LR 0.01.
+  semi      fine-tuning on a fixed, seeded, class-balanced --label_fraction of the training
+            labels (1% or 10% in the paper); the chosen indices are written beside the JSON.
+
+`--model` is an encoder `.keras` file or a whole BYOL `.keras` file (its online encoder).
+Writes a metrics JSON (top-1, top-5, protocol, epochs, data, model, versions) next to the
+model unless --out says otherwise.
 """
 
 import json
@@ -15,12 +27,18 @@ import sys
 from absl import app, flags
 
 flags.DEFINE_string("model", None, "Encoder or BYOL .keras file.", required=True)
+flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")
 flags.DEFINE_string("dataset", "sample", "'sample' or a fixed-size TFDS dataset (cifar10, ...).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
-flags.DEFINE_integer("knn_k", 200, "Neighbours.")
-flags.DEFINE_float("temperature", 0.1, "Vote temperature.")
+flags.DEFINE_integer("knn_k", 200, "kNN: neighbours.")
+flags.DEFINE_float("temperature", 0.1, "kNN: vote temperature.")
+flags.DEFINE_integer("epochs", None, "linear / finetune / semi epochs (default 80 / 30 / 30).")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.DEFINE_float("base_lr", None, "Base LR, scaled by batch/256 (default 0.2 linear, 0.01 else).")
+flags.DEFINE_float("label_fraction", 0.01, "semi: fraction of training labels used.")
+flags.DEFINE_integer("seed", 0, "Seed (label subset, classifier init, augmentation).")
 flags.DEFINE_integer("max_examples", None, "Cap on train and test examples.")
-flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_knn_<dataset>.json).")
+flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_<mode>_<dataset>.json).")
 FLAGS = flags.FLAGS
 
 
@@ -41,24 +59,39 @@ def load_encoder(path):
 
 def main(argv):
     del argv
-    import keras
-
     from byol_tf import data, evaluation
     from byol_tf.records import versions, write_json
 
     encoder = load_encoder(FLAGS.model)
     x_train, y_train, x_test, y_test = data.load_arrays(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples)
-    accuracy = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
-                                       k=FLAGS.knn_k, temperature=FLAGS.temperature)
-    metrics = dict(protocol="knn", top1=accuracy, k=FLAGS.knn_k, temperature=FLAGS.temperature,
-                   dataset=FLAGS.dataset, train_examples=len(x_train), test_examples=len(x_test),
-                   model=str(FLAGS.model), command=sys.argv, versions=versions(),
-                   keras_backend=keras.backend.backend())
     out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.model).parent /
-                       f"eval_knn_{pathlib.Path(FLAGS.dataset).name}.json")
+                       f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.dataset).name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if FLAGS.mode == "knn":
+        top1 = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
+                                       k=FLAGS.knn_k, temperature=FLAGS.temperature)
+        metrics = dict(protocol="knn", top1=top1, k=FLAGS.knn_k, temperature=FLAGS.temperature,
+                       train_examples=len(x_train), test_examples=len(x_test))
+    else:
+        if FLAGS.mode == "semi":
+            subset = evaluation.label_subset(y_train, FLAGS.label_fraction, FLAGS.seed)
+            subset_path = out.with_name(out.stem + "_label_subset.json")
+            write_json(subset_path, dict(fraction=FLAGS.label_fraction, seed=FLAGS.seed,
+                                         dataset=FLAGS.dataset, indices=subset.tolist()))
+            x_train, y_train = x_train[subset], y_train[subset]
+            extra = dict(label_fraction=FLAGS.label_fraction, label_subset=str(subset_path))
+        protocol = "linear" if FLAGS.mode == "linear" else "finetune"
+        epochs = FLAGS.epochs or (80 if protocol == "linear" else 30)
+        metrics = evaluation.supervised_eval(
+            encoder, x_train, y_train, x_test, y_test, protocol=protocol, epochs=epochs,
+            batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed)
+        metrics["protocol"] = FLAGS.mode
+    metrics.update(extra, dataset=FLAGS.dataset, model=str(FLAGS.model), seed=FLAGS.seed,
+                   command=sys.argv, versions=versions())
     write_json(out, metrics)
-    print(json.dumps({"knn_top1": accuracy, "out": str(out)}))
+    print(json.dumps({"mode": FLAGS.mode, "top1": metrics["top1"], "out": str(out)}))
 
 
 if __name__ == "__main__":

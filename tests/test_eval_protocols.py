@@ -1,0 +1,88 @@
+"""eval.py's modes on a small real CIFAR-10 subset, and the protocols' building blocks."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import byol_tf
+from byol_tf import evaluation
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "encoder.keras"
+    byol_tf.encoders.get("tiny_resnet_cifar").save(path)
+    return path
+
+
+def test_eval_py_documents_every_mode():
+    shown = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--help"], capture_output=True,
+                           text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    for mode in ("knn", "linear", "finetune", "semi"):
+        assert mode in shown.stdout
+
+
+@pytest.mark.parametrize("mode,extra", [("linear", ["--epochs=2"]), ("finetune", ["--epochs=1"]),
+                                        ("semi", ["--epochs=2", "--label_fraction=0.1"])])
+def test_eval_py_modes_on_real_cifar10(encoder_file, cifar10_dir, tmp_path, mode, extra):
+    out = tmp_path / f"{mode}.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"--model={encoder_file}", f"--mode={mode}",
+         "--dataset=cifar10", f"--data_dir={cifar10_dir / 'tfds'}", "--max_examples=600",
+         "--batch_size=100", f"--out={out}", *extra],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert metrics["protocol"] == mode and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+    assert metrics["test_examples"] == 600 and {"tensorflow", "keras"} <= set(metrics["versions"])
+    if mode == "semi":
+        subset = json.loads(pathlib.Path(metrics["label_subset"]).read_text())
+        assert len(subset["indices"]) == metrics["train_examples"] < 600
+
+
+def test_label_subset_is_balanced_fixed_and_seeded():
+    labels = np.repeat(np.arange(10), 100)
+    a, b = evaluation.label_subset(labels, 0.1, seed=3), evaluation.label_subset(labels, 0.1, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert (np.bincount(labels[a]) == 10).all()
+    assert not np.array_equal(a, evaluation.label_subset(labels, 0.1, seed=4))
+    assert (np.bincount(labels[evaluation.label_subset(labels, 0.001)]) == 1).all()  # ≥ 1 a class
+    with pytest.raises(ValueError, match="fraction"):
+        evaluation.label_subset(labels, 0.0)
+
+
+def test_linear_eval_learns_a_separable_task_and_leaves_the_encoder_frozen():
+    rng = np.random.default_rng(0)
+    colours = rng.uniform(0.1, 0.9, (4, 3))
+    labels = np.repeat(np.arange(4), 64)
+    images = np.clip(colours[labels][:, None, None, :] + rng.normal(0, 0.03, (256, 32, 32, 3)), 0, 1)
+    images = (images * 255).astype(np.uint8)
+    keras.utils.set_random_seed(0)
+    encoder = byol_tf.encoders.get("tiny_resnet_cifar")
+    before = [w.copy() for w in encoder.get_weights()]
+    result = evaluation.supervised_eval(encoder, images, labels, images[::4], labels[::4],
+                                        protocol="linear", epochs=8, batch_size=64, base_lr=2.0)
+    assert result["top1"] > 0.9, result
+    for a, b in zip(before, encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="protocol"):
+        evaluation.supervised_eval(encoder, images, labels, images, labels, protocol="probe")
+
+
+def test_centre_crop():
+    small = np.zeros((2, 32, 32, 3), np.uint8)
+    assert evaluation.centre_crop(small) is small
+    big = np.zeros((1, 64, 64, 3), np.float32)
+    big[:, 28:36, 28:36] = 1.0  # a bright centre survives; the border band is cut
+    big[:, :2] = 0.5
+    out = np.asarray(evaluation.centre_crop(big))
+    assert out.shape == (1, 64, 64, 3) and out[0, 32, 32, 0] > 0.9 and out[0, 0, 32, 0] < 0.05
