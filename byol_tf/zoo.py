@@ -1,0 +1,168 @@
+"""The model zoo: published encoders, each a folder `models/<name>/`.
+
+An entry holds `model_card.json` (architecture, data, recipe, evaluation results with the
+commands that measured them, date, versions, and the sha256 of every file), a short
+`README.md`, the SavedModel (`saved_model/`, TF Serving signatures, see byol_tf.export)
+and `encoder.keras`. A file too large for the repository is listed with a `url` instead
+and fetched with `keras.utils.get_file` on first use; every file, local or fetched, must
+match its sha256 or it is refused.
+
+    byol_tf.zoo.list()                        → names
+    byol_tf.zoo.info(name)                    → the model card
+    byol_tf.zoo.load(name, trainable=False)   → keras.Model: uint8 images → embedding
+    byol_tf.zoo.publish(run_dir, name)        → exports, evaluates, writes the entry
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+
+ZOO_DIR = pathlib.Path(os.environ.get("BYOL_ZOO_DIR", pathlib.Path(__file__).parents[1] / "models"))
+CARD = "model_card.json"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list(root=None):  # noqa: A001  (the zoo's verb)
+    """Names of the entries under `root` (default `models/`)."""
+    root = pathlib.Path(root or ZOO_DIR)
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CARD).exists())
+
+
+def info(name, root=None):
+    """The model card of entry `name`."""
+    path = pathlib.Path(root or ZOO_DIR) / name / CARD
+    if not path.exists():
+        raise ValueError(f"No zoo entry {name!r} in {path.parent.parent}; entries: "
+                         f"{', '.join(list(root)) or 'none'}")
+    return json.loads(path.read_text())
+
+
+def verified_files(name, root=None):
+    """Checks (and fetches, for `url` entries) every file of the card; returns the entry
+    folder. Raises ValueError naming the first file that is missing or does not match."""
+    entry = pathlib.Path(root or ZOO_DIR) / name
+    card = info(name, root)
+    for relative, spec in card["files"].items():
+        path = entry / relative
+        if not path.exists() and spec.get("url"):
+            import keras
+
+            fetched = keras.utils.get_file(
+                fname=relative.replace("/", "__"), origin=spec["url"], file_hash=spec["sha256"],
+                hash_algorithm="sha256", cache_subdir=f"byol_tf_zoo/{name}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fetched, path)
+        if not path.exists():
+            raise ValueError(f"zoo entry {name!r}: file {relative} is missing")
+        actual = _sha256(path)
+        if actual != spec["sha256"]:
+            raise ValueError(f"zoo entry {name!r}: {relative} has sha256 {actual[:12]}…, the card "
+                             f"says {spec['sha256'][:12]}… (corrupt or tampered); refusing to load")
+    return entry
+
+
+def load(name, trainable=False, root=None):
+    """The entry's encoder as a Keras model `uint8 images [B, H, W, 3] → embedding [B, D]`.
+
+    trainable=False: the SavedModel through `keras.layers.TFSMLayer` (frozen, the exact
+    serving graph: any image size, resized inside). trainable=True: the `.keras` encoder
+    behind the same preprocessing, ready to fine-tune (images at the card's image_size).
+    (Fine-tuning a TFSMLayer fails with momentum or Adam: Keras names the optimizer slots
+    after the SavedModel's variables, whose `:0` suffix is not a valid scope name.)
+    """
+    import keras
+
+    from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
+
+    entry = verified_files(name, root)
+    images = keras.Input((None, None, 3), dtype="uint8", name="images")
+    if not trainable:
+        layer = keras.layers.TFSMLayer(str(entry / "saved_model"), call_endpoint="serving_default",
+                                       trainable=False, name=f"{name}_encoder")
+        return keras.Model(images, layer(images)["embedding"], name=name)
+    encoder = keras.models.load_model(entry / "encoder.keras")
+    x = keras.layers.Rescaling(1 / 255.0)(images)
+    x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD])(x)
+    return keras.Model(images, encoder(x), name=name)
+
+
+def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
+    """Exports the run's encoder into `models/<name>/`, evaluates it (kNN and linear on
+    the run's dataset) and writes the card and README. Returns the entry folder."""
+    import keras
+
+    from byol_tf import data, evaluation, export
+    from byol_tf.records import versions, write_json
+
+    run_dir = pathlib.Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    encoder = keras.models.load_model(run_dir / "encoder.keras")
+    entry = pathlib.Path(root or ZOO_DIR) / name
+    if entry.exists():
+        if not overwrite:
+            raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
+        shutil.rmtree(entry)
+    staging = entry.with_name(f".{name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    saved = export.export_encoder(encoder, staging, image_size=config["image_size"],
+                                  model_name="tmp", version=1)
+    shutil.move(str(saved), staging / "saved_model")
+    shutil.move(str(staging / "tmp" / "encoder.keras"), staging / "encoder.keras")
+    shutil.rmtree(staging / "tmp")
+
+    x_train, y_train, x_test, y_test = data.load_arrays(config["dataset"], config["data_dir"])
+    knn = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test)
+    linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
+                                        protocol="linear", epochs=linear_epochs,
+                                        batch_size=min(256, len(x_train)))
+    files = {str(p.relative_to(staging)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+             for p in sorted(staging.rglob("*")) if p.is_file()}
+    card = dict(
+        name=name, architecture=config["encoder"], representation_dim=int(encoder.output_shape[-1]),
+        image_size=config["image_size"], dataset=config["dataset"],
+        pretraining=dict(epochs=config["epochs"], batch_size=config["batch_size"],
+                         steps=config["total_steps"], recipe={k: config[k] for k in (
+                             "optimizer", "base_lr", "weight_decay", "tau_base", "warmup_epochs",
+                             "hidden_dim", "projection_dim", "seed")},
+                         run_dir=str(run_dir)),
+        results=dict(
+            knn_top1=knn, knn_protocol="k=200, cosine, T=0.1, frozen encoder",
+            linear_top1=linear["top1"], linear_top5=linear["top5"],
+            linear_protocol=f"frozen encoder, SGD Nesterov 0.9, cosine LR 0.2·batch/256, "
+                            f"crop+flip, {linear_epochs} epochs",
+            train_examples=len(x_train), test_examples=len(x_test),
+            command=f"byol_tf.zoo.publish({str(run_dir)!r}, {name!r}, linear_epochs={linear_epochs})"),
+        date=datetime.date.today().isoformat(), versions=versions(), files=files,
+        signatures=dict(serving_default="images uint8 [B,H,W,3] → embedding float32 [B,D]",
+                        serve_encoded="encoded string [B] (JPEG/PNG) → embedding"))
+    write_json(staging / CARD, card)
+    (staging / "README.md").write_text(_readme(card))
+    os.replace(staging, entry)
+    return entry
+
+
+def _readme(card):
+    r, p = card["results"], card["pretraining"]
+    return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
+            f"({card['representation_dim']}-d representation, {card['image_size']} px) on "
+            f"`{card['dataset']}`: {p['epochs']} epochs, batch {p['batch_size']}, "
+            f"recipe {json.dumps(p['recipe'])}.\n\n"
+            f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
+            f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
+            f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "
+            f"`{r['command']}` on {card['date']}.\n\n"
+            f"```python\nimport byol_tf\nencoder = byol_tf.zoo.load({card['name']!r})  "
+            f"# uint8 images → embedding\n```\n\nFiles and their sha256: `{CARD}`.\n")
+

@@ -1,0 +1,124 @@
+"""The zoo: publish → list/info/load, frozen features equal the original encoder,
+tampered files refused, URL-backed files fetched and checked, fine-tuning works."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import byol_tf
+from byol_tf import data, export, zoo
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    base = tmp_path_factory.mktemp("zoo")
+    run_dir = base / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--epochs=1", "--steps_per_epoch=3",
+         "--batch_size=64", "--hidden_dim=64", "--noknn", f"--run_dir={run_dir}"],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = base / "models"
+    zoo.publish(run_dir, "tiny_sample", root=root, linear_epochs=1)
+    return run_dir, root
+
+
+def test_publish_list_info_and_card(published):
+    run_dir, root = published
+    assert zoo.list(root) == ["tiny_sample"]
+    card = zoo.info("tiny_sample", root)
+    assert card["architecture"] == "tiny_resnet_cifar" and card["dataset"] == "sample"
+    assert 0 <= card["results"]["knn_top1"] <= 1 and 0 <= card["results"]["linear_top1"] <= 1
+    entry = root / "tiny_sample"
+    on_disk = {str(p.relative_to(entry)) for p in entry.rglob("*") if p.is_file()}
+    assert set(card["files"]) == on_disk - {"model_card.json", "README.md"}
+    assert "saved_model/saved_model.pb" in card["files"] and "encoder.keras" in card["files"]
+    assert "kNN" in (entry / "README.md").read_text()
+    with pytest.raises(ValueError, match="No zoo entry 'nope'"):
+        zoo.info("nope", root)
+    with pytest.raises(FileExistsError):
+        zoo.publish(run_dir, "tiny_sample", root=root)
+
+
+def test_loaded_frozen_features_equal_the_original_encoder(published):
+    run_dir, root = published
+    images = data.load_sample()["x_test"][:16]
+    original = keras.models.load_model(run_dir / "encoder.keras")
+    loaded = zoo.load("tiny_sample", root=root)
+    assert loaded.trainable_weights == []
+    np.testing.assert_allclose(np.asarray(loaded(images)),
+                               export.reference_embedding(original, images, 32), atol=1e-5)
+
+
+def test_tampered_file_is_refused(published, tmp_path):
+    _, root = published
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    variables = next((copy / "tiny_sample" / "saved_model" / "variables").glob("*.data-*"))
+    blob = bytearray(variables.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    variables.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="tampered"):
+        zoo.load("tiny_sample", root=copy)
+
+
+def test_url_backed_file_is_fetched_and_checked(published, tmp_path):
+    _, root = published
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    entry = copy / "tiny_sample"
+    hosted = tmp_path / "hosted.keras"
+    shutil.move(entry / "encoder.keras", hosted)
+    card = json.loads((entry / "model_card.json").read_text())
+    card["files"]["encoder.keras"]["url"] = hosted.as_uri()
+    (entry / "model_card.json").write_text(json.dumps(card))
+    keras_dir = tmp_path / "keras_home"
+    os.environ["KERAS_HOME"] = str(keras_dir)
+    try:
+        assert zoo.verified_files("tiny_sample", root=copy) == entry
+    finally:
+        del os.environ["KERAS_HOME"]
+    assert (entry / "encoder.keras").read_bytes() == hosted.read_bytes()
+    card["files"]["encoder.keras"]["sha256"] = "0" * 64
+    (entry / "model_card.json").write_text(json.dumps(card))
+    (entry / "encoder.keras").unlink()
+    with pytest.raises(Exception, match="(?i)hash|sha256"):
+        zoo.verified_files("tiny_sample", root=copy)
+
+
+def test_fine_tune_a_zoo_encoder(published):
+    _, root = published
+    sample = data.load_sample()
+    encoder = zoo.load("tiny_sample", trainable=True, root=root)
+    assert encoder.trainable_weights
+    start = [w.numpy().copy() for w in encoder.trainable_weights]
+    images = keras.Input((32, 32, 3), dtype="uint8")
+    model = keras.Model(images, keras.layers.Dense(10)(encoder(images)))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    history = model.fit(sample["x_train"][:256], sample["y_train"][:256].astype(np.int64),
+                        batch_size=64, epochs=2, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    moved = max(float(np.abs(w.numpy() - s).max()) for w, s in zip(encoder.trainable_weights, start))
+    assert moved > 0, "fine-tuning must update the encoder"
+
+
+def test_committed_entries_load():
+    names = zoo.list()
+    assert names, "models/ has no published entry"
+    images = data.load_sample()["x_test"][:4]
+    for name in names:
+        card = zoo.info(name)
+        out = np.asarray(zoo.load(name)(images))
+        assert out.shape == (4, card["representation_dim"]) and np.isfinite(out).all()
