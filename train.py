@@ -50,6 +50,10 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
 flags.DEFINE_bool("deterministic", False, "tf.config.experimental.enable_op_determinism().")
 flags.DEFINE_integer("checkpoint_every", None, "Checkpoint every N steps (default: each epoch).")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
+flags.DEFINE_string("publish", None, "After training, publish the encoder as this zoo entry "
+                    "(byol_tf.zoo.publish: export, kNN + linear eval, model card).")
+flags.DEFINE_string("zoo_dir", None, "Where --publish writes (default <run_dir>/zoo; models/ is the repo's zoo).")
+flags.DEFINE_integer("publish_linear_epochs", 20, "Linear-evaluation epochs for --publish.")
 flags.DEFINE_string("final_weights_npz", None, "Also write all final weights here (every worker).")
 FLAGS = flags.FLAGS
 
@@ -224,6 +228,13 @@ def main(argv):
         print(f"kNN top-1 (k={config['knn_k']}): pretrained {knn['pretrained']:.4f}, "
               f"same encoder at random init {knn['random_init']:.4f}")
     write_json(run_dir / "metrics.json", metrics)
+    if FLAGS.publish:
+        from byol_tf import zoo
+
+        entry = zoo.publish(run_dir, FLAGS.publish, root=FLAGS.zoo_dir or run_dir / "zoo",
+                            linear_epochs=FLAGS.publish_linear_epochs)
+        results = zoo.info(FLAGS.publish, entry.parent)["results"]
+        print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, linear {results['linear_top1']:.4f})")
     print(f"Run folder: {run_dir}")
 
 

@@ -107,7 +107,8 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
     from byol_tf.records import versions, write_json
 
     run_dir = pathlib.Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())["config"]
+    run_record = json.loads((run_dir / "config.json").read_text())
+    config = run_record["config"]
     encoder = keras.models.load_model(run_dir / "encoder.keras")
     entry = pathlib.Path(root or ZOO_DIR) / name
     if entry.exists():
@@ -136,7 +137,8 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
                          steps=config["total_steps"], recipe={k: config[k] for k in (
                              "optimizer", "base_lr", "weight_decay", "tau_base", "warmup_epochs",
                              "hidden_dim", "projection_dim", "seed")},
-                         run_dir=str(run_dir)),
+                         command=" ".join(run_record.get("command", [])),
+                         versions=run_record.get("versions", {})),
         results=dict(
             knn_top1=knn, knn_protocol="k=200, cosine, T=0.1, frozen encoder",
             linear_top1=linear["top1"], linear_top5=linear["top5"],
@@ -158,7 +160,7 @@ def _readme(card):
     return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
             f"({card['representation_dim']}-d representation, {card['image_size']} px) on "
             f"`{card['dataset']}`: {p['epochs']} epochs, batch {p['batch_size']}, "
-            f"recipe {json.dumps(p['recipe'])}.\n\n"
+            f"recipe {json.dumps(p['recipe'])}; pretrained by `python {p['command']}`.\n\n"
             f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
             f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
             f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "

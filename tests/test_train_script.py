@@ -31,7 +31,8 @@ def run_eval(*args):
 def test_train_py_writes_a_complete_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     result = run_train("--epochs=2", "--steps_per_epoch=3", "--batch_size=64", "--seed=3",
-                       "--max_eval_examples=400", f"--run_dir={run_dir}")
+                       "--max_eval_examples=400", f"--run_dir={run_dir}", "--publish=demo",
+                       "--publish_linear_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("config.json", "metrics.json", "history.csv", "byol.keras", "encoder.keras",
                  "checkpoints", "tensorboard", "export/byol_encoder/1/saved_model.pb"):
@@ -45,7 +46,9 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     assert len(metrics["history"]["loss"]) == 2
     assert 0 <= metrics["knn"]["pretrained"] <= 1 and 0 <= metrics["knn"]["random_init"] <= 1
     assert metrics["knn"]["test_examples"] == 400
-    assert "kNN top-1" in result.stdout
+    assert "kNN top-1" in result.stdout and "Zoo entry:" in result.stdout
+    card = json.loads((run_dir / "zoo" / "demo" / "model_card.json").read_text())
+    assert card["pretraining"]["recipe"]["seed"] == 3 and "linear_top1" in card["results"]
     # The saved model resumed: step counter 6, so τ and the LR continue from there.
     model = keras.models.load_model(run_dir / "byol.keras")
     assert int(model.optimizer.iterations) == 6
