@@ -70,9 +70,10 @@ def main(argv):
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {}
     if FLAGS.mode == "knn":
-        top1 = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
-                                       k=FLAGS.knn_k, temperature=FLAGS.temperature)
-        metrics = dict(protocol="knn", top1=top1, k=FLAGS.knn_k, temperature=FLAGS.temperature,
+        accuracy = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
+                                           k=FLAGS.knn_k, temperature=FLAGS.temperature, top=(1, 5))
+        metrics = dict(protocol="knn", top1=accuracy[1], top5=accuracy[5], k=FLAGS.knn_k,
+                       temperature=FLAGS.temperature,
                        train_examples=len(x_train), test_examples=len(x_test))
     else:
         if FLAGS.mode == "semi":

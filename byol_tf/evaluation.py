@@ -24,33 +24,45 @@ def extract_features(encoder, images, batch_size=256):
     return np.concatenate(out).astype(np.float32)
 
 
-def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
-                temperature=0.1, chunk=1024):
-    """Class predictions `[M]` for `test_features [M, D]` from `train_features [N, D]`."""
+def knn_votes(train_features, train_labels, test_features, num_classes, k=200,
+              temperature=0.1, chunk=1024):
+    """Class votes `[M, C]` for `test_features [M, D]`: the k most cosine-similar of
+    `train_features [N, D]` each add exp(similarity / T) to their class."""
     if len(train_features) == 0 or len(test_features) == 0:
-        raise ValueError("knn_predict: empty train or test features")
+        raise ValueError("knn: empty train or test features")
     k = min(k, len(train_features))
     train = train_features / np.linalg.norm(train_features, axis=1, keepdims=True).clip(1e-12)
-    predictions = []
+    votes = []
     for start in range(0, len(test_features), chunk):
         test = test_features[start:start + chunk]
         test = test / np.linalg.norm(test, axis=1, keepdims=True).clip(1e-12)
         similarity = test @ train.T
         top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         weights = np.exp(np.take_along_axis(similarity, top, axis=1) / temperature)
-        votes = np.zeros((len(test), num_classes))
-        np.add.at(votes, (np.arange(len(test))[:, None], train_labels[top]), weights)
-        predictions.append(votes.argmax(1))
-    return np.concatenate(predictions)
+        chunk_votes = np.zeros((len(test), num_classes))
+        np.add.at(chunk_votes, (np.arange(len(test))[:, None], train_labels[top]), weights)
+        votes.append(chunk_votes)
+    return np.concatenate(votes)
 
 
-def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0.1):
-    """Top-1 kNN accuracy of a frozen encoder."""
+def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
+                temperature=0.1, chunk=1024):
+    """Class predictions `[M]` (the class with most votes)."""
+    return knn_votes(train_features, train_labels, test_features, num_classes, k, temperature,
+                     chunk).argmax(1)
+
+
+def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0.1, top=1):
+    """Top-`top` kNN accuracy of a frozen encoder (a float; a dict {1: …, 5: …} when `top`
+    is a tuple of ks)."""
     y_train, y_test = np.asarray(y_train).astype(np.int64), np.asarray(y_test).astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    predictions = knn_predict(extract_features(encoder, x_train), y_train,
-                              extract_features(encoder, x_test), num_classes, k, temperature)
-    return float(np.mean(predictions == y_test))
+    votes = knn_votes(extract_features(encoder, x_train), y_train,
+                      extract_features(encoder, x_test), num_classes, k, temperature)
+    ranked = np.argsort(-votes, axis=1)
+    accuracy = {t: float(np.mean((ranked[:, :t] == y_test[:, None]).any(1)))
+                for t in np.atleast_1d(top)}
+    return accuracy if isinstance(top, tuple) else accuracy[top]
 
 
 # ------------------------------------------------------------------ supervised protocols

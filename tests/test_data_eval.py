@@ -100,3 +100,6 @@ def test_knn_matches_brute_force():
     assert (evaluation.knn_predict(x, y, centres + 0.1, 4, k=10) == np.arange(4)).all()
     with pytest.raises(ValueError, match="empty"):
         evaluation.knn_predict(train[:0], labels[:0], test, 5)
+    # The votes behind the predictions (top-5 ranks the same votes).
+    votes = evaluation.knn_votes(train, labels, test, 5, k=20)
+    assert (votes.argmax(1) == predictions).all() and votes.shape == (40, 5)

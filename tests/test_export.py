@@ -77,3 +77,26 @@ def test_saved_model_cli_lists_signatures_and_versions_are_immutable(exported):
         assert expected in shown.stdout, expected
     with pytest.raises(FileExistsError, match="immutable"):
         export.export_encoder(model.online_encoder, path.parent.parent, 32, model_name="tiny")
+
+
+def test_predict_request_matches_the_signatures(exported):
+    """A TF Serving PredictRequest built from the signature's own metadata, executed the
+    way the server does (request tensors → signature kwargs), gives the Keras embedding."""
+    from tensorflow_serving.apis import predict_pb2
+
+    model, path, images = exported
+    loaded = tf.saved_model.load(str(path))
+    for signature_name, payload in (("serving_default", images[:4]),
+                                    ("serve_encoded", [tf.io.encode_png(i).numpy() for i in images[:4]])):
+        signature = loaded.signatures[signature_name]
+        (input_name, spec), = signature.structured_input_signature[1].items()
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "tiny"
+        request.model_spec.signature_name = signature_name
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(payload, dtype=spec.dtype))
+        assert request.inputs[input_name].dtype == spec.dtype.as_datatype_enum
+        assert list(signature.structured_outputs) == ["embedding"]
+        served = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+        np.testing.assert_allclose(served["embedding"].numpy(),
+                                   export.reference_embedding(model.online_encoder, images[:4], 32),
+                                   atol=1e-5)

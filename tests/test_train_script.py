@@ -82,6 +82,7 @@ def test_train_and_eval_on_real_cifar10(tmp_path, cifar10_dir):
     # Same encoder, same data, same protocol: eval.py reproduces train.py's number.
     assert evaluated["top1"] == metrics["knn"]["pretrained"]
     assert evaluated["protocol"] == "knn" and evaluated["test_examples"] == 1000
+    assert evaluated["top1"] <= evaluated["top5"] <= 1
 
     bad = run_eval(f"--model={tmp_path / 'missing.keras'}")
     assert bad.returncode != 0 and "no such file" in bad.stderr
