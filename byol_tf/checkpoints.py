@@ -12,7 +12,6 @@ Under a multi-worker strategy every worker calls `save` (as Keras requires); onl
 chief's copy lands in `directory`, the others write to a temporary folder they delete.
 """
 
-import hashlib
 import json
 import os
 import pathlib
@@ -24,15 +23,10 @@ import time
 import keras
 from absl import logging
 
+from byol_tf.records import sha256_file
+
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CheckpointManager:
@@ -57,7 +51,7 @@ class CheckpointManager:
         weights = target / f"ckpt-{step}.weights.h5"
         tmp = target / f".tmp-ckpt-{step}.weights.h5"
         model.save_weights(tmp)
-        manifest = dict(step=int(step), sha256=_sha256(tmp), bytes=tmp.stat().st_size,
+        manifest = dict(step=int(step), sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
                         seed_state=[int(x) for x in model.seed_generator.state.numpy()],
                         time=time.time())
         os.replace(tmp, weights)
@@ -85,7 +79,7 @@ class CheckpointManager:
             return "weights file missing"
         if weights.stat().st_size != manifest.get("bytes"):
             return f"size {weights.stat().st_size} != {manifest.get('bytes')} (truncated?)"
-        if _sha256(weights) != manifest.get("sha256"):
+        if sha256_file(weights) != manifest.get("sha256"):
             return "sha256 mismatch (corrupt or tampered)"
         return None
 

@@ -1,5 +1,6 @@
 """What every run writes next to its outputs: library versions and atomic JSON files."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -39,3 +40,12 @@ def write_json(path, payload):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     os.replace(tmp, path)
+
+
+def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

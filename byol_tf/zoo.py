@@ -14,22 +14,15 @@ match its sha256 or it is refused.
 """
 
 import datetime
-import hashlib
 import json
 import os
 import pathlib
 import shutil
 
+from byol_tf.records import sha256_file
+
 ZOO_DIR = pathlib.Path(os.environ.get("BYOL_ZOO_DIR", pathlib.Path(__file__).parents[1] / "models"))
 CARD = "model_card.json"
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list(root=None):  # noqa: A001  (the zoo's verb)
@@ -66,7 +59,7 @@ def verified_files(name, root=None):
             shutil.copyfile(fetched, path)
         if not path.exists():
             raise ValueError(f"zoo entry {name!r}: file {relative} is missing")
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != spec["sha256"]:
             raise ValueError(f"zoo entry {name!r}: {relative} has sha256 {actual[:12]}…, the card "
                              f"says {spec['sha256'][:12]}… (corrupt or tampered); refusing to load")
@@ -128,7 +121,7 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
     linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
                                         protocol="linear", epochs=linear_epochs,
                                         batch_size=min(256, len(x_train)))
-    files = {str(p.relative_to(staging)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(staging.rglob("*")) if p.is_file()}
     card = dict(
         name=name, architecture=config["encoder"], representation_dim=int(encoder.output_shape[-1]),

@@ -1,6 +1,5 @@
 """Input pipelines, the bundled sample, kNN evaluation."""
 
-import pathlib
 
 import numpy as np
 import pytest

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 
-import byol_tf
 from byol_tf import data, export, zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
