@@ -24,6 +24,7 @@ flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
 flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (this VM's speed varies: median reported).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_string("out", None, "Append the JSON result to this file.")
 FLAGS = flags.FLAGS
 
@@ -39,6 +40,7 @@ def main(_):
     size, batch = FLAGS.image_size, FLAGS.batch_size
     images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
 
+    keras.mixed_precision.set_global_policy(FLAGS.precision)
     model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
     model.make_train_function()
@@ -69,7 +71,7 @@ def main(_):
 
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
-        jit_compile=FLAGS.jit_compile,
+        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
         train_images_per_s=round(float(np.median(train_rates)), 2),
         train_images_per_s_runs=[round(r, 2) for r in train_rates],
         steps_per_run=FLAGS.steps,
