@@ -79,7 +79,8 @@ def resolve_config():
     return config
 
 
-def build_model(config, info, total_steps):
+def build_model(config, info):
+    """The compiled BYOL model of a resolved config (total_steps, steps_per_epoch set)."""
     import keras
 
     import byol_tf
@@ -88,9 +89,9 @@ def build_model(config, info, total_steps):
     encoder = byol_tf.encoders.get(config["encoder"])
     model = byol_tf.BYOL(
         encoder, projection_dim=config["projection_dim"], hidden_dim=config["hidden_dim"],
-        tau_base=config["tau_base"], total_steps=total_steps,
+        tau_base=config["tau_base"], total_steps=config["total_steps"],
         num_classes=info["num_classes"], image_size=config["image_size"], seed=config["seed"])
-    steps_per_epoch = total_steps // config["epochs"]
+    total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
     schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total_steps,
                                     min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1))
     optimizer = byol_tf.optimizers.get(config["optimizer"], schedule, config["weight_decay"])
@@ -168,7 +169,7 @@ def main(argv):
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
-        model = build_model(config, info, total_steps)
+        model = build_model(config, info)
     random_init_encoder = keras.models.clone_model(model.online_encoder)
     random_init_encoder.set_weights(model.online_encoder.get_weights())
     manager = CheckpointManager(run_dir / "checkpoints", keep=FLAGS.keep_checkpoints,

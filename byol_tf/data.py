@@ -205,14 +205,14 @@ def _folder(root):
         image.set_shape((None, None, 3))
         return image
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
     if labelled:
         labels = [classes.index(pathlib.Path(f).relative_to(root).parts[0]) for f in files]
         ds = tf.data.Dataset.from_tensor_slices((files, labels))
         ds = ds.map(lambda p, y: (decode(p), tf.cast(y, tf.int64)),
                     num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices(files).map(decode,
+                                                           num_parallel_calls=tf.data.AUTOTUNE)
     return ds, len(files), len(classes) if labelled else None
 
 

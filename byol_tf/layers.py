@@ -1,11 +1,14 @@
 """`BatchNorm`: Keras BatchNormalization with TensorFlow's fused kernel in training mode.
 
 Same variables, config, moving-statistics rule (biased batch variance, `momentum`) and
-results as `keras.layers.BatchNormalization`; on the TensorFlow backend, in training
-mode, for float32 channels-last inputs without mask, renorm or synchronisation, it runs
-`FusedBatchNormV3` (oneDNN on CPU), which makes a ResNet-18 forward + backward ~25%
-faster here (bench/README.md). Everything else goes through the Keras implementation,
-so the JAX backend, `synchronized=True` and mixed precision behave exactly as Keras.
+results as `keras.layers.BatchNormalization`. In training mode on the TensorFlow backend,
+for float32 channels-last inputs (rank 2 or 4) without mask or renorm, and without global
+statistics over several replicas, it runs `FusedBatchNormV3` (oneDNN on CPU), which makes
+a ResNet-18 forward + backward ~25% faster here (bench/README.md). Other training-mode
+inputs use `keras.ops.moments` (synchronized over replicas when asked) and
+`ops.batch_normalization`; inference mode, masks and renorm are Keras' own code. Either
+way, per-replica statistics are averaged over replicas before the moving averages, so
+replicas stay identical.
 
 Not under XLA (`jit_compile=True`, TPUs): XLA's lowering of the fused kernel's gradient
 differs from the exact one (7.7e-3 on a conv kernel gradient of a 4×4-pixel layer at batch 8,
