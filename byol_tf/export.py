@@ -6,8 +6,9 @@ Layout (TF Serving's): `<export_dir>/<model_name>/<version>/` holds the SavedMod
 Signatures (resizing and normalisation are inside the graph, any batch size):
   serving_default: images uint8 [batch, H, W, 3] → {"embedding": float32 [batch, D]}
   serve_encoded:   encoded string [batch] (JPEG / PNG / BMP / GIF bytes) → the same
-Images of another size than the encoder's `image_size` are centre-cropped to a square
-and resized (bicubic, antialiased) to image_size × image_size. Bad requests (wrong rank
+Images are centre-cropped to a square (`crop_fraction` of the shorter side; 1.0 by default)
+and resized (bicubic, antialiased by default) to image_size × image_size. With a
+`classifier` (e.g. an imported DeepMind checkpoint's), both also return "logits". Bad requests (wrong rank
 or channel count: rejected by the signature; undecodable bytes: a decode error) fail
 the request with a message, never the server.
 """
@@ -19,12 +20,21 @@ import numpy as np
 from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
 
 
-def export_encoder(encoder, export_dir, image_size, model_name="byol_encoder", version=1):
-    """Writes the SavedModel and the `.keras` file; returns the SavedModel path."""
+def export_encoder(encoder, export_dir, image_size, model_name="byol_encoder", version=1,
+                   classifier=None, crop_fraction=1.0, antialias=True):
+    """Writes the SavedModel and the `.keras` file; returns the SavedModel path.
+
+    classifier: optional Keras model `embedding → logits`; the signatures then also return
+      "logits". crop_fraction: side of the central square crop as a fraction of the shorter
+      image side (1.0: the largest square; 224/256 = 0.875: the ImageNet evaluation crop).
+    antialias: antialiased bicubic resize (False: TensorFlow's plain bicubic, as DeepMind's
+      input pipeline)."""
     import tensorflow as tf
 
     if image_size < 1:
         raise ValueError(f"image_size must be ≥ 1; got {image_size}")
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction}")
     root = pathlib.Path(export_dir) / model_name
     path = root / str(version)
     if path.exists():
@@ -33,7 +43,8 @@ def export_encoder(encoder, export_dir, image_size, model_name="byol_encoder", v
     std = tf.constant(IMAGENET_STD, tf.float32)
 
     def prepare(images):
-        """uint8 [B, H, W, 3] → normalised float32 [B, S, S, 3]."""
+        """uint8 [B, H, W, 3] → normalised float32 [B, S, S, 3]: central square crop
+        (crop_fraction of the shorter side, offsets as DeepMind's pipeline), bicubic resize."""
         # Signature wrappers do not enforce the channel count: say what is wrong.
         check = tf.debugging.assert_equal(tf.shape(images)[-1], 3,
                                           message="images must have 3 channels (RGB)")
@@ -41,11 +52,14 @@ def export_encoder(encoder, export_dir, image_size, model_name="byol_encoder", v
             images = tf.identity(images)
         shape = tf.shape(images)
         side = tf.minimum(shape[1], shape[2])
-        top, left = (shape[1] - side) // 2, (shape[2] - side) // 2
+        if crop_fraction < 1.0:
+            side = tf.maximum(tf.cast(crop_fraction * tf.cast(side, tf.float32), tf.int32), 1)
+        top, left = (shape[1] - side + 1) // 2, (shape[2] - side + 1) // 2
         square = images[:, top:top + side, left:left + side, :]
         x = tf.cast(square, tf.float32) / 255.0
         x = tf.cond(side == image_size, lambda: x,
-                    lambda: tf.image.resize(x, (image_size, image_size), "bicubic", antialias=True))
+                    lambda: tf.image.resize(x, (image_size, image_size), "bicubic",
+                                            antialias=antialias))
         x = tf.clip_by_value(x, 0.0, 1.0)
         x.set_shape((None, image_size, image_size, 3))
         return (x - mean) / std
@@ -53,26 +67,29 @@ def export_encoder(encoder, export_dir, image_size, model_name="byol_encoder", v
     class Serving(tf.Module):
         def __init__(self):
             super().__init__()
-            self.encoder = encoder
+            self.encoder, self.classifier = encoder, classifier
+
+        def outputs(self, x):
+            embedding = self.encoder(x, training=False)
+            out = {"embedding": tf.cast(embedding, tf.float32)}
+            if self.classifier is not None:
+                out["logits"] = tf.cast(self.classifier(embedding, training=False), tf.float32)
+            return out
 
         @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, "images")])
         def serve(self, images):
-            return {"embedding": tf.cast(self.encoder(prepare(images), training=False), tf.float32)}
+            return self.outputs(prepare(images))
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, "encoded")])
         def serve_encoded(self, encoded):
-            def decode(data):
+            def decode(data):  # images differ in size: prepare them one by one
                 image = tf.io.decode_image(data, channels=3, expand_animations=False)
                 image.set_shape((None, None, 3))
-                side = tf.minimum(tf.shape(image)[0], tf.shape(image)[1])
-                image = tf.image.resize_with_crop_or_pad(image, side, side)
-                image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size),
-                                        "bicubic", antialias=True)
-                return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+                return prepare(image[None])[0]
 
-            images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(
-                (image_size, image_size, 3), tf.uint8))
-            return self.serve(images)
+            x = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(
+                (image_size, image_size, 3), tf.float32))
+            return self.outputs(x)
 
     module = Serving()
     root.mkdir(parents=True, exist_ok=True)
