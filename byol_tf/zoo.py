@@ -11,6 +11,12 @@ match its sha256 or it is refused.
     byol_tf.zoo.info(name)                    → the model card
     byol_tf.zoo.load(name, trainable=False)   → keras.Model: uint8 images → embedding
     byol_tf.zoo.publish(run_dir, name)        → exports, evaluates, writes the entry
+
+Imported entries (`"source": {"kind": "deepmind_checkpoint", "url": …}`) hold no weights:
+`load` fetches the official checkpoint, checks it against the card's sha256 when the card
+has one (else logs the fetched file's sha256 to compare with the publisher's), converts it
+with `byol_tf.convert` (a restricted unpickler: a tampered file cannot run code) and caches
+the converted encoder beside the download (under $BYOL_ZOO_CACHE, default ~/.keras).
 """
 
 import datetime
@@ -74,21 +80,71 @@ def load(name, trainable=False, root=None):
     behind the same preprocessing, ready to fine-tune (images at the card's image_size).
     (Fine-tuning a TFSMLayer fails with momentum or Adam: Keras names the optimizer slots
     after the SavedModel's variables, whose `:0` suffix is not a valid scope name.)
+    Imported entries: the converted Keras encoder behind the same preprocessing (images at
+    the card's image_size, e.g. 224 × 224 centre crops), frozen unless trainable.
     """
     import keras
 
-    from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
-
+    card = info(name, root)
+    if card.get("source", {}).get("kind") == "deepmind_checkpoint":
+        encoder = _converted_encoder(card)
+        encoder.trainable = trainable
+        return _behind_preprocessing(encoder, name)
     entry = verified_files(name, root)
     images = keras.Input((None, None, 3), dtype="uint8", name="images")
     if not trainable:
         layer = keras.layers.TFSMLayer(str(entry / "saved_model"), call_endpoint="serving_default",
                                        trainable=False, name=f"{name}_encoder")
         return keras.Model(images, layer(images)["embedding"], name=name)
-    encoder = keras.models.load_model(entry / "encoder.keras")
+    return _behind_preprocessing(keras.models.load_model(entry / "encoder.keras"), name)
+
+
+def _behind_preprocessing(encoder, name):
+    """uint8 images [B, S, S, 3] → /255 → ImageNet mean/std → encoder."""
+    import keras
+
+    from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
+
+    images = keras.Input((None, None, 3), dtype="uint8", name="images")
     x = keras.layers.Rescaling(1 / 255.0)(images)
     x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD])(x)
     return keras.Model(images, encoder(x), name=name)
+
+
+def _converted_encoder(card):
+    """Fetches (or finds cached) the official checkpoint an imported entry points at,
+    verifies it, converts it once and returns the Keras encoder."""
+    import urllib.parse
+
+    import keras
+    from absl import logging
+
+    from byol_tf import convert
+
+    source = card["source"]
+    expected = source.get("sha256")
+    filename = pathlib.PurePosixPath(urllib.parse.urlparse(source["url"]).path).name
+    cache_dir = os.environ.get("BYOL_ZOO_CACHE")
+    if cache_dir:  # get_file falls back to /tmp/.keras for a folder that does not exist yet
+        pathlib.Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    path = pathlib.Path(keras.utils.get_file(
+        fname=filename, origin=source["url"], file_hash=expected, hash_algorithm="sha256",
+        cache_dir=cache_dir, cache_subdir=f"byol_tf_zoo/{card['name']}"))
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise ValueError(f"zoo entry {card['name']!r}: {filename} has sha256 {actual[:12]}…, the "
+                         f"card says {expected[:12]}… (corrupt or tampered); refusing to load")
+    if not expected:
+        logging.warning("zoo entry %r: the card gives no sha256 for %s; the fetched file's is "
+                        "%s (compare it with the publisher's)", card["name"], filename, actual)
+    cached = path.with_name(f"encoder-{actual[:16]}.keras")
+    if cached.exists():
+        return keras.models.load_model(cached)
+    encoder = convert.from_deepmind(path, image_size=card["image_size"]).encoder
+    tmp = cached.with_name(cached.name + ".tmp.keras")
+    encoder.save(tmp)
+    os.replace(tmp, cached)
+    return encoder
 
 
 def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):

@@ -7,6 +7,7 @@ a pickle naming a foreign global is refused without running it; a missing, extra
 mis-shaped parameter is named in the error.
 """
 
+import json
 import os
 import pathlib
 import pickle
@@ -313,7 +314,7 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.glob("*.keras")) == [
         "classifier.keras", "encoder.keras", "predictor.keras", "projector.keras"]
-    record = __import__("json").loads((out / "conversion.json").read_text())
+    record = json.loads((out / "conversion.json").read_text())
     assert record["step"] == 5 and record["architecture"]["depth"] == 50
     assert len(record["source_sha256"]) == 64
 
@@ -332,3 +333,39 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
     again = subprocess.run([sys.executable, "-m", "byol_tf.convert", f"--checkpoint={checkpoint}",
                             f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "not empty" in again.stderr
+
+
+# ------------------------------------------------------------------ zoo entries
+def test_imported_zoo_entry_fetches_verifies_converts_and_caches(tree, tmp_path, monkeypatch):
+    from byol_tf import records, zoo
+
+    params, state = tree
+    checkpoint = tmp_path / "pretrain_res50x1.pkl"
+    checkpoint.write_bytes(official.pretrain_pickle(params, state))
+    monkeypatch.setenv("BYOL_ZOO_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "models"
+    card = json.loads((ROOT / "models/byol_deepmind_res50x1/model_card.json").read_text())
+    card["source"]["url"] = checkpoint.as_uri()
+    card["image_size"] = 32
+    (root / card["name"]).mkdir(parents=True)
+    (root / card["name"] / "model_card.json").write_text(json.dumps(card))
+
+    images = data.load_sample()["x_test"][:4]
+    loaded = zoo.load(card["name"], root=root)
+    assert loaded.trainable_weights == []
+    expected = convert.from_deepmind(checkpoint, image_size=32).encoder(
+        _normalise(images.astype(np.float32) / 255.0), training=False)
+    np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(expected), atol=1e-5)
+    cached = list((tmp_path / "cache").rglob("encoder-*.keras"))
+    assert len(cached) == 1  # converted once; the next load reads the cache
+    np.testing.assert_allclose(np.asarray(zoo.load(card["name"], root=root)(images)),
+                               np.asarray(expected), atol=1e-5)
+
+    # A card with the file's sha256 accepts it; any other sha256 is refused.
+    card["source"]["sha256"] = records.sha256_file(checkpoint)
+    (root / card["name"] / "model_card.json").write_text(json.dumps(card))
+    assert zoo.load(card["name"], root=root, trainable=True).trainable_weights
+    card["source"]["sha256"] = "0" * 64
+    (root / card["name"] / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="sha256|hash"):
+        zoo.load(card["name"], root=root)

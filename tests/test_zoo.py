@@ -119,5 +119,9 @@ def test_committed_entries_load():
     images = data.load_sample()["x_test"][:4]
     for name in names:
         card = zoo.info(name)
+        if "source" in card:  # imported: points at a file this machine cannot fetch
+            assert card["source"]["url"].startswith("https://") and not card["files"]
+            assert card["convert"].startswith("python -m byol_tf.convert --checkpoint=")
+            continue  # loading one is tested with a local URL in test_convert.py
         out = np.asarray(zoo.load(name)(images))
         assert out.shape == (4, card["representation_dim"]) and np.isfinite(out).all()
