@@ -203,6 +203,25 @@ def test_width_multiplier_2_matches_haiku():
         assert diff <= 1e-4, key
 
 
+def test_official_basic_block_resnet18_is_refused_by_name():
+    """The official ResNet-18/34 give block 0 of group 0 a projection shortcut (use_projection
+    all True); byol_tf's do not, so the conversion names those parameters."""
+    hk = pytest.importorskip("haiku")
+    import jax
+
+    def forward(x):
+        return hk.nets.ResNet(blocks_per_group=(2, 2, 2, 2), bottleneck=False, num_classes=10,
+                              channels_per_group=(64, 128, 256, 512), use_projection=(True,) * 4,
+                              name="res_net18")(x, is_training=True)
+
+    params, state = hk.transform_with_state(forward).init(jax.random.PRNGKey(0),
+                                                          np.zeros((1, 32, 32, 3), np.float32))
+    params = {("classifier" if k.endswith("logits") else k): v for k, v in params.items()}
+    with pytest.raises(convert.ConversionError,
+                       match=r"not consumed.*res_net18/~/block_group_0/~/block_0/~/shortcut"):
+        convert.from_deepmind(official.pretrain_pickle(params, state), image_size=32)
+
+
 # ------------------------------------------------------------------ bad checkpoints
 @pytest.fixture(scope="module")
 def tree():
