@@ -52,10 +52,12 @@ NUM_DRAWS = 2 * _CROP_ATTEMPTS + 16
 
 
 def to_float_images(images):
-    """uint8 [0, 255] → float32 [0, 1]; float images are cast to float32."""
-    if keras.backend.standardize_dtype(images.dtype) == "uint8":
+    """uint8 [0, 255] → float32 [0, 1]; 16-bit float images → float32; float32 and float64
+    images unchanged."""
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype == "uint8":
         return ops.cast(images, "float32") / 255.0
-    return ops.cast(images, "float32")
+    return images if dtype in ("float32", "float64") else ops.cast(images, "float32")
 
 
 def sample_params(batch_size, image_shape, config, seed, replica=None):

@@ -76,6 +76,27 @@ def _multi_worker():
             len(strategy.extended.worker_devices) < strategy.num_replicas_in_sync)
 
 
+def _stateless(variables, values, fn, collect):
+    """Runs `fn()` with `variables` holding `values` (a `keras.StatelessScope`, for JAX).
+    Returns fn's result and, for each list in `collect`, its variables' values after fn:
+    assigned ones updated, the others as given."""
+    given = {id(v): value for v, value in zip(variables, values)}
+    with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+        result = fn()
+    after = []
+    for group in collect:
+        current = [scope.get_current_value(v) for v in group]
+        after.append([given[id(v)] if c is None else c for v, c in zip(group, current)])
+    return result, tuple(after)
+
+
+def _at_least_float32(x):
+    """16-bit floats → float32; float32 and float64 unchanged."""
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        return ops.cast(x, "float32")
+    return x
+
+
 def l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), epsilon))
 
@@ -181,7 +202,7 @@ class BYOL(keras.Model):
             self.probe.build((None, dim))
         for target, online in zip(self.target_encoder.weights + self.target_projector.weights,
                                   self.online_encoder.weights + self.online_projector.weights):
-            target.assign(online)
+            target.assign(ops.copy(online.value))  # own buffer (JAX donates state buffers)
         for target, _ in self.target_pairs:
             # Off the optimizer's list, but the layers stay trainable so the target's
             # batch norm still uses batch statistics in training mode.
@@ -209,7 +230,8 @@ class BYOL(keras.Model):
 
     def normalize(self, views):
         """Float [0, 1] views → ImageNet mean/std normalised encoder input."""
-        return (views - ops.array(IMAGENET_MEAN)) / ops.array(IMAGENET_STD)
+        mean, std = (ops.array(v, dtype=views.dtype) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        return (views - mean) / std
 
     def call(self, images, training=False):
         check_image_spec(images)
@@ -270,13 +292,13 @@ class BYOL(keras.Model):
             z = self.online_projector(h, training=True)
             outs.append((h, z, self.online_predictor(z, training=True)))
         (h1, z1, q1), (_, _, q2) = outs
-        f32 = lambda t: ops.cast(t, "float32")  # noqa: E731  (loss in float32 under mixed precision)
+        f32 = _at_least_float32  # the loss in float32 (or float64) under mixed precision
         byol_loss = (ops.mean(regression_loss(f32(q1), f32(target2))) +
                      ops.mean(regression_loss(f32(q2), f32(target1))))
         logs = {"loss": byol_loss, "projection_std": projection_std(z1)}
         total = byol_loss
         if self.probe is not None and labels is not None:
-            logits = ops.cast(self.probe(ops.stop_gradient(h1)), "float32")
+            logits = _at_least_float32(self.probe(ops.stop_gradient(h1)))
             probe_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
                 labels, logits, from_logits=True))
             total = total + probe_loss
@@ -312,21 +334,53 @@ class BYOL(keras.Model):
         return results
 
     # -------------------------------------------------------------------- steps
-    def train_step(self, data):
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(
-                f"BYOL.train_step is implemented for the TensorFlow backend; "
-                f"got {keras.backend.backend()}")
+    def train_step(self, *args):
+        """One BYOL step. TF backend: `train_step(data)` with a GradientTape. JAX backend:
+        `train_step(state, data)`, stateless (see `_jax_train_step`). Both run the same
+        `make_views`, `target_projections`, `online_loss`, optimizer `apply`, `update_target`
+        and metric code."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._tf_train_step(*args)
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        raise NotImplementedError(f"BYOL.train_step supports the tensorflow and jax backends; "
+                                  f"got {backend}")
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            state, data = args
+            trainable, non_trainable, metric_values = state
+            variables = self.trainable_variables + self.non_trainable_variables + self.metrics_variables
+            logs, (non_trainable, metric_values) = _stateless(
+                variables, [*trainable, *non_trainable, *metric_values], lambda: self._test_logs(data),
+                (self.non_trainable_variables, self.metrics_variables))
+            return logs, (trainable, non_trainable, metric_values)
+        return self._test_logs(*args)
+
+    def _test_logs(self, data):
+        view1, view2, labels = self.make_views(data)
+        target1, target2 = self.target_projections(view1, view2)
+        _, logs = self.online_loss(view1, view2, target1, target2, labels)
+        return self._record(logs, self.tau(self.optimizer.iterations),
+                            self.optimizer.learning_rate)
+
+    def _step_variables(self, labels):
+        """The variables the optimizer updates: without labels the probe gets no gradient."""
+        variables = self.trainable_variables
+        if self.probe is not None and labels is None:
+            probe = {id(v) for v in self.probe.trainable_variables}
+            variables = [v for v in variables if id(v) not in probe]
+        return variables
+
+    def _tf_train_step(self, data):
         import tensorflow as tf
 
         view1, view2, labels = self.make_views(data)
         if not self.jit_compile:
             self._assert_values(data)
         target1, target2 = self.target_projections(view1, view2)
-        variables = self.trainable_variables
-        if self.probe is not None and labels is None:  # no labels: the probe gets no gradient
-            probe = {id(v) for v in self.probe.trainable_variables}
-            variables = [v for v in variables if id(v) not in probe]
+        variables = self._step_variables(labels)
         with tf.GradientTape() as tape:
             loss, logs = self.online_loss(view1, view2, target1, target2, labels)
             # Gradients are summed over replicas: average the loss over the global batch.
@@ -339,18 +393,56 @@ class BYOL(keras.Model):
         self.update_target(tau)
         return self._record(logs, tau, learning_rate)
 
-    def test_step(self, data):
-        view1, view2, labels = self.make_views(data)
-        target1, target2 = self.target_projections(view1, view2)
-        _, logs = self.online_loss(view1, view2, target1, target2, labels)
-        return self._record(logs, self.tau(self.optimizer.iterations),
-                            self.optimizer.learning_rate)
+    def _jax_train_step(self, state, data):
+        """The same step as `_tf_train_step`, stateless for `jax.jit`: `state` holds the values
+        of (trainable, non-trainable, optimizer, metric) variables; the model's own methods run
+        inside `keras.StatelessScope`s that map its variables to those values and record their
+        assignments (batch-norm statistics, the augmentation seed, the optimizer update, the EMA
+        target, the metrics); the step returns (logs, new state)."""
+        import jax
+
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            raise NotImplementedError("loss scaling (mixed_float16) is not implemented in the JAX "
+                                      "step; use mixed_bfloat16")
+        trainable, non_trainable, optimizer_values, metric_values = state
+        trainable_vars, non_trainable_vars = self.trainable_variables, self.non_trainable_variables
+        traced = {}
+
+        def loss_fn(trainable, non_trainable):
+            def forward():
+                view1, view2, labels = self.make_views(data)
+                traced["labels"] = labels is not None  # static: decided by the data's structure
+                target1, target2 = self.target_projections(view1, view2)
+                return self.online_loss(view1, view2, target1, target2, labels)
+            (loss, logs), (non_trainable,) = _stateless(
+                trainable_vars + non_trainable_vars, [*trainable, *non_trainable], forward,
+                (non_trainable_vars,))
+            return loss, (logs, non_trainable)
+
+        (_, (logs, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable, non_trainable)
+        variables = self._step_variables(True if traced["labels"] else None)
+        grads_by_id = {id(v): g for v, g in zip(trainable_vars, grads)}
+        optimizer_vars, metric_vars = self.optimizer.variables, self.metrics_variables
+
+        def update():
+            tau = self.tau(self.optimizer.iterations)
+            learning_rate = ops.convert_to_tensor(self.optimizer.learning_rate)
+            self.optimizer.apply([grads_by_id[id(v)] for v in variables], variables)
+            self.update_target(tau)
+            return self._record(logs, tau, learning_rate)
+
+        logs, new_state = _stateless(
+            trainable_vars + non_trainable_vars + optimizer_vars + metric_vars,
+            [*trainable, *non_trainable, *optimizer_values, *metric_values], update,
+            (trainable_vars, non_trainable_vars, optimizer_vars, metric_vars))
+        return logs, new_state
 
     def _assert_values(self, data):
         """In-graph value checks (TF backend, not under XLA)."""
         import tensorflow as tf
 
-        flat = [t for t in keras.tree.flatten(data) if len(t.shape) == 4]
+        flat = [t for t in keras.tree.flatten(data) if t is not None and len(t.shape) == 4]
         for t in flat:
             if t.dtype.is_floating:
                 t32 = tf.cast(t, tf.float32)
@@ -382,9 +474,12 @@ class BYOL(keras.Model):
             raise
 
     def _check_first_batch(self, x):
-        import tensorflow as tf
-
-        if isinstance(x, tf.data.Dataset):
+        try:
+            import tensorflow as tf
+            is_dataset = isinstance(x, tf.data.Dataset)
+        except ImportError:  # JAX-only installs (e.g. the GPU machine)
+            is_dataset = False
+        if is_dataset:
             batch = next(iter(x.take(1)), None)
             if batch is None:
                 raise ValueError("The training dataset is empty: it yielded no batch")

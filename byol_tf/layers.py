@@ -52,7 +52,9 @@ class BatchNorm(keras.layers.BatchNormalization):
         if self._can_fuse(inputs, training, mask):
             outputs, mean, variance = self._fused(inputs)
         else:
-            x = ops.cast(inputs, "float32")  # statistics in float32, as Keras
+            x = inputs  # statistics in float32 for 16-bit inputs, as Keras
+            if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+                x = ops.cast(x, "float32")
             axes = [i for i in range(len(x.shape)) if i != self.axis % len(x.shape)]
             # Keras' synchronized moments use E[x²] − E[x]²; with one replica the
             # numerically stabler local moments are the same statistics.
