@@ -1,0 +1,428 @@
+"""`TwoViewModel`: what every two-view self-supervised method shares (a `keras.Model`).
+
+Input handling and checks, the two augmented views (drawn per sample inside the step, or
+given), the online linear probe, metrics, and one train step for the TensorFlow backend
+(GradientTape; any `tf.distribute` strategy) and the JAX backend (stateless, for `jax.jit`),
+both running the same method code:
+
+    view1, view2, labels = make_views(data)
+    targets = self.targets(view1, view2)                # no gradient (EMA networks, keys)
+    loss, logs, h1 = self.ssl_loss(view1, view2, targets)   # differentiable; h1 feeds the probe
+    optimizer step on the trainable variables
+    self.after_update(targets, scalars)                 # EMA targets, queues
+    scalars = self.step_scalars(step)                   # e.g. τ, read before the step
+
+A method subclasses it, builds its networks in `__init__` and implements `ssl_loss` (and,
+if it has them, `targets`, `after_update`, `step_scalars`). `model(images)` returns the
+online encoder's representation.
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from byol_tf import augment as augment_lib
+from byol_tf import encoders as encoders_lib
+from byol_tf.losses import l2_normalize
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CHECK_TAG = "byol_tf input check"
+
+
+def at_least_float32(x):
+    """16-bit floats → float32; float32 and float64 unchanged."""
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+        return ops.cast(x, "float32")
+    return x
+
+
+def projection_std(projection):
+    """Collapse metric: mean over dimensions of the batch std of l2-normalised
+    projections. ≈ 1/√d for a healthy representation, → 0 when it collapses."""
+    z = l2_normalize(ops.cast(projection, "float32"))
+    return ops.mean(ops.std(z, axis=0))
+
+
+def replica():
+    """(replica index, replica count) inside a multi-replica step (TF backend), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
+def _multi_worker():
+    """True under a tf.distribute strategy that spans several workers (TF backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
+            len(strategy.extended.worker_devices) < strategy.num_replicas_in_sync)
+
+
+def stateless(variables, values, fn, collect):
+    """Runs `fn()` with `variables` holding `values` (a `keras.StatelessScope`, for JAX).
+    Returns fn's result and, for each list in `collect`, its variables' values after fn:
+    assigned ones updated, the others as given."""
+    given = {id(v): value for v, value in zip(variables, values)}
+    with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+        result = fn()
+    after = []
+    for group in collect:
+        current = [scope.get_current_value(v) for v in group]
+        after.append([given[id(v)] if c is None else c for v, c in zip(group, current)])
+    return result, tuple(after)
+
+
+def check_image_spec(images, what="images"):
+    """Static checks: rank 4, 3 channels, uint8 or float. Raises ValueError."""
+    shape = tuple(images.shape)
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if len(shape) != 4:
+        raise ValueError(f"{what} must have rank 4 [batch, height, width, 3]; got shape {shape}")
+    if shape[-1] != 3:
+        raise ValueError(f"{what} must have 3 channels (RGB); got shape {shape} "
+                         f"with {shape[-1]} channels")
+    if dtype != "uint8" and not dtype.startswith(("float", "bfloat")):
+        raise ValueError(f"{what} must be uint8 in [0, 255] or float in [0, 1]; got dtype {dtype}")
+
+
+def check_image_values(images, what="images"):
+    """Eager value checks on a numpy-convertible batch: float must be finite, in [0, 1]."""
+    check_image_spec(images, what)
+    array = np.asarray(images)
+    if array.dtype == np.uint8:
+        return
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    if array.size and (array.min() < 0.0 or array.max() > 1.0):
+        raise ValueError(f"float {what} must be in [0, 1]; got values in "
+                         f"[{array.min():.4g}, {array.max():.4g}] (uint8 images are scaled "
+                         "automatically; divide floats in [0, 255] by 255)")
+
+
+class TwoViewModel(keras.Model):
+    """Base of BYOL, SimCLR, MoCo v2 and the multi-view objective.
+
+    Args:
+      encoder: a built Keras model `images [B, H, W, 3] → [B, D]`, or a preset name.
+      total_steps: K, the number of optimizer steps schedules inside the method span.
+      num_classes: if set, an online linear probe on the stop-gradient representation of
+        view 1 is trained alongside when labels are given.
+      image_size: side of the augmented views (default: the input's side).
+      augment: draw the paper's two views inside the step; if False the images are used
+        as both views (or the dataset supplies `(view1, view2)`).
+      view1, view2: augmentation configs (see `byol_tf.augment`).
+      seed: seed of the in-step augmentation.
+    """
+
+    metric_names = ()  # the method's extra logged scalars (from its logs or step_scalars)
+
+    def __init__(self, encoder, total_steps=1000, num_classes=None, image_size=None,
+                 augment=True, view1=None, view2=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(encoder, str):
+            encoder = encoders_lib.get(encoder)
+        if not isinstance(encoder, keras.Model) or not encoder.built:
+            raise ValueError("encoder must be a built keras.Model mapping images [B, H, W, 3] to "
+                             "[B, D]: give it a keras.Input or call encoder.build((None, H, W, 3))")
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be ≥ 1; got {total_steps}")
+        self.total_steps = int(total_steps)
+        self.num_classes, self.image_size, self.augment = num_classes, image_size, augment
+        self.view1 = augment_lib.check_config(view1 or augment_lib.VIEW1)
+        self.view2 = augment_lib.check_config(view2 or augment_lib.VIEW2)
+        self.seed = seed
+        self.online_encoder = encoder
+        self.representation_dim = encoder.output_shape[-1]
+        self.probe = None
+        if num_classes:
+            self.probe = layers.Dense(num_classes, name="probe")
+            self.probe.build((None, self.representation_dim))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        names = ("loss", *self.metric_names, "learning_rate")
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        if num_classes:
+            self._trackers["probe_loss"] = keras.metrics.Mean(name="probe_loss")
+            self._trackers["probe_accuracy"] = keras.metrics.SparseCategoricalAccuracy(
+                name="probe_accuracy")
+
+    # ------------------------------------------------------------ method hooks
+    def targets(self, view1, view2):
+        """Tensors computed before the gradient and without one (e.g. EMA projections)."""
+        return None
+
+    def ssl_loss(self, view1, view2, targets):
+        """(loss, logs, online representation of view 1); differentiable in the online
+        weights. Subclasses implement it."""
+        raise NotImplementedError
+
+    def step_scalars(self, step):
+        """Scalars of this step read before the optimizer moves (e.g. {"tau": τ_k})."""
+        return {}
+
+    def after_update(self, targets, scalars):
+        """Updates after the optimizer step (EMA targets, queues)."""
+
+    # -------------------------------------------------------------- shared parts
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def normalize(self, views):
+        """Float [0, 1] views → ImageNet mean/std normalised encoder input."""
+        mean, std = (ops.array(v, dtype=views.dtype) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        return (views - mean) / std
+
+    def call(self, images, training=False):
+        check_image_spec(images)
+        images = augment_lib.to_float_images(images)
+        return self.online_encoder(self.normalize(images), training=training)
+
+    def make_views(self, data):
+        """`data` → (view1, view2, labels or None), float views in [0, 1].
+
+        Accepts images, (images, labels), (view1, view2) and ((view1, view2), labels).
+        """
+        x, labels = data, None
+        if isinstance(data, (tuple, list)):
+            if len(data) == 2 and len(getattr(data[1], "shape", ())) == 4:
+                x = tuple(data)  # (view1, view2)
+            elif len(data) in (2, 3):
+                x, labels = data[0], data[1]
+            else:
+                raise ValueError(f"Expected images, (images, labels), (view1, view2) or "
+                                 f"((view1, view2), labels); got a tuple of {len(data)}")
+        if isinstance(x, (tuple, list)):
+            check_image_spec(x[0], "view1")
+            check_image_spec(x[1], "view2")
+            views = [augment_lib.to_float_images(v) for v in x]
+        else:
+            check_image_spec(x)
+            images = augment_lib.to_float_images(x)
+            if self.augment:
+                size = self.image_size or images.shape[1]
+                views = [augment_lib.augment(images, cfg, size, self.seed_generator, replica())
+                         for cfg in (self.view1, self.view2)]
+            else:
+                views = [images, images]
+        if labels is not None and len(labels.shape) != 1:
+            raise ValueError(f"labels must be integer class ids of shape [batch]; "
+                             f"got shape {tuple(labels.shape)}")
+        return views[0], views[1], labels
+
+    def loss_with_probe(self, view1, view2, targets, labels=None):
+        """The method's loss (+ the probe's cross-entropy when labels are given) and logs."""
+        loss, logs, h1 = self.ssl_loss(view1, view2, targets)
+        logs = {"loss": loss, **logs}
+        if self.probe is not None and labels is not None:
+            logits = at_least_float32(self.probe(ops.stop_gradient(h1)))
+            probe_loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+            loss = loss + probe_loss
+            logs.update(probe_loss=probe_loss, probe_logits=logits, labels=labels)
+        return loss, logs
+
+    def _record(self, logs, scalars, learning_rate):
+        logs = {**logs, **scalars, "learning_rate": learning_rate}
+        for name, tracker in self._trackers.items():
+            if name == "probe_accuracy":
+                if "probe_logits" in logs:
+                    tracker.update_state(logs["labels"], logs["probe_logits"])
+            elif name in logs:
+                tracker.update_state(logs[name])
+        results = {m.name: m.result() for m in self.metrics}
+        if _multi_worker():
+            # Keras reduces step outputs with strategy.reduce("MEAN", v, axis=0) under
+            # MultiWorkerMirroredStrategy, which fails on scalars: give it a length-1 axis
+            # (the reduce returns the scalar mean over all replicas).
+            results = {k: ops.reshape(v, (1,)) for k, v in results.items()}
+        return results
+
+    def _step_variables(self, labels):
+        """The variables the optimizer updates: without labels the probe gets no gradient."""
+        variables = self.trainable_variables
+        if self.probe is not None and labels is None:
+            probe = {id(v) for v in self.probe.trainable_variables}
+            variables = [v for v in variables if id(v) not in probe]
+        return variables
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, *args):
+        """One step. TF backend: `train_step(data)` with a GradientTape. JAX backend:
+        `train_step(state, data)`, stateless (see `_jax_train_step`). Both run the same
+        `make_views`, `targets`, `ssl_loss`, optimizer `apply`, `after_update` and metric code."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._tf_train_step(*args)
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        raise NotImplementedError(f"{type(self).__name__}.train_step supports the tensorflow and "
+                                  f"jax backends; got {backend}")
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            state, data = args
+            trainable, non_trainable, metric_values = state
+            variables = self.trainable_variables + self.non_trainable_variables + self.metrics_variables
+            logs, (non_trainable, metric_values) = stateless(
+                variables, [*trainable, *non_trainable, *metric_values], lambda: self._test_logs(data),
+                (self.non_trainable_variables, self.metrics_variables))
+            return logs, (trainable, non_trainable, metric_values)
+        return self._test_logs(*args)
+
+    def _test_logs(self, data):
+        view1, view2, labels = self.make_views(data)
+        targets = self.targets(view1, view2)
+        _, logs = self.loss_with_probe(view1, view2, targets, labels)
+        return self._record(logs, self.step_scalars(self.optimizer.iterations),
+                            self.optimizer.learning_rate)
+
+    def _tf_train_step(self, data):
+        import tensorflow as tf
+
+        view1, view2, labels = self.make_views(data)
+        if not self.jit_compile:
+            self._assert_values(data)
+        targets = self.targets(view1, view2)
+        variables = self._step_variables(labels)
+        with tf.GradientTape() as tape:
+            loss, logs = self.loss_with_probe(view1, view2, targets, labels)
+            # Gradients are summed over replicas: average the loss over the global batch.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)  # loss scaling under mixed_float16
+        grads = tape.gradient(scaled, variables)
+        scalars = self.step_scalars(self.optimizer.iterations)
+        learning_rate = self.optimizer.learning_rate
+        self.optimizer.apply(grads, variables)
+        self.after_update(targets, scalars)
+        return self._record(logs, scalars, learning_rate)
+
+    def _jax_train_step(self, state, data):
+        """The same step as `_tf_train_step`, stateless for `jax.jit`: `state` holds the values
+        of (trainable, non-trainable, optimizer, metric) variables; the model's own methods run
+        inside `keras.StatelessScope`s that map its variables to those values and record their
+        assignments (batch-norm statistics, the augmentation seed, the optimizer update, EMA
+        targets and queues, the metrics); the step returns (logs, new state)."""
+        import jax
+
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            raise NotImplementedError("loss scaling (mixed_float16) is not implemented in the JAX "
+                                      "step; use mixed_bfloat16")
+        trainable, non_trainable, optimizer_values, metric_values = state
+        trainable_vars, non_trainable_vars = self.trainable_variables, self.non_trainable_variables
+        traced = {}
+
+        def loss_fn(trainable, non_trainable):
+            def forward():
+                view1, view2, labels = self.make_views(data)
+                traced["labels"] = labels is not None  # static: decided by the data's structure
+                targets = self.targets(view1, view2)
+                loss, logs = self.loss_with_probe(view1, view2, targets, labels)
+                return loss, (logs, targets)
+            (loss, aux), (non_trainable,) = stateless(
+                trainable_vars + non_trainable_vars, [*trainable, *non_trainable], forward,
+                (non_trainable_vars,))
+            return loss, (aux, non_trainable)
+
+        (_, ((logs, targets), non_trainable)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(trainable, non_trainable)
+        targets = jax.lax.stop_gradient(targets)
+        variables = self._step_variables(True if traced["labels"] else None)
+        grads_by_id = {id(v): g for v, g in zip(trainable_vars, grads)}
+        optimizer_vars, metric_vars = self.optimizer.variables, self.metrics_variables
+
+        def update():
+            scalars = self.step_scalars(self.optimizer.iterations)
+            learning_rate = ops.convert_to_tensor(self.optimizer.learning_rate)
+            self.optimizer.apply([grads_by_id[id(v)] for v in variables], variables)
+            self.after_update(targets, scalars)
+            return self._record(logs, scalars, learning_rate)
+
+        return stateless(
+            trainable_vars + non_trainable_vars + optimizer_vars + metric_vars,
+            [*trainable, *non_trainable, *optimizer_values, *metric_values], update,
+            (trainable_vars, non_trainable_vars, optimizer_vars, metric_vars))
+
+    # ----------------------------------------------------------- input checks
+    def _assert_values(self, data):
+        """In-graph value checks (TF backend, not under XLA)."""
+        import tensorflow as tf
+
+        flat = [t for t in keras.tree.flatten(data) if t is not None and len(t.shape) == 4]
+        for t in flat:
+            if t.dtype.is_floating:
+                t32 = tf.cast(t, tf.float32)
+                tf.debugging.assert_all_finite(t32, f"{_CHECK_TAG}: images contain NaN or Inf")
+                tf.debugging.Assert(
+                    tf.logical_and(tf.reduce_min(t32) >= 0.0, tf.reduce_max(t32) <= 1.0),
+                    [f"{_CHECK_TAG}: float images must be in [0, 1]; min/max:",
+                     tf.reduce_min(t32), tf.reduce_max(t32)])
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' TF trainer builds a model under a strategy from a data batch it first
+        MEAN-reduces across replicas; under MultiWorkerMirroredStrategy that reduce fails
+        on tuple batches (`Attempt to convert a value (PerReplica...) to a Tensor`). These
+        models build their layers in `__init__`, so only the optimizer is left to build."""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the first batch checked eagerly (shape, dtype,
+        range, empty dataset) so bad input fails with a ValueError before training."""
+        self._check_first_batch(x)
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except Exception as error:  # surface in-graph input checks as ValueError
+            if _CHECK_TAG in str(error):
+                message = str(error).split(_CHECK_TAG + ": ", 1)[1].split("\n")[0]
+                raise ValueError(message) from None
+            raise
+
+    def _check_first_batch(self, x):
+        try:
+            import tensorflow as tf
+            is_dataset = isinstance(x, tf.data.Dataset)
+        except ImportError:  # JAX-only installs (e.g. the GPU machine)
+            is_dataset = False
+        if is_dataset:
+            batch = next(iter(x.take(1)), None)
+            if batch is None:
+                raise ValueError("The training dataset is empty: it yielded no batch")
+        elif x is None:
+            return
+        else:
+            batch = x
+            if len(x) == 0:
+                raise ValueError("The training data is empty")
+        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
+        views = x0 if isinstance(x0, (tuple, list)) else [x0]
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and \
+                len(getattr(batch[1], "shape", ())) == 4:
+            views = list(batch)
+        for v in views:
+            check_image_values(v)
+
+    # ------------------------------------------------------------ serialization
+    def get_config(self):
+        return {
+            "encoder": keras.saving.serialize_keras_object(self.online_encoder),
+            "total_steps": self.total_steps, "num_classes": self.num_classes,
+            "image_size": self.image_size, "augment": self.augment, "view1": self.view1,
+            "view2": self.view2, "seed": self.seed, "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
