@@ -10,6 +10,10 @@
   "cifar" = 3×3/1 conv + BN + ReLU, no max-pool.
 - BatchNorm: momentum 0.9, epsilon 1e-5 (official values). Convs: fan-in truncated
   normal (haiku's default initialiser).
+- `norm="gn_ws"` (presets `<name>_gnws`): no batch statistics anywhere (Richemond et al.
+  2020, "BYOL works even without batch statistics"): every conv is weight-standardised
+  (`WSConv2D`) and every BatchNorm is a GroupNormalization (16 groups, fewer when a layer
+  has fewer channels; epsilon 1e-5; the same zero-initialised last scale).
 
 keras-hub's ResNetBackbone was not used: its stem pads with ZeroPadding2D + "valid"
 convs and it has no CIFAR stem or zero-initialised last BN, so it does not express the
@@ -17,7 +21,7 @@ official architecture exactly.
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from byol_tf.layers import BatchNorm
 
@@ -35,33 +39,54 @@ _DEPTHS = {
 }
 
 
-def _conv(filters, kernel, stride, name):
-    return layers.Conv2D(
+GN_GROUPS = 16
+WS_EPSILON = 1e-5
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class WSConv2D(layers.Conv2D):
+    """Conv2D with a weight-standardised kernel: each output channel's kernel is
+    standardised over (height, width, input channels), `(w − mean) / √(var + 1e-5)`,
+    before the convolution (Qiao et al. 2019)."""
+
+    def convolution_op(self, inputs, kernel):
+        mean, var = ops.moments(kernel, axes=[0, 1, 2], keepdims=True)
+        return super().convolution_op(inputs, (kernel - mean) * ops.rsqrt(var + WS_EPSILON))
+
+
+def _conv(filters, kernel, stride, name, norm="batch_norm"):
+    conv = WSConv2D if norm == "gn_ws" else layers.Conv2D
+    return conv(
         filters, kernel, strides=stride, padding="same", use_bias=False, name=name,
         kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"))
 
 
-def _bn(name, zero_init=False, synchronized=True):
-    return BatchNorm(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name, synchronized=synchronized,
-        gamma_initializer="zeros" if zero_init else "ones")
+def _bn(name, zero_init=False, synchronized=True, norm="batch_norm", channels=None):
+    gamma = "zeros" if zero_init else "ones"
+    if norm == "gn_ws":
+        return layers.GroupNormalization(groups=min(GN_GROUPS, channels), epsilon=BN_EPSILON,
+                                         gamma_initializer=gamma, name=name)
+    return BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name,
+                     synchronized=synchronized, gamma_initializer=gamma)
 
 
-def _block(x, channels, stride, bottleneck, name, sync):
+def _block(x, channels, stride, bottleneck, name, sync, norm="batch_norm"):
     """One residual block; `channels` is the block's output width."""
     inner = channels // 4 if bottleneck else channels
     shortcut = x
     if stride != 1 or x.shape[-1] != channels:
-        shortcut = _conv(channels, 1, stride, f"{name}_shortcut_conv")(x)
-        shortcut = _bn(f"{name}_shortcut_bn", synchronized=sync)(shortcut)
+        shortcut = _conv(channels, 1, stride, f"{name}_shortcut_conv", norm)(x)
+        shortcut = _bn(f"{name}_shortcut_bn", synchronized=sync, norm=norm,
+                       channels=channels)(shortcut)
     if bottleneck:
         specs = [(inner, 1, 1), (inner, 3, stride), (channels, 1, 1)]
     else:
         specs = [(inner, 3, stride), (channels, 3, 1)]
     for i, (filters, kernel, s) in enumerate(specs):
         last = i == len(specs) - 1
-        x = _conv(filters, kernel, s, f"{name}_conv{i}")(x)
-        x = _bn(f"{name}_bn{i}", zero_init=last and bottleneck, synchronized=sync)(x)
+        x = _conv(filters, kernel, s, f"{name}_conv{i}", norm)(x)
+        x = _bn(f"{name}_bn{i}", zero_init=last and bottleneck, synchronized=sync, norm=norm,
+                channels=filters)(x)
         if not last:
             x = layers.ReLU(name=f"{name}_relu{i}")(x)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
@@ -81,14 +106,18 @@ class ResNet(keras.Model):
       sync_batch_norm: batch statistics over the global batch when a
         `tf.distribute` strategy has several replicas (as the official 512-core run).
       input_shape: (H, W, 3); H and W may be None.
+      norm: "batch_norm" or "gn_ws" (GroupNorm + weight-standardised convs).
     """
 
     def __init__(self, depth=50, stem="imagenet", width_multiplier=1, base_width=64,
-                 sync_batch_norm=True, input_shape=(None, None, 3), name=None, **kwargs):
+                 sync_batch_norm=True, input_shape=(None, None, 3), name=None,
+                 norm="batch_norm", **kwargs):
         if depth not in _DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if norm not in ("batch_norm", "gn_ws"):
+            raise ValueError(f"ResNet norm must be 'batch_norm' or 'gn_ws', got {norm!r}")
         block, blocks_per_group = _DEPTHS[depth]
         bottleneck = block == "bottleneck"
         base = [base_width * m * (4 if bottleneck else 1) for m in (1, 2, 4, 8)]
@@ -96,10 +125,10 @@ class ResNet(keras.Model):
 
         images = keras.Input(shape=tuple(input_shape), name="images")
         if stem == "imagenet":
-            x = _conv(stem_width, 7, 2, "stem_conv")(images)
+            x = _conv(stem_width, 7, 2, "stem_conv", norm)(images)
         else:
-            x = _conv(stem_width, 3, 1, "stem_conv")(images)
-        x = _bn("stem_bn", synchronized=sync_batch_norm)(x)
+            x = _conv(stem_width, 3, 1, "stem_conv", norm)(images)
+        x = _bn("stem_bn", synchronized=sync_batch_norm, norm=norm, channels=stem_width)(x)
         x = layers.ReLU(name="stem_relu")(x)
         if stem == "imagenet":
             x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
@@ -107,11 +136,12 @@ class ResNet(keras.Model):
             for b in range(num_blocks):
                 stride = 2 if (g > 0 and b == 0) else 1
                 x = _block(x, channels * width_multiplier, stride, bottleneck,
-                           name=f"group{g}_block{b}", sync=sync_batch_norm)
+                           name=f"group{g}_block{b}", sync=sync_batch_norm, norm=norm)
         representation = layers.GlobalAveragePooling2D(name="pool")(x)
+        suffix = "_gnws" if norm == "gn_ws" else ""
         super().__init__(images, representation,
-                         name=name or f"resnet{depth}_{stem}_x{width_multiplier}", **kwargs)
-        self.depth, self.stem, self.width_multiplier = depth, stem, width_multiplier
+                         name=name or f"resnet{depth}_{stem}_x{width_multiplier}{suffix}", **kwargs)
+        self.depth, self.stem, self.width_multiplier, self.norm = depth, stem, width_multiplier, norm
         self.base_width, self.sync_batch_norm = base_width, sync_batch_norm
         self.input_shape_ = tuple(input_shape)
 
@@ -119,7 +149,7 @@ class ResNet(keras.Model):
         return {"depth": self.depth, "stem": self.stem,
                 "width_multiplier": self.width_multiplier, "base_width": self.base_width,
                 "sync_batch_norm": self.sync_batch_norm,
-                "input_shape": self.input_shape_, "name": self.name,
+                "input_shape": self.input_shape_, "name": self.name, "norm": self.norm,
                 "trainable": self.trainable}
 
     @classmethod
@@ -136,6 +166,7 @@ PRESETS = {
     "resnet200x2": dict(depth=200, stem="imagenet", width_multiplier=2),
     "tiny_resnet_cifar": dict(depth=10, stem="cifar", base_width=16),  # ~0.3 M, CPU demos
 }
+PRESETS.update({f"{name}_gnws": dict(args, norm="gn_ws") for name, args in list(PRESETS.items())})
 
 
 def get(name, **overrides):

@@ -48,8 +48,8 @@ def beta_infonce(prediction1, prediction2, target1, target2, beta=0.0, alpha=0.1
             other_keys = other if other_all is None else other_all
             s_same = cosine_matrix(p, same_keys) / alpha  # [B, N]: S(v_i, v_j)/α
             s_other = cosine_matrix(p, other_keys) / alpha  # [B, N]: S(v_i, v'_j)/α
-            own = ops.one_hot(ops.arange(ops.shape(p)[0]) + offset, ops.shape(same_keys)[0],
-                              dtype=s_same.dtype)
+            rows = ops.arange(ops.shape(p)[0], dtype="int32") + ops.cast(offset, "int32")
+            own = ops.one_hot(rows, ops.shape(same_keys)[0], dtype=s_same.dtype)
             s_same = s_same - 1e9 * own  # j ≠ i
             log_sum = ops.logsumexp(ops.concatenate([s_same, s_other], axis=1), axis=1)
             direction = direction + beta * 2.0 * alpha * log_sum
@@ -67,7 +67,7 @@ def nt_xent(z1, z2, temperature=0.1, z1_all=None, z2_all=None, offset=0):
     keys = ops.concatenate([z1_all, z2_all], axis=0)  # [2N, P]
     anchors = ops.concatenate([z1, z2], axis=0)  # [2B, P]
     b = ops.shape(z1)[0]
-    index = ops.arange(b) + offset
+    index = ops.arange(b, dtype="int32") + ops.cast(offset, "int32")
     own = ops.concatenate([index, index + n], axis=0)  # the anchor itself among the keys
     positive = ops.concatenate([index + n, index], axis=0)
     logits = cosine_matrix(anchors, keys) / temperature
@@ -87,11 +87,15 @@ def moco_infonce(query, key, queue, temperature=0.2):
     return ops.mean(ops.logsumexp(logits, axis=1) - logits[:, 0])
 
 
-def infonce(z1, z2, temperature=0.1):
+def infonce(z1, z2, temperature=0.1, z2_all=None, offset=0):
     """One-directional InfoNCE between paired representations: `-log softmax_j(cos(z1_i,
-    z2_j)/T)[i]`, mean over i (Tsai et al.'s L_CL with in-batch negatives)."""
-    logits = cosine_matrix(z1, z2) / temperature
-    return ops.mean(ops.logsumexp(logits, axis=1) - ops.diagonal(logits))
+    z2_j)/T)[i]`, mean over the local i; j over every replica's z2 when `z2_all` is given
+    (Tsai et al.'s L_CL with the batch as negatives)."""
+    keys = z2 if z2_all is None else z2_all
+    logits = cosine_matrix(z1, keys) / temperature
+    rows = ops.arange(ops.shape(z1)[0], dtype="int32") + ops.cast(offset, "int32")
+    positive = ops.sum(logits * ops.one_hot(rows, ops.shape(keys)[0], dtype=logits.dtype), axis=1)
+    return ops.mean(ops.logsumexp(logits, axis=1) - positive)
 
 
 def forward_predictive(reconstruction, target):

@@ -94,3 +94,11 @@ def test_multiview_losses():
     l_fp = np.mean([np.sum((recon[i] - target[i]) ** 2) for i in range(B)])
     np.testing.assert_allclose(_np(losses.forward_predictive(recon.astype(np.float32),
                                                              target.astype(np.float32))), l_fp, rtol=1e-5)
+
+
+def test_infonce_with_gathered_keys_equals_the_global_loss():
+    z1, z2 = _x(2 * B, P), _x(2 * B, P)
+    whole = _np(losses.infonce(z1, z2, 0.2))
+    halves = [_np(losses.infonce(z1[r * B:(r + 1) * B], z2[r * B:(r + 1) * B], 0.2, z2_all=z2,
+                                 offset=r * B)) for r in (0, 1)]
+    np.testing.assert_allclose(np.mean(halves), whole, rtol=1e-5)

@@ -1,7 +1,11 @@
 """Run in a fresh process: 3 BYOL steps on one device and under MirroredStrategy over 2
 logical CPUs, same initial weights and global batches; writes the weights to an .npz.
 
-    python tests/helpers/mirrored_run.py OUT.npz [--sync_bn=1] [--jit=0]
+    python tests/helpers/mirrored_run.py OUT.npz [--sync_bn=1] [--jit=0] [--method=byol]
+
+--float64: weights, data and computations in float64.
+--method: byol, byol_beta (β-InfoNCE, negatives gathered across replicas), simclr
+(NT-Xent over the global batch), moco (keys of every replica enqueued), multiview.
 """
 
 import sys
@@ -19,38 +23,47 @@ import byol_tf  # noqa: E402
 GLOBAL_BATCH, STEPS = 16, 3
 
 
-def build(sync):
+def build(sync, method="byol"):
     keras.utils.set_random_seed(0)
     encoder = byol_tf.encoders.ResNet(depth=10, stem="cifar", base_width=8, sync_batch_norm=sync)
-    model = byol_tf.BYOL(encoder, projection_dim=16, hidden_dim=32, total_steps=10, augment=False,
-                         sync_batch_norm=sync, num_classes=10)
+    common = dict(projection_dim=16, hidden_dim=32, total_steps=10, augment=False, num_classes=10)
+    if method in ("byol", "byol_beta"):
+        model = byol_tf.BYOL(encoder, sync_batch_norm=sync, beta=0.5 if method == "byol_beta" else 0.0,
+                             **common)
+    elif method == "simclr":
+        model = byol_tf.SimCLR(encoder, sync_batch_norm=sync, temperature=0.5, **common)
+    elif method == "moco":
+        model = byol_tf.MoCo(encoder, queue_size=64, momentum=0.9, **common)
+    else:
+        model = byol_tf.MultiView(encoder, sync_batch_norm=sync, **common)
     model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4))
     return model
 
 
 def views():
     rng = np.random.default_rng(1)
-    v1 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(np.float32)
-    v2 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(np.float32)
+    v1 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(keras.config.floatx())
+    v2 = rng.uniform(size=(GLOBAL_BATCH * STEPS, 16, 16, 3)).astype(keras.config.floatx())
     labels = rng.integers(0, 10, GLOBAL_BATCH * STEPS)
     return tf.data.Dataset.from_tensor_slices(((v1, v2), labels)).batch(GLOBAL_BATCH, drop_remainder=True)
 
 
 def weights(model):
     out = {}
-    for v in model.weights:
+    for i, v in enumerate(model.weights):  # online and target layers share names: key by position
         values = getattr(v.value, "values", None)  # MirroredVariable: one copy a replica
         copies = [np.asarray(c) for c in values] if values else [np.asarray(v.numpy())]
-        out[v.path] = np.stack(copies)
+        path = v.path.replace(model.name + "/", "model/", 1)  # the second model's name is uniquified
+        out[f"{i:03d}:{path}"] = np.stack(copies)
     return out
 
 
-def main(out, sync=True):
-    single = build(sync)
+def main(out, sync=True, method="byol"):
+    single = build(sync, method)
     single_logs = single.fit(views(), verbose=0).history
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        mirrored = build(sync)
+        mirrored = build(sync, method)
     mirrored_logs = mirrored.fit(views(), verbose=0).history
     assert strategy.num_replicas_in_sync == 2
     np.savez(out, **{f"single::{k}": v for k, v in weights(single).items()},
@@ -61,4 +74,8 @@ def main(out, sync=True):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv)
+    if "--float64" in sys.argv:  # rounding out of the way: isolates the distributed semantics
+        keras.config.set_floatx("float64")
+        keras.config.set_dtype_policy("float64")
+    methods = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--method=")]
+    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv, method=(methods or ["byol"])[0])

@@ -1,0 +1,46 @@
+"""`byol_tf.SimCLR` (Chen et al. 2020) on the shared two-view machinery.
+
+encoder → projector MLP (`Dense → BN → ReLU → Dense`); NT-Xent over the 2N views of the
+global batch (`byol_tf.losses.nt_xent`): under a multi-replica strategy every replica's
+projections are gathered (differentiably) so each anchor sees all 2N − 2 negatives.
+"""
+
+import keras
+
+from byol_tf.byol import MLP
+from byol_tf.losses import gather_replicas, nt_xent
+from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class SimCLR(TwoViewModel):
+    """Args (and those of `TwoViewModel`): projection_dim (128), hidden_dim (2048),
+    temperature (0.1 for large batches as the paper's ImageNet setting; 0.5 for CIFAR),
+    sync_batch_norm (projector BN over the global batch)."""
+
+    metric_names = ("projection_std",)
+
+    def __init__(self, encoder, projection_dim=128, hidden_dim=2048, temperature=0.1,
+                 sync_batch_norm=True, **kwargs):
+        super().__init__(encoder, **kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.projection_dim, self.hidden_dim = projection_dim, hidden_dim
+        self.temperature, self.sync_batch_norm = float(temperature), sync_batch_norm
+        self.projector = MLP(hidden_dim, projection_dim, self.representation_dim,
+                             sync_batch_norm, name="projector")
+        self.built = True
+
+    def ssl_loss(self, view1, view2, targets):
+        h1 = self.online_encoder(self.normalize(view1), training=True)
+        h2 = self.online_encoder(self.normalize(view2), training=True)
+        z1 = at_least_float32(self.projector(h1, training=True))
+        z2 = at_least_float32(self.projector(h2, training=True))
+        (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
+        loss = nt_xent(z1, z2, self.temperature, z1_all, z2_all, offset)
+        return loss, {"projection_std": projection_std(z1)}, h1
+
+    def get_config(self):
+        return {**super().get_config(), "projection_dim": self.projection_dim,
+                "hidden_dim": self.hidden_dim, "temperature": self.temperature,
+                "sync_batch_norm": self.sync_batch_norm}
