@@ -1,8 +1,11 @@
-"""Pretrain BYOL, evaluate the encoder with kNN against itself at random init, save.
+"""Pretrain BYOL (or SimCLR, MoCo v2, the multi-view objective), evaluate the encoder with
+kNN against itself at random init, save.
 
     python train.py                                   # embedded default: bundled CIFAR-10 sample
     python train.py --dataset=cifar10 --data_dir=~/.cache/byol_data/tfds
     python train.py --dataset=/path/to/images --image_size=224 --epochs=100
+    python train.py --method=moco --method_options='{"queue_size": 4096}'
+    python train.py --method_options='{"use_predictor": false}'      # a BYOL ablation
 
 Every flag left unset comes from the dataset's preset (`byol_tf/presets.py`). The run
 folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
@@ -55,6 +58,10 @@ flags.DEFINE_string("publish", None, "After training, publish the encoder as thi
 flags.DEFINE_string("zoo_dir", None, "Where --publish writes (default <run_dir>/zoo; models/ is the repo's zoo).")
 flags.DEFINE_integer("publish_linear_epochs", 20, "Linear-evaluation epochs for --publish.")
 flags.DEFINE_string("final_weights_npz", None, "Also write all final weights here (every worker).")
+flags.DEFINE_enum("method", "byol", ["byol", "simclr", "moco", "multiview"],
+                  "Self-supervised method (byol_tf.BYOL, SimCLR, MoCo, MultiView).")
+flags.DEFINE_string("method_options", "{}", "JSON object of the method's constructor arguments, "
+                    "e.g. '{\"beta\": 0.5}' or '{\"temperature\": 0.5}' (see README, Methods).")
 FLAGS = flags.FLAGS
 
 HYPERPARAMETERS = ("encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay",
@@ -72,6 +79,13 @@ def resolve_config():
     for key in HYPERPARAMETERS:
         if getattr(FLAGS, key) is not None:
             config[key] = getattr(FLAGS, key)
+    try:
+        options = json.loads(FLAGS.method_options)
+    except json.JSONDecodeError as e:
+        raise app.UsageError(f"--method_options is not valid JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise app.UsageError("--method_options must be a JSON object")
+    config.update(method=FLAGS.method, method_options=options)
     config.update(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                   preset=name if FLAGS.preset or name in presets.PRESETS else "imagenet2012",
                   seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
@@ -80,17 +94,18 @@ def resolve_config():
 
 
 def build_model(config, info):
-    """The compiled BYOL model of a resolved config (total_steps, steps_per_epoch set)."""
+    """The compiled model of a resolved config (total_steps, steps_per_epoch set)."""
     import keras
 
     import byol_tf
+    from byol_tf import methods
 
     keras.utils.set_random_seed(config["seed"])
     encoder = byol_tf.encoders.get(config["encoder"])
-    model = byol_tf.BYOL(
-        encoder, projection_dim=config["projection_dim"], hidden_dim=config["hidden_dim"],
-        tau_base=config["tau_base"], total_steps=config["total_steps"],
-        num_classes=info["num_classes"], image_size=config["image_size"], seed=config["seed"])
+    try:
+        model = methods.build(config, encoder, info["num_classes"], config["total_steps"])
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
     schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total_steps,
                                     min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1))

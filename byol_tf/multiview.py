@@ -60,10 +60,7 @@ class MultiView(TwoViewModel):
         return ops.average_pool(x, pool, pool, padding="valid")
 
     def ssl_loss(self, view1, view2, targets):
-        h1 = self.online_encoder(self.normalize(view1), training=True)
-        h2 = self.online_encoder(self.normalize(view2), training=True)
-        z1 = at_least_float32(self.projector(h1, training=True))
-        z2 = at_least_float32(self.projector(h2, training=True))
+        (h1, z1), (h2, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
         (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
         loss_cl = (infonce(z1, z2, self.temperature, z2_all, offset) +
                    infonce(z2, z1, self.temperature, z1_all, offset)) / 2.0

@@ -9,7 +9,7 @@ import keras
 
 from byol_tf.byol import MLP
 from byol_tf.losses import gather_replicas, nt_xent
-from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
+from byol_tf.two_view import TwoViewModel, projection_std
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -32,10 +32,7 @@ class SimCLR(TwoViewModel):
         self.built = True
 
     def ssl_loss(self, view1, view2, targets):
-        h1 = self.online_encoder(self.normalize(view1), training=True)
-        h2 = self.online_encoder(self.normalize(view2), training=True)
-        z1 = at_least_float32(self.projector(h1, training=True))
-        z2 = at_least_float32(self.projector(h2, training=True))
+        (h1, z1), (h2, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
         (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
         loss = nt_xent(z1, z2, self.temperature, z1_all, z2_all, offset)
         return loss, {"projection_std": projection_std(z1)}, h1

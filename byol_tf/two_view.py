@@ -187,6 +187,12 @@ class TwoViewModel(keras.Model):
         images = augment_lib.to_float_images(images)
         return self.online_encoder(self.normalize(images), training=training)
 
+    def encode(self, view, head):
+        """Float view [B, H, W, 3] → (online representation h [B, D], head(h) in at least
+        float32), both in training mode."""
+        h = self.online_encoder(self.normalize(view), training=True)
+        return h, at_least_float32(head(h, training=True))
+
     def make_views(self, data):
         """`data` → (view1, view2, labels or None), float views in [0, 1].
 

@@ -186,6 +186,8 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
                          steps=config["total_steps"], recipe={k: config[k] for k in (
                              "optimizer", "base_lr", "weight_decay", "tau_base", "warmup_epochs",
                              "hidden_dim", "projection_dim", "seed")},
+                         method=config.get("method", "byol"),
+                         method_options=config.get("method_options", {}),
                          command=" ".join(run_record.get("command", [])),
                          versions=run_record.get("versions", {})),
         results=dict(

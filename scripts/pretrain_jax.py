@@ -46,6 +46,8 @@ def parse(argv):
                        ("hidden_dim", int), ("projection_dim", int), ("optimizer", str)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="byol", choices=["byol", "simclr", "moco", "multiview"])
+    p.add_argument("--method_options", default="{}", help="JSON object (see train.py)")
     p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"])
     p.add_argument("--time_limit", type=float, default=0, help="seconds; 0 = no limit")
     p.add_argument("--checkpoint_every", type=int, default=10, help="epochs")
@@ -62,6 +64,7 @@ def _config(args):
     for key in list(config):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)
+    config.update(method=args.method, method_options=json.loads(args.method_options))
     config.update(seed=args.seed, precision=args.precision, dataset=args.dataset_name,
                   data=args.data, data_dir=None, preset=args.preset, jit_compile=True)
     return config
@@ -114,11 +117,11 @@ def build(config, num_classes, steps_per_epoch):
 
     import byol_tf
 
+    from byol_tf import methods
+
     keras.utils.set_random_seed(config["seed"])
     total = config["epochs"] * steps_per_epoch
-    model = byol_tf.BYOL(byol_tf.encoders.get(config["encoder"]), config["projection_dim"],
-                         config["hidden_dim"], config["tau_base"], total, num_classes=num_classes,
-                         image_size=config["image_size"], seed=config["seed"])
+    model = methods.build(config, byol_tf.encoders.get(config["encoder"]), num_classes, total)
     schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total,
                                     min(config["warmup_epochs"] * steps_per_epoch, total - 1))
     model.compile(optimizer=byol_tf.optimizers.get(config["optimizer"], schedule,

@@ -9,7 +9,7 @@ import sys
 import keras
 import numpy as np
 
-import byol_tf  # noqa: F401  (registers byol_tf classes for load_model)
+import byol_tf  # (also registers byol_tf classes for load_model)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -91,3 +91,21 @@ def test_train_and_eval_on_real_cifar10(tmp_path, cifar10_dir):
 def test_train_py_reports_bad_dataset(tmp_path):
     result = run_train("--dataset=cifar10", f"--data_dir={tmp_path}", f"--run_dir={tmp_path}/r")
     assert result.returncode != 0 and "not prepared" in result.stderr
+
+
+def test_train_py_runs_another_method_and_checks_its_options(tmp_path):
+    run_dir = tmp_path / "moco"
+    result = run_train("--method=moco", '--method_options={"queue_size": 256, "temperature": 0.3}',
+                       "--epochs=1", "--steps_per_epoch=2", "--batch_size=64", "--hidden_dim=64",
+                       "--noknn", f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["method"] == "moco" and config["method_options"]["queue_size"] == 256
+    model = keras.models.load_model(run_dir / "byol.keras")
+    assert isinstance(model, byol_tf.MoCo) and model.queue_size == 256 and model.temperature == 0.3
+    assert int(model.queue_pointer.numpy()) == 128  # 2 steps of 64 keys
+    bad = run_train("--method=simclr", '--method_options={"tau_base": 0.5}', "--epochs=1",
+                    f"--run_dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0 and "tau_base" in bad.stderr
+    bad = run_train("--method_options=not json", f"--run_dir={tmp_path / 'bad2'}")
+    assert bad.returncode != 0 and "not valid JSON" in bad.stderr
