@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import pytest
 
+import byol_tf  # noqa: F401  (registers byol_tf's layers for load_model)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/pretrain_jax.py"
-FLAGS = ["--data=sample", "--dataset_name=sample", "--preset=sample", "--epochs=2",
-         "--batch_size=250", "--hidden_dim=64", "--precision=float32"]
+FLAGS = ["--dataset_name=sample", "--preset=sample", "--epochs=2", "--batch_size=100",
+         "--hidden_dim=64", "--precision=float32"]
 
 
 def _run(backend, *args):
@@ -28,12 +30,18 @@ def _run(backend, *args):
 
 def test_jax_pretraining_resumes_exactly_and_finalizes(tmp_path):
     pytest.importorskip("jax")
+    from byol_tf import data
+
+    sample = data.load_sample()  # 400 real training images keep the four runs short
+    np.savez(tmp_path / "small.npz", x_train=sample["x_train"][:400], y_train=sample["y_train"][:400],
+             x_test=sample["x_test"][:100], y_test=sample["y_test"][:100])
+    flags = [f"--data={tmp_path / 'small.npz'}", *FLAGS]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    out = _run("jax", *FLAGS, f"--run_dir={whole}")
+    out = _run("jax", *flags, f"--run_dir={whole}")
     assert "finished: kNN top-1" in out
-    first = _run("jax", *FLAGS, f"--run_dir={parts}", "--time_limit=0.001")
+    first = _run("jax", *flags, f"--run_dir={parts}", "--time_limit=0.001")
     assert "stopped after epoch 1" in first and (parts / "checkpoint.npz").exists()
-    second = _run("jax", *FLAGS, f"--run_dir={parts}", "--time_limit=0.001")
+    second = _run("jax", *flags, f"--run_dir={parts}", "--time_limit=0.001")
     assert "resumed at epoch 1" in second and "finished" in second
     assert not (parts / "checkpoint.npz").exists()
     with np.load(whole / "weights.npz") as a, np.load(parts / "weights.npz") as b:
@@ -51,8 +59,8 @@ def test_jax_pretraining_resumes_exactly_and_finalizes(tmp_path):
 
     # Another config in the same folder is refused; a finished run is not redone.
     with pytest.raises(AssertionError, match="another config"):
-        _run("jax", *FLAGS[:-1], "--precision=mixed_bfloat16", f"--run_dir={whole}")
-    assert "already holds the final weights" in _run("jax", *FLAGS, f"--run_dir={whole}")
+        _run("jax", *flags[:-1], "--precision=mixed_bfloat16", f"--run_dir={whole}")
+    assert "already holds the final weights" in _run("jax", *flags, f"--run_dir={whole}")
 
     finalized = _run("tensorflow", "--finalize", f"--run_dir={whole}")
     gap = float(finalized.split("max relative difference ")[1].split()[0])
@@ -67,4 +75,4 @@ def test_jax_pretraining_resumes_exactly_and_finalizes(tmp_path):
     np.testing.assert_allclose(export.reference_embedding(encoder, images, 32), expected,
                                rtol=1e-4, atol=1e-4)
     config = json.loads((whole / "config.json").read_text())["config"]
-    assert config["total_steps"] == 2 * (2000 // 250)
+    assert config["total_steps"] == 2 * (400 // 100)
