@@ -32,7 +32,7 @@ class SimCLR(TwoViewModel):
         self.built = True
 
     def ssl_loss(self, view1, view2, targets):
-        (h1, z1), (h2, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
+        (h1, z1), (_, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
         (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
         loss = nt_xent(z1, z2, self.temperature, z1_all, z2_all, offset)
         return loss, {"projection_std": projection_std(z1)}, h1

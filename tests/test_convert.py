@@ -45,7 +45,6 @@ def _haiku_model(width, heads):
     with the linear probe, and optionally the projector and predictor MLPs."""
     hk = pytest.importorskip("haiku")
     jax = pytest.importorskip("jax")
-    import jax.numpy as jnp
 
     class MLP(hk.Module):  # the official byol/utils/networks.py head
         def __init__(self, name, hidden, out):
