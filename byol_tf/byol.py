@@ -13,11 +13,10 @@ from keras import layers, ops
 
 from byol_tf.encoders import BN_EPSILON, BN_MOMENTUM
 from byol_tf.layers import BatchNorm
-from byol_tf.losses import beta_infonce, gather_replicas, l2_normalize, regression_loss  # noqa: F401
+from byol_tf.losses import beta_infonce, gather_replicas, regression_loss
 from byol_tf.schedules import target_decay
 from byol_tf.two_view import (IMAGENET_MEAN, IMAGENET_STD, TwoViewModel,  # noqa: F401
-                              at_least_float32, check_image_spec, check_image_values,
-                              projection_std)
+                              at_least_float32, projection_std)
 
 HEAD_NORMS = ("batch_norm", "layer_norm", "none")
 
@@ -151,8 +150,7 @@ class BYOL(TwoViewModel):
         target1, target2 = targets
         outs = []
         for view in (view1, view2):
-            h = self.online_encoder(self.normalize(view), training=True)
-            z = self.online_projector(h, training=True)
+            h, z = self.encode(view, self.online_projector)
             q = self.online_predictor(z, training=True) if self.use_predictor else z
             outs.append((h, z, q))
         (h1, z1, q1), (_, _, q2) = outs

@@ -41,8 +41,7 @@ def beta_infonce(prediction1, prediction2, target1, target2, beta=0.0, alpha=0.1
     for p, same, other, same_all, other_all in (
             (prediction1, target1, target2, target1_all, target2_all),
             (prediction2, target2, target1, target2_all, target1_all)):
-        positive = ops.sum(l2_normalize(p) * l2_normalize(other), axis=-1)  # S(v_i, v'_i)
-        direction = 2.0 - 2.0 * positive
+        direction = regression_loss(p, other)  # 2 − 2·S(v_i, v'_i)
         if beta:
             same_keys = same if same_all is None else same_all
             other_keys = other if other_all is None else other_all

@@ -66,8 +66,7 @@ class MoCo(TwoViewModel):
         return ops.stop_gradient(l2_normalize(at_least_float32(self.key_head(h, training=True))))
 
     def ssl_loss(self, view1, view2, keys):
-        h1 = self.online_encoder(self.normalize(view1), training=True)
-        q = at_least_float32(self.head(h1, training=True))
+        h1, q = self.encode(view1, self.head)
         queue = ops.cast(ops.stop_gradient(self.queue), q.dtype)
         return (moco_infonce(q, keys, queue, self.temperature),
                 {"projection_std": projection_std(q)}, h1)

@@ -341,7 +341,6 @@ class TwoViewModel(keras.Model):
 
         (_, ((logs, targets), non_trainable)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(trainable, non_trainable)
-        targets = jax.lax.stop_gradient(targets)
         variables = self._step_variables(True if traced["labels"] else None)
         grads_by_id = {id(v): g for v, g in zip(trainable_vars, grads)}
         optimizer_vars, metric_vars = self.optimizer.variables, self.metrics_variables

@@ -209,7 +209,8 @@ def pretrain(args):
         epoch += 1
         record = dict(epoch=epoch, seconds=round(time.time() - t0, 2), **logs)
         if args.knn_every and epoch % args.knn_every == 0 and epoch < config["epochs"]:
-            record["knn_top1"] = _knn(model, state, arrays, evaluation)
+            _load_state(model, state)
+            record["knn_top1"] = _knn(model, arrays, evaluation)
         history["epochs"].append(record)
         print(json.dumps(record), flush=True)
         out_of_time = args.time_limit and time.time() - start > args.time_limit
@@ -218,11 +219,9 @@ def pretrain(args):
             if out_of_time:
                 print(f"stopped after epoch {epoch} (time limit); run again to resume")
                 return
-    history["knn_top1"] = _knn(model, state, arrays, evaluation)
+    _load_state(model, state)
+    history["knn_top1"] = _knn(model, arrays, evaluation)
     history["seconds_per_epoch"] = float(np.median([e["seconds"] for e in history["epochs"]]))
-    for k, g in enumerate(GROUPS[:2]):
-        for variable, value in zip(_group(model, g), state[k]):
-            variable.assign(value)
     keys = [f"{i:04d}:{v.path}" for i, v in enumerate(model.variables)]
     _write(run_dir / "weights.npz", {k: np.asarray(v.numpy()) for k, v in zip(keys, model.variables)})
     check = arrays["x_test"][:8]
@@ -235,10 +234,15 @@ def pretrain(args):
           f"{history['seconds_per_epoch']:.1f} s per epoch")
 
 
-def _knn(model, state, arrays, evaluation):
+def _load_state(model, state):
+    """Writes the trainable and non-trainable values of `state` into the model's variables."""
     for k, g in enumerate(GROUPS[:2]):
         for variable, value in zip(_group(model, g), state[k]):
             variable.assign(value)
+
+
+def _knn(model, arrays, evaluation):
+    """kNN top-1 on the test set of the model's online encoder (its variables loaded)."""
     return float(evaluation.knn_accuracy(model.online_encoder, arrays["x_train"], arrays["y_train"],
                                          arrays["x_test"], arrays["y_test"]))
 
