@@ -15,7 +15,9 @@ Modes (`--mode`):
   semi      fine-tuning on a fixed, seeded, class-balanced --label_fraction of the training
             labels (1% or 10% in the paper); the chosen indices are written beside the JSON.
 
-`--model` is an encoder `.keras` file or a whole BYOL `.keras` file (its online encoder).
+`--model` is a run's `encoder.keras` (a `byol_tf.ImageEncoder`), a whole model's `.keras` file
+(BYOL, SimCLR, MoCo, MultiView: its online encoder behind its own input contract), or a plain
+Keras encoder that expects ImageNet-normalised images.
 Writes a metrics JSON (top-1, top-5, protocol, epochs, data, model, versions) next to the
 model unless --out says otherwise.
 """
@@ -26,7 +28,8 @@ import sys
 
 from absl import app, flags
 
-flags.DEFINE_string("model", None, "Encoder or BYOL .keras file.", required=True)
+flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
+                    required=True)
 flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")
 flags.DEFINE_string("dataset", "sample", "'sample' or a fixed-size TFDS dataset (cifar10, ...).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
@@ -43,9 +46,11 @@ FLAGS = flags.FLAGS
 
 
 def load_encoder(path):
+    """The `.keras` file at `path` as an `ImageEncoder` (see `byol_tf.image_encoder`)."""
     import keras
 
-    import byol_tf
+    import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
+    from byol_tf.image_encoder import as_image_encoder
 
     path = pathlib.Path(path).expanduser()
     if not path.exists():
@@ -54,7 +59,10 @@ def load_encoder(path):
         model = keras.models.load_model(path)
     except Exception as error:
         raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})")
-    return model.online_encoder if isinstance(model, byol_tf.BYOL) else model
+    try:
+        return as_image_encoder(model)
+    except ValueError as error:
+        raise app.UsageError(f"--model: {path}: {error}") from None
 
 
 def main(argv):

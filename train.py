@@ -10,8 +10,10 @@ kNN against itself at random init, save.
 Every flag left unset comes from the dataset's preset (`byol_tf/presets.py`). The run
 folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
 kNN), history.csv, tensorboard/, checkpoints/ (the last --keep_checkpoints, each epoch by
-default), byol.keras (the whole model with optimizer state), encoder.keras (the online
-encoder alone) and export/byol_encoder/1/ (a SavedModel for TF Serving, byol_tf.export). Started again with the same --run_dir and flags, an unfinished run resumes
+default), byol.keras (the whole model with optimizer state), encoder.keras (a
+`byol_tf.ImageEncoder`: uint8 images of any size → embedding, the online encoder behind its
+input contract) and export/byol_encoder/1/ (the same as a SavedModel for TF Serving,
+byol_tf.export). Started again with the same --run_dir and flags, an unfinished run resumes
 from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included).
 """
 
@@ -144,7 +146,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from byol_tf import data, evaluation, export
+    from byol_tf import data, evaluation, export, methods
     from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
@@ -157,9 +159,12 @@ def main(argv):
     if (run_dir / "metrics.json").exists():
         raise app.UsageError(f"{run_dir} already holds a finished run; choose another --run_dir")
 
-    _, info = data.pretrain_dataset(
+    view1, view2 = methods.view_configs(config)
+    # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
+    dataset, info = data.pretrain_dataset(
         config["dataset"], config["batch_size"], image_size=config["image_size"],
-        data_dir=config["data_dir"], split=config["split"], seed=config["seed"])
+        data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
+        view1=view1, view2=view2, repeat=True)
     steps_per_epoch = info["num_examples"] // config["batch_size"]
     if config["steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
@@ -185,8 +190,7 @@ def main(argv):
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
         model = build_model(config, info)
-    random_init_encoder = keras.models.clone_model(model.online_encoder)
-    random_init_encoder.set_weights(model.online_encoder.get_weights())
+    random_init_encoder = evaluation.copy_image_encoder(model.image_encoder())
     manager = CheckpointManager(run_dir / "checkpoints", keep=FLAGS.keep_checkpoints,
                                 is_chief=is_chief)
     start_step = manager.restore(model)
@@ -198,19 +202,12 @@ def main(argv):
                       keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
                                                   update_freq="epoch")]
 
-    def stream(skip):
-        dataset, _ = data.pretrain_dataset(
-            config["dataset"], config["batch_size"], image_size=config["image_size"],
-            data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
-            repeat=True, skip_batches=skip)
-        return dataset
-
     start, history, step = time.time(), {}, start_step
     # A resume inside an epoch first finishes that epoch, then runs whole ones.
     while step < total_steps:
         epoch = step // steps_per_epoch
         last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
-        run = model.fit(stream(step), initial_epoch=epoch, epochs=last_epoch,
+        run = model.fit(dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
                         steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
                         callbacks=callbacks, verbose="auto")
         for key, values in run.history.items():
@@ -226,17 +223,16 @@ def main(argv):
     if not is_chief:
         return
     model.save(run_dir / "byol.keras")
-    model.online_encoder.save(run_dir / "encoder.keras")
-    saved_model = export.export_encoder(model.online_encoder, run_dir / "export",
-                                        image_size=config["image_size"])
+    image_encoder = model.image_encoder()
+    image_encoder.save(run_dir / "encoder.keras")
+    saved_model = export.export_encoder(image_encoder, run_dir / "export" / "byol_encoder" / "1")
     metrics = dict(saved_model=str(saved_model), train_seconds=round(train_seconds, 1), resumed_from_step=start_step,
                    final_step=step, history=history)
     if config["knn"] and info["num_classes"]:
         x_train, y_train, x_test, y_test = data.load_arrays(
             config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples)
         knn = {}
-        for name, encoder in (("pretrained", model.online_encoder),
-                              ("random_init", random_init_encoder)):
+        for name, encoder in (("pretrained", image_encoder), ("random_init", random_init_encoder)):
             knn[name] = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
                                                 k=config["knn_k"])
         metrics["knn"] = dict(knn, k=config["knn_k"], temperature=0.1,

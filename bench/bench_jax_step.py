@@ -10,7 +10,7 @@ the device, dtype policy `mixed_bfloat16`, two figures:
            BYOL step measures;
   with_augmentation: uint8 images in, the paper's two views drawn per sample in the step.
 Images/s counts input images (each makes two views). Run it in the same session as
-`../shared/bench/gpu_peer_bench.py` so that ratios compare like with like (bench/README.md).
+a PyTorch peer benchmark (byol-pytorch) so that ratios compare like with like (bench/README.md).
 """
 
 import json

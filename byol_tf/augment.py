@@ -17,6 +17,8 @@ import math
 import keras
 from keras import ops
 
+from byol_tf.preprocessing import to_float_images
+
 VIEW1 = dict(
     crop_area=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
     jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
@@ -36,6 +38,11 @@ def check_config(config):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
+def view_configs(view1=None, view2=None):
+    """(view1, view2) in canonical form: the given configs, or the paper's VIEW1 / VIEW2."""
+    return check_config(view1 or VIEW1), check_config(view2 or VIEW2)
+
+
 def without_crop(config):
     """The same view config with the crop turned off (window = the whole image)."""
     return dict(config, crop_area=[1.0, 1.0], crop_ratio=[1.0, 1.0])
@@ -49,15 +56,6 @@ _RATIO = slice(_CROP_ATTEMPTS, 2 * _CROP_ATTEMPTS)
  _BLUR, _SIGMA, _SOLAR) = range(2 * _CROP_ATTEMPTS, 2 * _CROP_ATTEMPTS + 12)
 _ORDER = slice(2 * _CROP_ATTEMPTS + 12, 2 * _CROP_ATTEMPTS + 16)
 NUM_DRAWS = 2 * _CROP_ATTEMPTS + 16
-
-
-def to_float_images(images):
-    """uint8 [0, 255] → float32 [0, 1]; 16-bit float images → float32; float32 and float64
-    images unchanged."""
-    dtype = keras.backend.standardize_dtype(images.dtype)
-    if dtype == "uint8":
-        return ops.cast(images, "float32") / 255.0
-    return images if dtype in ("float32", "float64") else ops.cast(images, "float32")
 
 
 def sample_params(batch_size, image_shape, config, seed, replica=None):

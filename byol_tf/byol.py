@@ -9,52 +9,12 @@ the target keeps its own, updated by its own training-mode forward passes.
 """
 
 import keras
-from keras import layers, ops
+from keras import ops
 
-from byol_tf.encoders import BN_EPSILON, BN_MOMENTUM
-from byol_tf.layers import BatchNorm
+from byol_tf.layers import MLP
 from byol_tf.losses import beta_infonce, gather_replicas, regression_loss
 from byol_tf.schedules import target_decay
-from byol_tf.two_view import (IMAGENET_MEAN, IMAGENET_STD, TwoViewModel,  # noqa: F401
-                              at_least_float32, projection_std)
-
-HEAD_NORMS = ("batch_norm", "layer_norm", "none")
-
-
-@keras.saving.register_keras_serializable(package="byol_tf")
-class MLP(keras.Sequential):
-    """`Dense(hidden) → norm → ReLU → Dense(out, no bias)`: `[B, D] → [B, out]`.
-
-    norm: "batch_norm" (the paper; global-batch statistics under a multi-replica strategy
-    when `sync_batch_norm`), "layer_norm" or "none" (the BYOL ablations)."""
-
-    def __init__(self, hidden_dim, output_dim, input_dim=None, sync_batch_norm=True, name=None,
-                 norm="batch_norm", **kwargs):
-        kwargs.pop("layers", None)
-        super().__init__(name=name, **kwargs)
-        if norm not in HEAD_NORMS:
-            raise ValueError(f"MLP norm must be one of {HEAD_NORMS}; got {norm!r}")
-        self.hidden_dim, self.output_dim, self.input_dim = hidden_dim, output_dim, input_dim
-        self.sync_batch_norm, self.norm = sync_batch_norm, norm
-        if input_dim is not None:
-            self.add(keras.Input((input_dim,)))
-        self.add(layers.Dense(hidden_dim, name="hidden"))
-        if norm == "batch_norm":
-            self.add(BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                               synchronized=sync_batch_norm, name="bn"))
-        elif norm == "layer_norm":
-            self.add(layers.LayerNormalization(epsilon=BN_EPSILON, name="ln"))
-        self.add(layers.ReLU(name="relu"))
-        self.add(layers.Dense(output_dim, use_bias=False, name="out"))
-
-    def get_config(self):
-        return {"hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
-                "input_dim": self.input_dim, "sync_batch_norm": self.sync_batch_norm,
-                "norm": self.norm, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -133,16 +93,13 @@ class BYOL(TwoViewModel):
         return [(t, o) for t, o in zip(targets, onlines) if o.trainable]
 
     # -------------------------------------------------------------------- losses
-    def target_projections(self, view1, view2):
+    def targets(self, view1, view2):
         """Target projections z'(v1), z'(v2), each view its own batch (training-mode BN)."""
         outs = []
         for view in (view1, view2):
             h = self.target_encoder(self.normalize(view), training=True)
             outs.append(ops.stop_gradient(self.target_projector(h, training=True)))
         return outs
-
-    def targets(self, view1, view2):
-        return self.target_projections(view1, view2)
 
     def ssl_loss(self, view1, view2, targets):
         """loss = mean 2−2cos(q(z(v1)), z'(v2)) + mean 2−2cos(q(z(v2)), z'(v1)) (β = 0), or
@@ -164,15 +121,13 @@ class BYOL(TwoViewModel):
             loss = ops.mean(regression_loss(q1, target2)) + ops.mean(regression_loss(q2, target1))
         return loss, {"projection_std": projection_std(z1)}, h1
 
-    def online_loss(self, view1, view2, target1, target2, labels=None):
-        """BYOL loss (+ probe loss when labels are given) and logs; differentiable in θ."""
-        return self.loss_with_probe(view1, view2, (target1, target2), labels)
-
     # ------------------------------------------------------------------- target
     def tau(self, step):
+        """τ_k, in the target weights' dtype (float64 for a float64 model)."""
+        dtype = self.target_pairs[0][0].dtype if self.target_pairs else "float32"
         if self.tau_schedule == "constant":
-            return ops.convert_to_tensor(self.tau_base, "float32")
-        return target_decay(step, self.tau_base, self.total_steps)
+            return ops.convert_to_tensor(self.tau_base, dtype)
+        return target_decay(step, self.tau_base, self.total_steps, dtype)
 
     def step_scalars(self, step):
         return {"tau": self.tau(step)}

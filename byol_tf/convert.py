@@ -191,6 +191,8 @@ class Converted:
 
     encoder: normalised images [B, H, W, 3] → representation [B, 2048·width].
     classifier: representation → ImageNet logits [B, 1000] (None if absent).
+    `image_encoder()` puts the encoder behind the official evaluation input (any image
+    size: centre crop 224/256, bicubic resize to 224, ImageNet mean/std).
     projector, predictor: byol_tf MLPs (None if absent, e.g. linear-eval checkpoints).
     """
     encoder: object
@@ -201,14 +203,25 @@ class Converted:
     kind: str = "pretrain"
     architecture: dict = dataclasses.field(default_factory=dict)
 
+    def image_encoder(self):
+        """`ImageEncoder`: uint8 images of any size → representation, through the official
+        evaluation crop and resize."""
+        from byol_tf.image_encoder import ImageEncoder
+        from byol_tf.preprocessing import ImageConverter
+
+        size = self.architecture.get("image_size", IMAGE_SIZE)
+        return ImageEncoder(self.encoder, ImageConverter(
+            image_size=size, crop_fraction=CENTRAL_FRACTION, antialias=False))
+
     def classifier_model(self):
-        """keras.Model: normalised images → ImageNet logits."""
+        """keras.Model: uint8 images of any size → ImageNet logits (the same input as
+        `image_encoder()`)."""
         import keras
 
         if self.classifier is None:
             raise ValueError("this checkpoint carries no classifier")
-        images = keras.Input(self.encoder.input_shape[1:], name="images")
-        return keras.Model(images, self.classifier(self.encoder(images)),
+        images = keras.Input((None, None, 3), dtype="uint8", name="images")
+        return keras.Model(images, self.classifier(self.image_encoder()(images)),
                            name=f"{self.encoder.name}_classifier")
 
 
@@ -296,7 +309,7 @@ def from_deepmind(path_or_bytes, image_size=IMAGE_SIZE):
     import keras
 
     from byol_tf import encoders
-    from byol_tf.byol import MLP
+    from byol_tf.layers import MLP
 
     ckpt = read_checkpoint(path_or_bytes)
     params, state = ckpt["params"], ckpt["state"]
@@ -368,9 +381,11 @@ def from_deepmind(path_or_bytes, image_size=IMAGE_SIZE):
 # ----------------------------------------------------------------------------- writing
 def convert(checkpoint, out_dir, model_name=None, version=1):
     """Converts `checkpoint` and writes, under `out_dir`:
-      encoder.keras, classifier.keras (images → logits), projector.keras, predictor.keras,
+      encoder.keras (an `ImageEncoder`: uint8 images of any size → representation, the
+      official centre crop 224/256 and bicubic resize inside), classifier.keras (images →
+      logits), projector.keras, predictor.keras,
       saved_model/<model_name>/<version>/ (TF Serving: uint8 images or JPEG/PNG bytes →
-      {"embedding", "logits"}, the official centre crop 224/256 and bicubic resize inside),
+      {"embedding", "logits"}, the same input),
       conversion.json (source sha256, step, architecture, versions).
     Refuses an existing `out_dir` that is not empty. Returns the `Converted`."""
     from byol_tf import export
@@ -383,11 +398,10 @@ def convert(checkpoint, out_dir, model_name=None, version=1):
     arch = converted.architecture
     model_name = model_name or f"byol_res{arch['depth']}x{arch['width_multiplier']}"
     out.mkdir(parents=True, exist_ok=True)
-    saved = export.export_encoder(converted.encoder, out / "saved_model", IMAGE_SIZE,
-                                  model_name=model_name, version=version,
-                                  classifier=converted.classifier,
-                                  crop_fraction=CENTRAL_FRACTION, antialias=False)
-    (out / "saved_model" / model_name / "encoder.keras").replace(out / "encoder.keras")
+    image_encoder = converted.image_encoder()
+    saved = export.export_encoder(image_encoder, out / "saved_model" / model_name / str(version),
+                                  classifier=converted.classifier)
+    image_encoder.save(out / "encoder.keras")
     if converted.classifier is not None:
         converted.classifier_model().save(out / "classifier.keras")
     for name in ("projector", "predictor"):

@@ -15,8 +15,6 @@ import numpy as np
 from byol_tf import augment as augment_lib
 
 SAMPLE_FILE = pathlib.Path(__file__).parent / "assets" / "cifar10_sample.npz"
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
 # TFDS name → (pretraining split, fixed image side or None, has labels in that split)
 TFDS_DATASETS = {
     "cifar10": ("train", 32, True),
@@ -28,25 +26,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 # ------------------------------------------------------------------ bundled sample
-def make_sample(cifar10_npz, dest=SAMPLE_FILE, per_class_train=200, per_class_test=50, seed=0):
-    """Writes the bundled sample: class-balanced images drawn from the real CIFAR-10
-    (`cifar10.npz` of `prepare_cifar10.py`), with their indices into the original splits."""
-    data = np.load(cifar10_npz)
-    rng = np.random.default_rng(seed)
-
-    def pick(y, per_class):
-        idx = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)]
-        return np.sort(np.concatenate(idx))
-
-    train_idx, test_idx = pick(data["y_train"], per_class_train), pick(data["y_test"], per_class_test)
-    pathlib.Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        dest, x_train=data["x_train"][train_idx], y_train=data["y_train"][train_idx],
-        x_test=data["x_test"][test_idx], y_test=data["y_test"][test_idx],
-        train_index=train_idx, test_index=test_idx)
-    return dest
-
-
 def load_sample(path=SAMPLE_FILE):
     """The bundled real-CIFAR-10 sample: dict of x_train [2000, 32, 32, 3] uint8,
     y_train [2000], x_test [500, 32, 32, 3], y_test [500] (and their original indices)."""
@@ -91,14 +70,16 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None):
 # ------------------------------------------------------------------ tf.data pipelines
 def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
                      shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2,
-                     repeat=False, skip_batches=0):
+                     repeat=False):
     """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
 
     Args:
       name: "sample", a TFDS name (cifar10, cifar100, stl10, imagenet2012) or a folder.
       image_size: side of the views (needed for variable-size sources).
+      view1, view2: the views' augmentation configs (the model's `view1`/`view2`); used
+        here for variable-size sources, which crop per image in tf.data.
       repeat: an endless stream, reshuffled every pass; with a fixed seed the stream
-        is the same in every run, so `skip_batches=k` resumes it exactly at batch k.
+        is the same in every run, so `dataset.skip(k)` resumes it exactly at batch k.
     Returns:
       (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes).
     """
@@ -143,8 +124,6 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         ds = ds.map(_finish_views(view1, view2, seed))
     else:
         ds = ds.batch(batch_size, drop_remainder=True)
-    if skip_batches:
-        ds = ds.skip(skip_batches)
     options = tf.data.Options()
     # Shard by element across workers: single-file TFDS splits cannot be sharded by file.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -168,8 +147,8 @@ def _two_crops(size, view1, view2, seed):
         return tf.clip_by_value(patch, 0.0, 1.0)
 
     def fn(image, *label):
-        views = (crop(image, view1), crop(image, view2))
-        return (views, *label) if label else views
+        # A 1-tuple when unlabelled, so that the next map gets the pair as one argument.
+        return ((crop(image, view1), crop(image, view2)), *label)
 
     return fn
 
@@ -232,7 +211,7 @@ def _tfds_load(tfds, name, split, data_dir):
     if not builder.is_prepared():
         raise ValueError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir!s} (downloads are "
-            f"off). For CIFAR-10 run: python ../shared/data/prepare_cifar10.py, then pass "
+            f"off). For CIFAR-10 run: python scripts/prepare_cifar10.py DEST, then pass "
             f"--data_dir=<DEST>/tfds")
     if split not in builder.info.splits:
         raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has "

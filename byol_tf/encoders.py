@@ -21,12 +21,9 @@ official architecture exactly.
 """
 
 import keras
-from keras import layers, ops
+from keras import layers
 
-from byol_tf.layers import BatchNorm
-
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
+from byol_tf.layers import BN_EPSILON, BN_MOMENTUM, BatchNorm, WSConv2D
 
 _DEPTHS = {
     10: ("basic", (1, 1, 1, 1)),  # small nets for CPU runs and tests
@@ -40,19 +37,6 @@ _DEPTHS = {
 
 
 GN_GROUPS = 16
-WS_EPSILON = 1e-5
-
-
-@keras.saving.register_keras_serializable(package="byol_tf")
-class WSConv2D(layers.Conv2D):
-    """Conv2D with a weight-standardised kernel: each output channel's kernel is
-    standardised over (height, width, input channels), `(w − mean) / √(var + 1e-5)`,
-    before the convolution (Qiao et al. 2019)."""
-
-    def convolution_op(self, inputs, kernel):
-        mean, var = ops.moments(kernel, axes=[0, 1, 2], keepdims=True)
-        return super().convolution_op(inputs, (kernel - mean) * ops.rsqrt(var + WS_EPSILON))
-
 
 def _conv(filters, kernel, stride, name, norm="batch_norm"):
     conv = WSConv2D if norm == "gn_ws" else layers.Conv2D

@@ -3,24 +3,26 @@
 kNN follows the InstDisc / solo-learn protocol: cosine similarity between
 l2-normalised representations, the k = 200 nearest training samples vote with
 weight exp(similarity / T), T = 0.1.
+
+Every function here takes the encoder as an `ImageEncoder` (images → embedding, see
+`byol_tf.image_encoder`); a self-supervised model or a plain Keras encoder is turned into
+one by `as_image_encoder`.
 """
 
 import numpy as np
 
-from byol_tf.augment import to_float_images
-from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf.image_encoder import ImageEncoder, as_image_encoder
+from byol_tf.preprocessing import ImageConverter
 
 
-def extract_features(encoder, images, batch_size=256):
-    """Encoder representations `[N, D]` (float32 numpy) of uint8 or [0, 1] images,
-    normalised as in training, batch norm in inference mode."""
+def extract_features(model, images, batch_size=256):
+    """Representations `[N, D]` (float32 numpy) of uint8 or [0, 1] images `[N, H, W, 3]`
+    through the model's own input contract, batch norm in inference mode."""
     if len(images) == 0:
         raise ValueError("extract_features: no images")
-    out = []
-    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
-    for start in range(0, len(images), batch_size):
-        batch = np.asarray(to_float_images(images[start:start + batch_size]))
-        out.append(np.asarray(encoder((batch - mean) / std, training=False)))
+    model = as_image_encoder(model)
+    out = [np.asarray(model(images[start:start + batch_size], training=False))
+           for start in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
 
@@ -66,37 +68,38 @@ def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0
 
 
 # ------------------------------------------------------------------ supervised protocols
-def _classifier(encoder, num_classes, image_size, train_encoder, seed):
-    """images → logits: [crop + flip when training] → normalise → encoder → Dense."""
+def _classifier(model, num_classes, image_size, train_encoder, seed):
+    """images → logits: [random resized crop + flip when training] → the `ImageEncoder`
+    `model` → Dense."""
     import keras
 
     from byol_tf import augment
-
-    class Preprocess(keras.layers.Layer):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.seed_generator = keras.random.SeedGenerator(seed)
-
-        def call(self, images, training=False):
-            images = augment.to_float_images(images)
-            if training:
-                images = augment.augment(images, augment.CROP_ONLY, image_size, self.seed_generator)
-            mean = keras.ops.array(IMAGENET_MEAN)
-            return (images - mean) / keras.ops.array(IMAGENET_STD)
+    from byol_tf.preprocessing import to_float_images
 
     class Classifier(keras.Model):
         def __init__(self):
             super().__init__()
-            self.preprocess, self.encoder = Preprocess(), encoder
+            self.model = model
+            self.seed_generator = keras.random.SeedGenerator(seed)
             self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
         def call(self, images, training=False):
-            features = self.encoder(self.preprocess(images, training=training),
-                                    training=training and train_encoder)
-            return self.head(features)
+            if training:
+                images = augment.augment(to_float_images(images), augment.CROP_ONLY, image_size,
+                                         self.seed_generator)
+            return self.head(self.model(images, training=training and train_encoder))
 
-    encoder.trainable = train_encoder
+    model.encoder.trainable = train_encoder
     return Classifier()
+
+
+def copy_image_encoder(model):
+    """A copy of an `ImageEncoder` with its own weights (the original is left untouched)."""
+    import keras
+
+    encoder = keras.models.clone_model(model.encoder)
+    encoder.set_weights(model.encoder.get_weights())
+    return ImageEncoder(encoder, ImageConverter.from_config(model.converter.get_config()))
 
 
 def centre_crop(images, fraction=0.875):
@@ -127,8 +130,7 @@ def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear"
     y_train, y_test = np.asarray(y_train).astype(np.int64), np.asarray(y_test).astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(encoder)  # the caller's encoder is left untouched
-    copy.set_weights(encoder.get_weights())
+    copy = copy_image_encoder(as_image_encoder(encoder))  # the caller's is left untouched
     model = _classifier(copy, num_classes, x_train.shape[1], protocol == "finetune", seed)
     base_lr = base_lr if base_lr is not None else (0.2 if protocol == "linear" else 0.01)
     steps = max(1, len(x_train) // batch_size) * epochs

@@ -1,4 +1,6 @@
-"""`BatchNorm`: Keras BatchNormalization with TensorFlow's fused kernel in training mode.
+"""The layers byol_tf's networks are built of: `BatchNorm`, `WSConv2D` and the `MLP` head.
+
+`BatchNorm`: Keras BatchNormalization with TensorFlow's fused kernel in training mode.
 
 Same variables, config, moving-statistics rule (biased batch variance, `momentum`) and
 results as `keras.layers.BatchNormalization`. In training mode on the TensorFlow backend,
@@ -16,7 +18,12 @@ where the TF kernel and Keras agree to 1e-5), and XLA fuses the composite ops an
 """
 
 import keras
-from keras import ops
+from keras import layers, ops
+
+BN_MOMENTUM = 0.9  # the official batch-norm momentum (decay of the moving averages)
+BN_EPSILON = 1e-5  # the official batch-norm epsilon
+WS_EPSILON = 1e-5  # weight standardisation's epsilon
+HEAD_NORMS = ("batch_norm", "layer_norm", "none")
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
@@ -83,6 +90,62 @@ class BatchNorm(keras.layers.BatchNormalization):
         n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
         variance = variance * (n - 1.0) / n
         return (y if len(inputs.shape) == 4 else y[:, 0, 0, :]), mean, variance
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class WSConv2D(layers.Conv2D):
+    """Conv2D with a weight-standardised kernel: each output channel's kernel is
+    standardised over (height, width, input channels), `(w − mean) / √(var + 1e-5)`,
+    before the convolution (Qiao et al. 2019). Args as `keras.layers.Conv2D`."""
+
+    def convolution_op(self, inputs, kernel):
+        mean, var = ops.moments(kernel, axes=[0, 1, 2], keepdims=True)
+        return super().convolution_op(inputs, (kernel - mean) * ops.rsqrt(var + WS_EPSILON))
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class MLP(keras.Sequential):
+    """BYOL's projector / predictor: `Dense(hidden) → norm → ReLU → Dense(out, no bias)`,
+    `[B, input_dim] → [B, output_dim]`.
+
+    Args:
+      hidden_dim: int. Width of the hidden layer (4096 in the paper).
+      output_dim: int. Output size (256 in the paper).
+      input_dim: int or None. Builds the MLP for this input size when given. Defaults to None.
+      sync_batch_norm: bool. Batch-norm statistics over the global batch under a
+        multi-replica strategy. Defaults to True.
+      name: str or None. Layer name. Defaults to None.
+      norm: "batch_norm" (the paper), "layer_norm" or "none" (the BYOL ablations).
+        Defaults to "batch_norm".
+    """
+
+    def __init__(self, hidden_dim, output_dim, input_dim=None, sync_batch_norm=True, name=None,
+                 norm="batch_norm", **kwargs):
+        kwargs.pop("layers", None)
+        super().__init__(name=name, **kwargs)
+        if norm not in HEAD_NORMS:
+            raise ValueError(f"MLP norm must be one of {HEAD_NORMS}; got {norm!r}")
+        self.hidden_dim, self.output_dim, self.input_dim = hidden_dim, output_dim, input_dim
+        self.sync_batch_norm, self.norm = sync_batch_norm, norm
+        if input_dim is not None:
+            self.add(keras.Input((input_dim,)))
+        self.add(layers.Dense(hidden_dim, name="hidden"))
+        if norm == "batch_norm":
+            self.add(BatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                               synchronized=sync_batch_norm, name="bn"))
+        elif norm == "layer_norm":
+            self.add(layers.LayerNormalization(epsilon=BN_EPSILON, name="ln"))
+        self.add(layers.ReLU(name="relu"))
+        self.add(layers.Dense(output_dim, use_bias=False, name="out"))
+
+    def get_config(self):
+        return {"hidden_dim": self.hidden_dim, "output_dim": self.output_dim,
+                "input_dim": self.input_dim, "sync_batch_norm": self.sync_batch_norm,
+                "norm": self.norm, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 def _mean_over_replicas(mean, variance, synchronized):

@@ -1,6 +1,7 @@
 """Self-supervised methods by name, and their models built from a run config (train.py,
 scripts/pretrain_jax.py, bench/ablations.py)."""
 
+from byol_tf import augment
 from byol_tf.byol import BYOL
 from byol_tf.moco import MoCo
 from byol_tf.multiview import MultiView
@@ -25,3 +26,10 @@ def build(config, encoder, num_classes, total_steps):
         return METHODS[name](encoder, **kwargs)
     except TypeError as e:
         raise ValueError(f"method_options for {name}: {e}") from None
+
+
+def view_configs(config):
+    """The (view1, view2) augmentation configs a run config gives its model (and its
+    tf.data pipeline, for sources that crop per image): `method_options`' or the paper's."""
+    options = config.get("method_options") or {}
+    return augment.view_configs(options.get("view1"), options.get("view2"))

@@ -15,7 +15,7 @@ strategy (`sync_batch_norm`) instead of MoCo's shuffled BN.
 import keras
 from keras import ops
 
-from byol_tf.byol import MLP
+from byol_tf.layers import MLP
 from byol_tf.losses import gather_replicas, l2_normalize, moco_infonce
 from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 

@@ -19,7 +19,7 @@ Defaults λ_CL = 1, λ_FP = 0.005 (the paper reports L_CL + 0.005·L_FP above L_
 import keras
 from keras import layers, ops
 
-from byol_tf.byol import MLP
+from byol_tf.layers import MLP
 from byol_tf.losses import (forward_predictive, gather_replicas, infonce, inverse_predictive,
                             l2_normalize)
 from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std

@@ -24,16 +24,18 @@ class LARS(keras.optimizers.Optimizer):
     """Layer-wise adaptive rate scaling (You et al. 2017), official BYOL variant.
 
     Args:
-      learning_rate: float or `LearningRateSchedule`.
-      weight_decay: added to the gradient (coupled), before the trust ratio.
-      momentum: heavy-ball momentum μ.
-      eta: trust coefficient η.
-      exclude: regexes searched in `variable.path`; a match skips wd and adaptation.
+      learning_rate: float or `LearningRateSchedule`. Defaults to 0.2.
+      weight_decay: float. Added to the gradient (coupled), before the trust ratio.
+        Defaults to 1.5e-6.
+      momentum: float. Heavy-ball momentum μ. Defaults to 0.9.
+      eta: float. Trust coefficient η. Defaults to 1e-3.
+      exclude: regexes searched in `variable.path`; a match skips weight decay and the
+        trust ratio. Defaults to biases and normalisation parameters.
+      name: str. Defaults to "lars".
     """
 
     def __init__(self, learning_rate=0.2, weight_decay=1.5e-6, momentum=0.9, eta=1e-3,
                  exclude=DEFAULT_EXCLUDE, name="lars", **kwargs):
-        kwargs.pop("weight_decay", None)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.lars_weight_decay = weight_decay
         self.momentum = momentum
@@ -57,18 +59,20 @@ class LARS(keras.optimizers.Optimizer):
         self._excluded = [self.is_excluded(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
+        # Python floats enter each product in the variable's dtype, exactly (ops.cast of a
+        # Python float would round it to float32 first: 0.9 → 0.8999999761581421).
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
         if not self._excluded[index]:
-            g = g + ops.cast(self.lars_weight_decay, variable.dtype) * variable
+            g = g + self.lars_weight_decay * variable
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
             g_norm = ops.sqrt(ops.sum(ops.square(g)))
             safe = (w_norm > 0) & (g_norm > 0)
             trust = ops.where(safe, self.eta * w_norm / ops.where(safe, g_norm, 1.0), 1.0)
             g = g * trust
         m = self.momentums[index]
-        self.assign(m, ops.cast(self.momentum, variable.dtype) * m + g)
+        self.assign(m, self.momentum * m + g)
         self.assign_sub(variable, lr * m)
 
     def get_config(self):

@@ -7,7 +7,7 @@ projections are gathered (differentiably) so each anchor sees all 2N − 2 negat
 
 import keras
 
-from byol_tf.byol import MLP
+from byol_tf.layers import MLP
 from byol_tf.losses import gather_replicas, nt_xent
 from byol_tf.two_view import TwoViewModel, projection_std
 

@@ -18,16 +18,14 @@ online encoder's representation.
 """
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from byol_tf import augment as augment_lib
 from byol_tf import encoders as encoders_lib
+from byol_tf import inputs
+from byol_tf.image_encoder import ImageEncoder, static_image_size
 from byol_tf.losses import l2_normalize
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_CHECK_TAG = "byol_tf input check"
+from byol_tf.preprocessing import ImageConverter, to_float_images
 
 
 def at_least_float32(x):
@@ -81,34 +79,6 @@ def stateless(variables, values, fn, collect):
     return result, tuple(after)
 
 
-def check_image_spec(images, what="images"):
-    """Static checks: rank 4, 3 channels, uint8 or float. Raises ValueError."""
-    shape = tuple(images.shape)
-    dtype = keras.backend.standardize_dtype(images.dtype)
-    if len(shape) != 4:
-        raise ValueError(f"{what} must have rank 4 [batch, height, width, 3]; got shape {shape}")
-    if shape[-1] != 3:
-        raise ValueError(f"{what} must have 3 channels (RGB); got shape {shape} "
-                         f"with {shape[-1]} channels")
-    if dtype != "uint8" and not dtype.startswith(("float", "bfloat")):
-        raise ValueError(f"{what} must be uint8 in [0, 255] or float in [0, 1]; got dtype {dtype}")
-
-
-def check_image_values(images, what="images"):
-    """Eager value checks on a numpy-convertible batch: float must be finite, in [0, 1]."""
-    check_image_spec(images, what)
-    array = np.asarray(images)
-    if array.dtype == np.uint8:
-        return
-    array = array.astype(np.float32)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} contain NaN or infinite values")
-    if array.size and (array.min() < 0.0 or array.max() > 1.0):
-        raise ValueError(f"float {what} must be in [0, 1]; got values in "
-                         f"[{array.min():.4g}, {array.max():.4g}] (uint8 images are scaled "
-                         "automatically; divide floats in [0, 255] by 255)")
-
-
 class TwoViewModel(keras.Model):
     """Base of BYOL, SimCLR, MoCo v2 and the multi-view objective.
 
@@ -138,10 +108,11 @@ class TwoViewModel(keras.Model):
             raise ValueError(f"total_steps must be ≥ 1; got {total_steps}")
         self.total_steps = int(total_steps)
         self.num_classes, self.image_size, self.augment = num_classes, image_size, augment
-        self.view1 = augment_lib.check_config(view1 or augment_lib.VIEW1)
-        self.view2 = augment_lib.check_config(view2 or augment_lib.VIEW2)
+        self.view1, self.view2 = augment_lib.view_configs(view1, view2)
         self.seed = seed
         self.online_encoder = encoder
+        self.converter = ImageConverter(image_size=image_size or static_image_size(encoder),
+                                        name="converter")
         self.representation_dim = encoder.output_shape[-1]
         self.probe = None
         if num_classes:
@@ -178,14 +149,17 @@ class TwoViewModel(keras.Model):
         return list(self._trackers.values())
 
     def normalize(self, views):
-        """Float [0, 1] views → ImageNet mean/std normalised encoder input."""
-        mean, std = (ops.array(v, dtype=views.dtype) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        return (views - mean) / std
+        """Float [0, 1] views → encoder input (the model's `ImageConverter`)."""
+        return self.converter(views)
 
     def call(self, images, training=False):
-        check_image_spec(images)
-        images = augment_lib.to_float_images(images)
-        return self.online_encoder(self.normalize(images), training=training)
+        """Images of any size (uint8 or float in [0, 1]) → online representation [B, D]."""
+        return self.online_encoder(self.converter(images), training=training)
+
+    def image_encoder(self):
+        """The online encoder behind this model's input contract, as an `ImageEncoder`
+        (what `train.py` saves as `encoder.keras` and exports)."""
+        return ImageEncoder(self.online_encoder, ImageConverter.from_config(self.converter.get_config()))
 
     def encode(self, view, head):
         """Float view [B, H, W, 3] → (online representation h [B, D], head(h) in at least
@@ -194,35 +168,20 @@ class TwoViewModel(keras.Model):
         return h, at_least_float32(head(h, training=True))
 
     def make_views(self, data):
-        """`data` → (view1, view2, labels or None), float views in [0, 1].
-
-        Accepts images, (images, labels), (view1, view2) and ((view1, view2), labels).
-        """
-        x, labels = data, None
-        if isinstance(data, (tuple, list)):
-            if len(data) == 2 and len(getattr(data[1], "shape", ())) == 4:
-                x = tuple(data)  # (view1, view2)
-            elif len(data) in (2, 3):
-                x, labels = data[0], data[1]
-            else:
-                raise ValueError(f"Expected images, (images, labels), (view1, view2) or "
-                                 f"((view1, view2), labels); got a tuple of {len(data)}")
-        if isinstance(x, (tuple, list)):
-            check_image_spec(x[0], "view1")
-            check_image_spec(x[1], "view2")
-            views = [augment_lib.to_float_images(v) for v in x]
+        """`data` (see `byol_tf.inputs`) → (view1, view2, labels or None), float views in [0, 1]."""
+        x, labels = inputs.split_batch(data)
+        for what, tensor in inputs.image_tensors(x):
+            inputs.check_image_spec(tensor, what)
+        if isinstance(x, tuple):
+            views = [to_float_images(v) for v in x]
         else:
-            check_image_spec(x)
-            images = augment_lib.to_float_images(x)
+            images = to_float_images(x)
             if self.augment:
                 size = self.image_size or images.shape[1]
                 views = [augment_lib.augment(images, cfg, size, self.seed_generator, replica())
                          for cfg in (self.view1, self.view2)]
             else:
                 views = [images, images]
-        if labels is not None and len(labels.shape) != 1:
-            raise ValueError(f"labels must be integer class ids of shape [batch]; "
-                             f"got shape {tuple(labels.shape)}")
         return views[0], views[1], labels
 
     def loss_with_probe(self, view1, view2, targets, labels=None):
@@ -297,7 +256,7 @@ class TwoViewModel(keras.Model):
 
         view1, view2, labels = self.make_views(data)
         if not self.jit_compile:
-            self._assert_values(data)
+            inputs.assert_image_values(data)
         targets = self.targets(view1, view2)
         variables = self._step_variables(labels)
         with tf.GradientTape() as tape:
@@ -358,20 +317,6 @@ class TwoViewModel(keras.Model):
             (trainable_vars, non_trainable_vars, optimizer_vars, metric_vars))
 
     # ----------------------------------------------------------- input checks
-    def _assert_values(self, data):
-        """In-graph value checks (TF backend, not under XLA)."""
-        import tensorflow as tf
-
-        flat = [t for t in keras.tree.flatten(data) if t is not None and len(t.shape) == 4]
-        for t in flat:
-            if t.dtype.is_floating:
-                t32 = tf.cast(t, tf.float32)
-                tf.debugging.assert_all_finite(t32, f"{_CHECK_TAG}: images contain NaN or Inf")
-                tf.debugging.Assert(
-                    tf.logical_and(tf.reduce_min(t32) >= 0.0, tf.reduce_max(t32) <= 1.0),
-                    [f"{_CHECK_TAG}: float images must be in [0, 1]; min/max:",
-                     tf.reduce_min(t32), tf.reduce_max(t32)])
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Keras' TF trainer builds a model under a strategy from a data batch it first
         MEAN-reduces across replicas; under MultiWorkerMirroredStrategy that reduce fails
@@ -384,38 +329,14 @@ class TwoViewModel(keras.Model):
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, with the first batch checked eagerly (shape, dtype,
         range, empty dataset) so bad input fails with a ValueError before training."""
-        self._check_first_batch(x)
+        inputs.check_first_batch(x)
         try:
             return super().fit(x, y, *args, **kwargs)
         except Exception as error:  # surface in-graph input checks as ValueError
-            if _CHECK_TAG in str(error):
-                message = str(error).split(_CHECK_TAG + ": ", 1)[1].split("\n")[0]
+            message = inputs.in_graph_check_message(error)
+            if message:
                 raise ValueError(message) from None
             raise
-
-    def _check_first_batch(self, x):
-        try:
-            import tensorflow as tf
-            is_dataset = isinstance(x, tf.data.Dataset)
-        except ImportError:  # JAX-only installs (e.g. the GPU machine)
-            is_dataset = False
-        if is_dataset:
-            batch = next(iter(x.take(1)), None)
-            if batch is None:
-                raise ValueError("The training dataset is empty: it yielded no batch")
-        elif x is None:
-            return
-        else:
-            batch = x
-            if len(x) == 0:
-                raise ValueError("The training data is empty")
-        x0 = batch[0] if isinstance(batch, (tuple, list)) else batch
-        views = x0 if isinstance(x0, (tuple, list)) else [x0]
-        if isinstance(batch, (tuple, list)) and len(batch) == 2 and \
-                len(getattr(batch[1], "shape", ())) == 4:
-            views = list(batch)
-        for v in views:
-            check_image_values(v)
 
     # ------------------------------------------------------------ serialization
     def get_config(self):

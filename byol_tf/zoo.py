@@ -2,14 +2,15 @@
 
 An entry holds `model_card.json` (architecture, data, recipe, evaluation results with the
 commands that measured them, date, versions, and the sha256 of every file), a short
-`README.md`, the SavedModel (`saved_model/`, TF Serving signatures, see byol_tf.export)
-and `encoder.keras`. A file too large for the repository is listed with a `url` instead
+`README.md`, `encoder.keras` (a `byol_tf.ImageEncoder`: uint8 images of any size →
+embedding) and the same model as a SavedModel (`saved_model/`, TF Serving signatures, see
+byol_tf.export). A file too large for the repository is listed with a `url` instead
 and fetched with `keras.utils.get_file` on first use; every file, local or fetched, must
 match its sha256 or it is refused.
 
     byol_tf.zoo.list()                        → names
     byol_tf.zoo.info(name)                    → the model card
-    byol_tf.zoo.load(name, trainable=False)   → keras.Model: uint8 images → embedding
+    byol_tf.zoo.load(name, trainable=False)   → ImageEncoder: uint8 images → embedding
     byol_tf.zoo.publish(run_dir, name)        → exports, evaluates, writes the entry
 
 Imported entries (`"source": {"kind": "deepmind_checkpoint", "url": …}`) hold no weights:
@@ -36,7 +37,8 @@ def list(root=None):  # noqa: A001  (the zoo's verb)
     root = pathlib.Path(root or ZOO_DIR)
     if not root.exists():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / CARD).exists())
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(".") and (p / CARD).exists())
 
 
 def info(name, root=None):
@@ -73,47 +75,32 @@ def verified_files(name, root=None):
 
 
 def load(name, trainable=False, root=None):
-    """The entry's encoder as a Keras model `uint8 images [B, H, W, 3] → embedding [B, D]`.
-
-    trainable=False: the SavedModel through `keras.layers.TFSMLayer` (frozen, the exact
-    serving graph: any image size, resized inside). trainable=True: the `.keras` encoder
-    behind the same preprocessing, ready to fine-tune (images at the card's image_size).
-    (Fine-tuning a TFSMLayer fails with momentum or Adam: Keras names the optimizer slots
-    after the SavedModel's variables, whose `:0` suffix is not a valid scope name.)
-    Imported entries: the converted Keras encoder behind the same preprocessing (images at
-    the card's image_size, e.g. 224 × 224 centre crops), frozen unless trainable.
+    """The entry's `ImageEncoder`: uint8 (or [0, 1] float) images `[B, H, W, 3]` of any
+    size → embedding `[B, D]`, through the entry's own `ImageConverter` (crop, resize,
+    normalisation). `trainable` sets whether fine-tuning moves the encoder's weights; the
+    input contract is the same either way, and the same as the entry's SavedModel.
+    Imported entries: the official checkpoint, converted (see the module docstring).
     """
-    import keras
+    from byol_tf.image_encoder import as_image_encoder
 
     card = info(name, root)
     if card.get("source", {}).get("kind") == "deepmind_checkpoint":
-        encoder = _converted_encoder(card)
-        encoder.trainable = trainable
-        return _behind_preprocessing(encoder, name)
-    entry = verified_files(name, root)
-    images = keras.Input((None, None, 3), dtype="uint8", name="images")
-    if not trainable:
-        layer = keras.layers.TFSMLayer(str(entry / "saved_model"), call_endpoint="serving_default",
-                                       trainable=False, name=f"{name}_encoder")
-        return keras.Model(images, layer(images)["embedding"], name=name)
-    return _behind_preprocessing(keras.models.load_model(entry / "encoder.keras"), name)
+        model = _converted_encoder(card)
+    else:
+        import keras
 
+        import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
 
-def _behind_preprocessing(encoder, name):
-    """uint8 images [B, S, S, 3] → /255 → ImageNet mean/std → encoder."""
-    import keras
-
-    from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
-
-    images = keras.Input((None, None, 3), dtype="uint8", name="images")
-    x = keras.layers.Rescaling(1 / 255.0)(images)
-    x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD])(x)
-    return keras.Model(images, encoder(x), name=name)
+        entry = verified_files(name, root)
+        model = as_image_encoder(keras.models.load_model(entry / "encoder.keras"),
+                                 card.get("image_size"))
+    model.encoder.trainable = trainable
+    return model
 
 
 def _converted_encoder(card):
     """Fetches (or finds cached) the official checkpoint an imported entry points at,
-    verifies it, converts it once and returns the Keras encoder."""
+    verifies it, converts it once and returns its `ImageEncoder`."""
     import urllib.parse
 
     import keras
@@ -137,50 +124,53 @@ def _converted_encoder(card):
     if not expected:
         logging.warning("zoo entry %r: the card gives no sha256 for %s; the fetched file's is "
                         "%s (compare it with the publisher's)", card["name"], filename, actual)
-    cached = path.with_name(f"encoder-{actual[:16]}.keras")
+    cached = path.with_name(f"image-encoder-{actual[:16]}.keras")
     if cached.exists():
         return keras.models.load_model(cached)
-    encoder = convert.from_deepmind(path, image_size=card["image_size"]).encoder
+    model = convert.from_deepmind(path, image_size=card["image_size"]).image_encoder()
     tmp = cached.with_name(cached.name + ".tmp.keras")
-    encoder.save(tmp)
+    model.save(tmp)
     os.replace(tmp, cached)
-    return encoder
+    return model
 
 
 def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
-    """Exports the run's encoder into `models/<name>/`, evaluates it (kNN and linear on
-    the run's dataset) and writes the card and README. Returns the entry folder."""
+    """Exports the run's `encoder.keras` into `models/<name>/`, evaluates it (kNN and linear
+    on the run's dataset) and writes the card and README. Returns the entry folder.
+
+    The entry is built beside the zoo under a hidden name and moved into place only when
+    complete; with `overwrite=True` an existing entry is kept until then, so a failed
+    publish loses nothing."""
     import keras
 
+    import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
     from byol_tf import data, evaluation, export
+    from byol_tf.image_encoder import as_image_encoder
     from byol_tf.records import versions, write_json
 
     run_dir = pathlib.Path(run_dir)
     run_record = json.loads((run_dir / "config.json").read_text())
     config = run_record["config"]
-    encoder = keras.models.load_model(run_dir / "encoder.keras")
     entry = pathlib.Path(root or ZOO_DIR) / name
-    if entry.exists():
-        if not overwrite:
-            raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
-        shutil.rmtree(entry)
+    if entry.exists() and not overwrite:
+        raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
+    model = as_image_encoder(keras.models.load_model(run_dir / "encoder.keras"),
+                             config["image_size"])
     staging = entry.with_name(f".{name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
-    saved = export.export_encoder(encoder, staging, image_size=config["image_size"],
-                                  model_name="tmp", version=1)
-    shutil.move(str(saved), staging / "saved_model")
-    shutil.move(str(staging / "tmp" / "encoder.keras"), staging / "encoder.keras")
-    shutil.rmtree(staging / "tmp")
+    staging.mkdir(parents=True)
+    model.save(staging / "encoder.keras")
+    export.export_encoder(model, staging / "saved_model")
 
     x_train, y_train, x_test, y_test = data.load_arrays(config["dataset"], config["data_dir"])
-    knn = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test)
-    linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
+    knn = evaluation.knn_accuracy(model, x_train, y_train, x_test, y_test)
+    linear = evaluation.supervised_eval(model, x_train, y_train, x_test, y_test,
                                         protocol="linear", epochs=linear_epochs,
                                         batch_size=min(256, len(x_train)))
     files = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(staging.rglob("*")) if p.is_file()}
     card = dict(
-        name=name, architecture=config["encoder"], representation_dim=int(encoder.output_shape[-1]),
+        name=name, architecture=config["encoder"], representation_dim=int(model.representation_dim),
         image_size=config["image_size"], dataset=config["dataset"],
         pretraining=dict(epochs=config["epochs"], batch_size=config["batch_size"],
                          steps=config["total_steps"], recipe={k: config[k] for k in (
@@ -202,8 +192,25 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
                         serve_encoded="encoded string [B] (JPEG/PNG) → embedding"))
     write_json(staging / CARD, card)
     (staging / "README.md").write_text(_readme(card))
-    os.replace(staging, entry)
+    verified_files(staging.name, staging.parent)
+    _swap_into_place(staging, entry)
     return entry
+
+
+def _swap_into_place(staging, entry):
+    """Renames the complete `staging` folder to `entry`; an existing entry is moved aside
+    first and removed only after the rename succeeded (restored if it failed)."""
+    old = entry.with_name(f".{entry.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if entry.exists():
+        os.rename(entry, old)
+    try:
+        os.rename(staging, entry)
+    except BaseException:
+        if old.exists() and not entry.exists():
+            os.rename(old, entry)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _readme(card):

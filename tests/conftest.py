@@ -10,13 +10,53 @@ import pytest
 
 @pytest.fixture(scope="session")
 def cifar10_dir():
-    """DEST of `../shared/data/prepare_cifar10.py` ($BYOL_DATA_DIR or ~/.cache/byol_data).
+    """DEST of `scripts/prepare_cifar10.py` ($BYOL_DATA_DIR or ~/.cache/byol_data).
 
     Missing data fails the test under CI (where .ci/run prepares it) and skips elsewhere."""
     dest = pathlib.Path(os.environ.get("BYOL_DATA_DIR", "~/.cache/byol_data")).expanduser()
     if not (dest / "tfds" / "cifar10").exists():
-        message = f"real CIFAR-10 not prepared in {dest}: run python ../shared/data/prepare_cifar10.py"
+        message = f"real CIFAR-10 not prepared in {dest}: run python scripts/prepare_cifar10.py"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return dest
+
+
+@pytest.fixture(scope="session")
+def uint8_images():
+    """32 real CIFAR-10 test images from the bundled sample, uint8 [32, 32, 32, 3]."""
+    from byol_tf import data
+
+    return data.load_sample()["x_test"][:32]
+
+
+@pytest.fixture
+def tiny_byol():
+    """Factory of a small compiled BYOL (tiny ResNet, 16-d projection, LARS 0.1, seeded);
+    keyword arguments override the BYOL constructor's."""
+    from helpers.models import tiny_byol
+
+    return tiny_byol
+
+
+@pytest.fixture(scope="session")
+def published_run(tmp_path_factory):
+    """A short train.py run on the bundled sample (1 epoch of 3 steps, no kNN) published
+    with zoo.publish as `tiny_sample`: (run folder, zoo root)."""
+    import subprocess
+    import sys
+
+    from byol_tf import zoo
+
+    root_dir = pathlib.Path(__file__).resolve().parents[1]
+    base = tmp_path_factory.mktemp("published")
+    run_dir = base / "run"
+    result = subprocess.run(
+        [sys.executable, str(root_dir / "train.py"), "--epochs=1", "--steps_per_epoch=3",
+         "--batch_size=64", "--hidden_dim=64", "--noknn", f"--run_dir={run_dir}"],
+        cwd=root_dir, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = base / "models"
+    zoo.publish(run_dir, "tiny_sample", root=root, linear_epochs=1)
+    return run_dir, root

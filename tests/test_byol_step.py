@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import byol_tf
-from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 B, S, D, HIDDEN, PROJ = 8, 4, 6, 8, 4
 LR, TAU_BASE, K = 0.05, 0.9, 10
@@ -110,8 +110,7 @@ def test_one_step_matches_independent_computation(images, k):
 
     # The gradient TF takes, for the exactness check of the update rule.
     with tf.GradientTape() as tape:
-        t1, t2 = model.target_projections(images, images)
-        loss, _ = model.online_loss(images, images, t1, t2)
+        loss, _ = model.loss_with_probe(images, images, model.targets(images, images))
     tf_grads = dict(zip(online_params(model), tape.gradient(loss, list(online_params(model).values()))))
     target_bn_mean0 = model.target_projector.get_layer("bn").moving_mean.numpy()
 
@@ -163,3 +162,70 @@ def test_tau_schedule_values():
     assert float(target_decay(500, 0.996, 1000)) == pytest.approx(0.998)
     assert float(target_decay(1000, 0.996, 1000)) == pytest.approx(1.0)
     assert float(target_decay(5000, 0.996, 1000)) == pytest.approx(1.0)
+
+
+@pytest.fixture
+def float64_keras():
+    previous = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx(previous[0])
+    keras.config.set_dtype_policy(previous[1])
+
+
+def np_lars(w, g, m, lr, weight_decay, adapt, eta=1e-3, momentum=0.9):
+    """DeepMind's LARS rule (byol/utils/optimizers.py), float64."""
+    if adapt:
+        g = g + weight_decay * w
+        w_norm, g_norm = np.linalg.norm(w), np.linalg.norm(g)
+        g = g * (eta * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0)
+    m = momentum * m + g
+    return w - lr * m, m
+
+
+@pytest.mark.parametrize("k", [1, 7])
+def test_float64_lars_and_ema_step_equals_the_official_rule(images, float64_keras, k):
+    """A float64 step (LARS with warm-up + cosine LR, cosine τ) equals the official update
+    computed in numpy float64 from the same gradient, to 1e-12 relative: momentum exactly
+    0.9, the given weight decay, a float64 learning rate and τ."""
+    base_lr, batch, warmup, weight_decay = 0.3, B, 3, 1.5e-6
+    keras.utils.set_random_seed(0)
+    encoder = keras.Sequential([keras.Input((S, S, 3)), keras.layers.Flatten(),
+                                keras.layers.Dense(D, name="enc_dense")], name="tiny_encoder")
+    model = byol_tf.BYOL(encoder, projection_dim=PROJ, hidden_dim=HIDDEN, tau_base=TAU_BASE,
+                         total_steps=K, augment=False)
+    schedule = byol_tf.WarmupCosine(base_lr, batch, K, warmup)
+    model.compile(optimizer=byol_tf.LARS(schedule, weight_decay=weight_decay))
+    rng = np.random.default_rng(3)
+    for t, _ in model.target_pairs:
+        t.assign(t.numpy() + rng.normal(0, 0.1, t.shape))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(k)
+    momentum0 = [rng.normal(0, 0.01, v.shape) for v in model.trainable_variables]
+    for slot, value in zip(model.optimizer.momentums, momentum0):
+        slot.assign(value)
+    x = images.astype(np.float64)
+
+    variables = model.trainable_variables
+    assert all(v.dtype == "float64" for v in variables)
+    online0 = [v.numpy().copy() for v in variables]
+    target0 = [t.numpy().copy() for t, _ in model.target_pairs]
+    with tf.GradientTape() as tape:
+        loss, _ = model.loss_with_probe(x, x, model.targets(x, x))
+    grads = [g.numpy() for g in tape.gradient(loss, variables)]
+    model.fit(x, batch_size=B, epochs=1, shuffle=False, verbose=0)
+
+    peak = base_lr * batch / 256
+    lr = peak * k / warmup if k < warmup else \
+        peak * 0.5 * (1 + np.cos(np.pi * (k - warmup) / (K - warmup)))
+    tau = 1 - (1 - TAU_BASE) * (np.cos(np.pi * k / K) + 1) / 2
+    expected = {}
+    for v, w, g, m in zip(variables, online0, grads, momentum0):
+        adapt = v.path.endswith("kernel")  # biases and batch-norm scales/offsets are excluded
+        expected[v.path], _ = np_lars(w, g, m, lr, weight_decay, adapt)
+        np.testing.assert_allclose(v.numpy(), expected[v.path], rtol=1e-12, atol=0, err_msg=v.path)
+    by_id = {id(v): e for v, e in zip(variables, expected.values())}
+    for (t, o), t0 in zip(model.target_pairs, target0):
+        np.testing.assert_allclose(t.numpy(), tau * t0 + (1 - tau) * by_id[id(o)], rtol=1e-12,
+                                   atol=1e-15, err_msg=t.path)

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import byol_tf
 from byol_tf import convert, data
-from byol_tf.byol import IMAGENET_MEAN, IMAGENET_STD
+from byol_tf.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
 import deepmind_checkpoint as official  # noqa: E402
@@ -124,7 +125,7 @@ def _keras_outputs(blob, images, dtype, image_size=224):
         converted = convert.from_deepmind(blob, image_size=image_size)
         x = _normalise(images).astype(dtype)
         embedding = converted.encoder(x, training=False)
-        out = {"embedding": embedding, "logits": converted.classifier_model()(x, training=False)}
+        out = {"embedding": embedding, "logits": converted.classifier(embedding, training=False)}
         if converted.projector is not None:
             out["projection"] = converted.projector(embedding, training=False)
             out["prediction"] = converted.predictor(out["projection"], training=False)
@@ -343,10 +344,13 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
     serving = tf.saved_model.load(str(out / "saved_model" / "byol_res50x1" / "1"))
     served = serving.signatures["serving_default"](images=tf.constant(images))
     crop = _normalise(images[:, 16:240, 16:240].astype(np.float32) / 255.0)
-    classifier = keras.models.load_model(out / "classifier.keras")
-    encoder = keras.models.load_model(out / "encoder.keras")
-    np.testing.assert_allclose(served["logits"].numpy(), classifier(crop).numpy(), atol=1e-4)
-    np.testing.assert_allclose(served["embedding"].numpy(), encoder(crop).numpy(), atol=1e-4)
+    classifier = keras.models.load_model(out / "classifier.keras")  # uint8 images → logits
+    encoder = keras.models.load_model(out / "encoder.keras")  # an ImageEncoder
+    assert isinstance(encoder, byol_tf.ImageEncoder) and encoder.image_size == 224
+    expected_embedding = encoder.encoder(crop).numpy()
+    np.testing.assert_allclose(encoder(images).numpy(), expected_embedding, atol=1e-4)
+    np.testing.assert_allclose(served["embedding"].numpy(), expected_embedding, atol=1e-4)
+    np.testing.assert_allclose(served["logits"].numpy(), classifier(images).numpy(), atol=1e-4)
     # An existing output folder is never overwritten.
     again = subprocess.run([sys.executable, "-m", "byol_tf.convert", f"--checkpoint={checkpoint}",
                             f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -371,10 +375,13 @@ def test_imported_zoo_entry_fetches_verifies_converts_and_caches(tree, tmp_path,
     images = data.load_sample()["x_test"][:4]
     loaded = zoo.load(card["name"], root=root)
     assert loaded.trainable_weights == []
+    # The official evaluation input at 32 px: centre crop int(0.875·32) = 28 (offset 2),
+    # plain bicubic resize back to 32, ImageNet mean/std.
+    crop = tf.image.resize(images[:, 2:30, 2:30].astype(np.float32) / 255.0, (32, 32), "bicubic")
     expected = convert.from_deepmind(checkpoint, image_size=32).encoder(
-        _normalise(images.astype(np.float32) / 255.0), training=False)
+        _normalise(np.clip(crop.numpy(), 0, 1)), training=False)
     np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(expected), atol=1e-5)
-    cached = list((tmp_path / "cache").rglob("encoder-*.keras"))
+    cached = list((tmp_path / "cache").rglob("image-encoder-*.keras"))
     assert len(cached) == 1  # converted once; the next load reads the cache
     np.testing.assert_allclose(np.asarray(zoo.load(card["name"], root=root)(images)),
                                np.asarray(expected), atol=1e-5)

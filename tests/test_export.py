@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import byol_tf
 from byol_tf import data, export
+from helpers.reference import reference_embedding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,18 +21,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = byol_tf.BYOL("tiny_resnet_cifar", projection_dim=16, hidden_dim=32, total_steps=10)
+    model = byol_tf.BYOL("tiny_resnet_cifar", projection_dim=16, hidden_dim=32, total_steps=10,
+                         image_size=32)
     model.compile(optimizer=byol_tf.LARS(0.5))
     images = data.load_sample()["x_test"][:24]
     model.fit(images, batch_size=8, verbose=0)  # trained weights and BN statistics
     directory = tmp_path_factory.mktemp("export")
-    path = export.export_encoder(model.online_encoder, directory, image_size=32, model_name="tiny")
+    path = export.export_encoder(model.image_encoder(), directory / "tiny" / "1")
     return model, path, images
 
 
 def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
     model, path, images = exported
-    assert path == path.parent.parent / "tiny" / "1" and (path.parent / "encoder.keras").exists()
+    # Exactly at the path given, and nothing else beside it (no temporary folder left).
+    assert path.name == "1" and sorted(p.name for p in path.parent.iterdir()) == ["1"]
     encoded = np.array([tf.io.encode_png(image).numpy() for image in images], dtype=object)
     np.savez(tmp_path / "in.npz", images=images, encoded=encoded)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -42,7 +45,7 @@ def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
     out = np.load(tmp_path / "out.npz")
     assert list(out["modules"]) == []  # byol_tf was never imported
     assert set(out["signatures"]) == {"serving_default", "serve_encoded"}
-    expected = export.reference_embedding(model.online_encoder, images, 32)
+    expected = reference_embedding(model.online_encoder, images)
     assert out["from_images"].shape == (24, 128) and out["from_images"].dtype == np.float32
     np.testing.assert_allclose(out["from_images"], expected, atol=1e-5)
     np.testing.assert_allclose(out["from_bytes"], expected, atol=1e-5)  # PNG is lossless
@@ -76,7 +79,7 @@ def test_saved_model_cli_lists_signatures_and_versions_are_immutable(exported):
                      "dtype: DT_UINT8", "shape: (-1, -1, -1, 3)", "dtype: DT_STRING", "embedding"):
         assert expected in shown.stdout, expected
     with pytest.raises(FileExistsError, match="immutable"):
-        export.export_encoder(model.online_encoder, path.parent.parent, 32, model_name="tiny")
+        export.export_encoder(model.image_encoder(), path)
 
 
 def test_predict_request_matches_the_signatures(exported):
@@ -98,5 +101,29 @@ def test_predict_request_matches_the_signatures(exported):
         assert list(signature.structured_outputs) == ["embedding"]
         served = signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
         np.testing.assert_allclose(served["embedding"].numpy(),
-                                   export.reference_embedding(model.online_encoder, images[:4], 32),
+                                   reference_embedding(model.online_encoder, images[:4]),
                                    atol=1e-5)
+
+
+def test_a_failed_export_leaves_nothing_behind(exported, tmp_path, monkeypatch):
+    """The write fails midway (as on a full disk): no version folder appears, no partial
+    folder is left for a later run or TF Serving to trust, and the error names the path."""
+    model, _, _ = exported
+    real_save = tf.saved_model.save
+
+    def save_then_fail(module, directory, **kwargs):
+        real_save(module, directory, **kwargs)  # a complete write ...
+        raise OSError(28, "No space left on device")  # ... that fails at the end
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    target = tmp_path / "served" / "tiny" / "2"
+    with pytest.raises(OSError, match=r"export to .*tiny/2 failed, nothing was written"):
+        export.export_encoder(model.image_encoder(), target)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_model_without_an_image_size_is_refused(tmp_path):
+    encoder = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
+    free = byol_tf.ImageEncoder(encoder, byol_tf.ImageConverter(image_size=None))
+    with pytest.raises(ValueError, match="image_size"):
+        export.export_encoder(free, tmp_path / "m" / "1")

@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 
-import keras
 import numpy as np
 import pytest
 
-import byol_tf
 from byol_tf.checkpoints import CheckpointManager
+from helpers.models import tiny_byol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["--epochs=4", "--steps_per_epoch=5", "--batch_size=32", "--hidden_dim=64",
@@ -68,16 +67,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def small_model():
-    keras.utils.set_random_seed(0)
-    model = byol_tf.BYOL("tiny_resnet_cifar", projection_dim=8, hidden_dim=16, total_steps=10)
-    model.compile(optimizer=byol_tf.LARS(0.1))
-    return model
-
-
 def test_checkpoint_manager_keeps_last_n_and_skips_bad_ones(tmp_path, caplog):
     x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype(np.uint8)
-    model = small_model()
+    model = tiny_byol(total_steps=10)
     manager = CheckpointManager(tmp_path, keep=2)
     saved = {}
     for step in (1, 2, 3):
@@ -87,7 +79,7 @@ def test_checkpoint_manager_keeps_last_n_and_skips_bad_ones(tmp_path, caplog):
     assert manager.steps() == [3, 2]  # the oldest is gone
     assert not list(tmp_path.glob(".tmp-*"))
     (tmp_path / "ckpt-3.weights.h5").write_bytes(b"truncated")
-    fresh = small_model()
+    fresh = tiny_byol(total_steps=10)
     with caplog.at_level("WARNING"):
         assert manager.restore(fresh) == 2
     assert "ckpt-3.weights.h5 is unusable" in caplog.text and "truncated" in caplog.text
@@ -96,12 +88,12 @@ def test_checkpoint_manager_keeps_last_n_and_skips_bad_ones(tmp_path, caplog):
     assert int(fresh.optimizer.iterations.numpy()) == 2
     # Nothing usable: start from scratch (step 0), never from a broken file.
     (tmp_path / "ckpt-2.json").write_text("{not json")
-    assert manager.restore(small_model()) == 0
+    assert manager.restore(tiny_byol(total_steps=10)) == 0
     with pytest.raises(ValueError, match="keep"):
         CheckpointManager(tmp_path, keep=0)
 
 
 def test_non_chief_writes_nothing(tmp_path):
-    model = small_model()
+    model = tiny_byol(total_steps=10)
     CheckpointManager(tmp_path / "ckpts", is_chief=False).save(model, 1)
     assert not (tmp_path / "ckpts").exists()

@@ -111,15 +111,23 @@ def test_moco_save_restore_round_trip(tmp_path):
     np.testing.assert_allclose(restored(v1), model(v1), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["byol_beta", "byol_no_predictor", "simclr", "multiview"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_keras_round_trip(name, tmp_path):
+    """Every method and BYOL variant: `.keras` round trip of the whole model (config and
+    every weight) and of its `ImageEncoder`."""
     keras.utils.set_random_seed(0)
     model = METHODS[name]()
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
-    assert restored.get_config() == model.get_config()
-    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    assert type(restored) is type(model) and restored.get_config() == model.get_config()
+    assert len(restored.weights) == len(model.weights)
+    for a, b in zip(restored.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    x = np.random.default_rng(0).integers(0, 256, (2, 40, 36, 3), dtype=np.uint8)
     np.testing.assert_allclose(restored(x), model(x), atol=1e-6)
+    model.image_encoder().save(tmp_path / "e.keras")
+    image_encoder = keras.models.load_model(tmp_path / "e.keras")
+    np.testing.assert_allclose(image_encoder(x), model(x), atol=1e-6)
 
 
 def test_byol_tau_extremes_and_no_predictor():

@@ -8,12 +8,7 @@ import tensorflow as tf
 import byol_tf
 
 
-def small_byol(jit=False, **kwargs):
-    keras.utils.set_random_seed(0)
-    defaults = dict(projection_dim=16, hidden_dim=32, total_steps=20, seed=0)
-    model = byol_tf.BYOL(byol_tf.encoders.get("tiny_resnet_cifar"), **{**defaults, **kwargs})
-    model.compile(optimizer=byol_tf.LARS(0.1), jit_compile=jit)
-    return model
+from helpers.models import tiny_byol
 
 
 def images(n=16, size=32, seed=0):
@@ -23,21 +18,21 @@ def images(n=16, size=32, seed=0):
 # ------------------------------------------------------------------ accepted inputs
 def test_accepts_images_labels_and_premade_views():
     x, y = images(), np.arange(16) % 10
-    model = small_byol(num_classes=10)
+    model = tiny_byol(num_classes=10)
     logs = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0).history
     assert {"loss", "probe_accuracy", "probe_loss", "projection_std", "tau"} <= set(logs)
     assert 0.0 <= logs["probe_accuracy"][0] <= 1.0
     assert 0.0 < logs["projection_std"][0] <= 1.0
 
     views = (x.astype(np.float32) / 255, x[:, ::-1].astype(np.float32) / 255)
-    logs = small_byol().fit(tf.data.Dataset.from_tensor_slices(views).batch(8), verbose=0).history
+    logs = tiny_byol().fit(tf.data.Dataset.from_tensor_slices(views).batch(8), verbose=0).history
     assert np.isfinite(logs["loss"][0]) and "probe_accuracy" not in logs
-    logs = small_byol().fit(tf.data.Dataset.from_tensor_slices(x).batch(8), verbose=0).history
+    logs = tiny_byol().fit(tf.data.Dataset.from_tensor_slices(x).batch(8), verbose=0).history
     assert np.isfinite(logs["loss"][0])
 
 
 def test_lars_excludes_bias_and_batch_norm_of_the_real_model():
-    model = small_byol(num_classes=10)
+    model = tiny_byol(num_classes=10)
     model.optimizer.build(model.trainable_variables)
     for v in model.trainable_variables:
         excluded = model.optimizer.is_excluded(v)
@@ -65,9 +60,9 @@ def test_collapse_metric():
 ])
 def test_bad_images_raise_value_error(data, match):
     with pytest.raises(ValueError, match=match):
-        small_byol().fit(tf.data.Dataset.from_tensor_slices(data).batch(4), verbose=0)
+        tiny_byol().fit(tf.data.Dataset.from_tensor_slices(data).batch(4), verbose=0)
     with pytest.raises(ValueError, match=match):
-        small_byol().fit(data, batch_size=4, verbose=0)
+        tiny_byol().fit(data, batch_size=4, verbose=0)
 
 
 def test_bad_values_in_a_later_batch_raise_value_error():
@@ -76,15 +71,15 @@ def test_bad_values_in_a_later_batch_raise_value_error():
     bad[3, 0, 0, 0] = 7.0
     data = tf.data.Dataset.from_tensor_slices(np.concatenate([good, bad])).batch(8)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
-        small_byol().fit(data, verbose=0)
+        tiny_byol().fit(data, verbose=0)
 
 
 def test_empty_dataset_and_bad_labels():
     empty = tf.data.Dataset.from_tensor_slices(images()).take(0).batch(4)
     with pytest.raises(ValueError, match="empty"):
-        small_byol().fit(empty, verbose=0)
+        tiny_byol().fit(empty, verbose=0)
     with pytest.raises(ValueError, match="labels"):
-        small_byol(num_classes=10).fit(
+        tiny_byol(num_classes=10).fit(
             tf.data.Dataset.from_tensor_slices((images(), np.zeros((16, 10)))).batch(8), verbose=0)
 
 
@@ -99,7 +94,7 @@ def test_bad_constructor_arguments():
 
 # ------------------------------------------------------------------ saving
 def test_keras_save_load_round_trip(tmp_path):
-    model = small_byol(num_classes=10)
+    model = tiny_byol(num_classes=10)
     model.fit(tf.data.Dataset.from_tensor_slices((images(), np.arange(16) % 10)).batch(8), verbose=0)
     path = tmp_path / "byol.keras"
     model.save(path)
@@ -123,13 +118,13 @@ def test_jit_compiled_step_equals_the_plain_step():
     # TF's stateless RNG picks a different algorithm under XLA, so the two runs only
     # draw the same views with augmentation off; with it on, XLA must still compile.
     data = tf.data.Dataset.from_tensor_slices(images(32)).batch(16)
-    augmented = small_byol(jit=True).fit(data, verbose=0).history
+    augmented = tiny_byol(jit=True).fit(data, verbose=0).history
     assert np.isfinite(augmented["loss"][0])
     # A small SGD step: XLA and TF kernels differ by float rounding (~1e-6), which large
     # steps on a tiny batch-norm net amplify; this compares the computations, not chaos.
     runs = []
     for jit in (False, True):
-        model = small_byol(jit=jit, augment=False)
+        model = tiny_byol(jit=jit, augment=False)
         model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=jit)
         runs.append((model, model.fit(data, verbose=0).history))
     (plain, logs_plain), (xla, logs_xla) = runs

@@ -5,35 +5,20 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-from byol_tf import data, export, zoo
+import byol_tf
+from byol_tf import data, zoo
+from helpers.reference import reference_embedding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    base = tmp_path_factory.mktemp("zoo")
-    run_dir = base / "run"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--epochs=1", "--steps_per_epoch=3",
-         "--batch_size=64", "--hidden_dim=64", "--noknn", f"--run_dir={run_dir}"],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-        timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    root = base / "models"
-    zoo.publish(run_dir, "tiny_sample", root=root, linear_epochs=1)
-    return run_dir, root
-
-
-def test_publish_list_info_and_card(published):
-    run_dir, root = published
+def test_publish_list_info_and_card(published_run):
+    run_dir, root = published_run
     assert zoo.list(root) == ["tiny_sample"]
     card = zoo.info("tiny_sample", root)
     assert card["architecture"] == "tiny_resnet_cifar" and card["dataset"] == "sample"
@@ -49,18 +34,18 @@ def test_publish_list_info_and_card(published):
         zoo.publish(run_dir, "tiny_sample", root=root)
 
 
-def test_loaded_frozen_features_equal_the_original_encoder(published):
-    run_dir, root = published
+def test_loaded_frozen_features_equal_the_original_encoder(published_run):
+    run_dir, root = published_run
     images = data.load_sample()["x_test"][:16]
     original = keras.models.load_model(run_dir / "encoder.keras")
     loaded = zoo.load("tiny_sample", root=root)
-    assert loaded.trainable_weights == []
+    assert isinstance(loaded, byol_tf.ImageEncoder) and loaded.trainable_weights == []
     np.testing.assert_allclose(np.asarray(loaded(images)),
-                               export.reference_embedding(original, images, 32), atol=1e-5)
+                               reference_embedding(original.encoder, images), atol=1e-5)
 
 
-def test_tampered_file_is_refused(published, tmp_path):
-    _, root = published
+def test_tampered_file_is_refused(published_run, tmp_path):
+    _, root = published_run
     copy = tmp_path / "models"
     shutil.copytree(root, copy)
     variables = next((copy / "tiny_sample" / "saved_model" / "variables").glob("*.data-*"))
@@ -71,8 +56,8 @@ def test_tampered_file_is_refused(published, tmp_path):
         zoo.load("tiny_sample", root=copy)
 
 
-def test_url_backed_file_is_fetched_and_checked(published, tmp_path):
-    _, root = published
+def test_url_backed_file_is_fetched_and_checked(published_run, tmp_path):
+    _, root = published_run
     copy = tmp_path / "models"
     shutil.copytree(root, copy)
     entry = copy / "tiny_sample"
@@ -95,8 +80,8 @@ def test_url_backed_file_is_fetched_and_checked(published, tmp_path):
         zoo.verified_files("tiny_sample", root=copy)
 
 
-def test_fine_tune_a_zoo_encoder(published):
-    _, root = published
+def test_fine_tune_a_zoo_encoder(published_run):
+    _, root = published_run
     sample = data.load_sample()
     encoder = zoo.load("tiny_sample", trainable=True, root=root)
     assert encoder.trainable_weights
@@ -125,3 +110,29 @@ def test_committed_entries_load():
             continue  # loading one is tested with a local URL in test_convert.py
         out = np.asarray(zoo.load(name)(images))
         assert out.shape == (4, card["representation_dim"]) and np.isfinite(out).all()
+
+
+def test_overwrite_keeps_the_old_entry_until_the_new_one_is_complete(published_run, tmp_path,
+                                                                      monkeypatch):
+    run_dir, root = published_run
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    from byol_tf import evaluation
+
+    def failing_eval(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(evaluation, "supervised_eval", failing_eval)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        zoo.publish(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
+    after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()
+             and not p.relative_to(copy).parts[0].startswith(".")}
+    assert after == before  # the old entry, untouched
+    assert zoo.list(copy) == ["tiny_sample"]  # a left-over staging folder is not an entry
+    zoo.load("tiny_sample", root=copy)
+
+    monkeypatch.undo()
+    zoo.publish(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
+    assert sorted(p.name for p in copy.iterdir()) == ["tiny_sample"]
+    assert zoo.info("tiny_sample", copy)["date"] and zoo.load("tiny_sample", root=copy)

@@ -1,0 +1,93 @@
+"""`ImageEncoder`: images of any size → embedding, the one model every entry point shares.
+
+    ImageConverter (uint8 or [0, 1] floats, crop, resize, ImageNet mean/std) → encoder
+
+It is what `train.py` saves as `encoder.keras`, what `byol_tf.export` turns into a
+SavedModel, what a zoo entry stores and `byol_tf.zoo.load` returns (frozen or trainable),
+what `byol_tf.evaluation` and `eval.py` call, and what `byol_tf.convert` produces.
+"""
+
+import keras
+
+from byol_tf.preprocessing import ImageConverter
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class ImageEncoder(keras.Model):
+    """`images [B, H, W, 3]` (uint8 or float in [0, 1], any size) → `embedding [B, D]`.
+
+    Args:
+      encoder: a built `keras.Model`, normalised images `[B, S, S, 3]` → `[B, D]`.
+      converter: the `ImageConverter` in front of it. Defaults to one at the encoder's
+        static input size (or the input's size if the encoder has none), ImageNet mean/std.
+    """
+
+    def __init__(self, encoder, converter=None, **kwargs):
+        kwargs.setdefault("name", f"{encoder.name}_images")
+        super().__init__(**kwargs)
+        if not isinstance(encoder, keras.Model) or not encoder.built:
+            raise ValueError("ImageEncoder needs a built keras.Model encoder (images → [B, D])")
+        self.encoder = encoder
+        self.converter = converter or ImageConverter(image_size=static_image_size(encoder))
+        self.built = True
+
+    @property
+    def image_size(self):
+        """Side of the images the encoder sees (None: the input's own size)."""
+        return self.converter.image_size
+
+    @property
+    def representation_dim(self):
+        return self.encoder.output_shape[-1]
+
+    def call(self, images, training=False):
+        return self.encoder(self.converter(images), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.representation_dim)
+
+    def get_config(self):
+        return {"encoder": keras.saving.serialize_keras_object(self.encoder),
+                "converter": keras.saving.serialize_keras_object(self.converter),
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["converter"] = keras.saving.deserialize_keras_object(config["converter"])
+        return cls(**config)
+
+
+def static_image_size(encoder):
+    """The encoder's square static input side, or None when its input size is free."""
+    shape = getattr(encoder, "input_shape", None)
+    if shape and len(shape) == 4 and shape[1] is not None and shape[1] == shape[2]:
+        return int(shape[1])
+    return None
+
+
+def as_image_encoder(model, image_size=None):
+    """Any saved or built model → an `ImageEncoder`:
+
+    - an `ImageEncoder` is returned as it is;
+    - a self-supervised model (`BYOL`, `SimCLR`, `MoCo`, `MultiView`) gives its online
+      encoder behind its own converter (`model.image_encoder()`);
+    - a plain Keras encoder is taken to expect ImageNet-normalised images and is put behind
+      a default converter at `image_size` (default: its static input size).
+    Raises ValueError for a model whose output is not `[B, D]` (e.g. a classifier's
+    softmax is refused only by the caller, who knows the number of classes)."""
+    from byol_tf.two_view import TwoViewModel
+
+    if isinstance(model, ImageEncoder):
+        return model
+    if isinstance(model, TwoViewModel):
+        return model.image_encoder()
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"expected a keras.Model encoder; got {type(model).__name__}")
+    shape = getattr(model, "output_shape", None)
+    if not shape or isinstance(shape, list) or len(shape) != 2:
+        raise ValueError(f"expected an encoder with output [batch, dim]; {model.name!r} has "
+                         f"output shape {shape}")
+    size = image_size or static_image_size(model)
+    return ImageEncoder(model, ImageConverter(image_size=size))

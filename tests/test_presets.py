@@ -1,0 +1,32 @@
+"""Recipes as data: every preset is complete and builds; the paper's values are the defaults
+at the paper's scale."""
+
+import pytest
+
+from byol_tf import encoders, optimizers, presets
+
+KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay", "tau_base",
+        "warmup_epochs", "optimizer", "hidden_dim", "projection_dim"}
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_every_preset_is_complete_and_names_real_parts(name):
+    recipe = presets.PRESETS[name]
+    assert set(recipe) == KEYS
+    assert recipe["encoder"] in encoders.PRESETS
+    assert 0 < recipe["tau_base"] < 1 and recipe["warmup_epochs"] < recipe["epochs"]
+    optimizers.get(recipe["optimizer"], 0.1, recipe["weight_decay"])
+
+
+def test_imagenet_preset_is_the_papers_recipe():
+    assert presets.PRESETS["imagenet2012"] == dict(
+        encoder="resnet50", image_size=224, epochs=1000, batch_size=4096, base_lr=0.2,
+        weight_decay=1.5e-6, tau_base=0.996, warmup_epochs=10, optimizer="lars", hidden_dim=4096,
+        projection_dim=256)
+
+
+def test_for_dataset_returns_a_copy_and_falls_back_to_imagenet():
+    recipe = presets.for_dataset("cifar10")
+    recipe["epochs"] = 1
+    assert presets.PRESETS["cifar10"]["epochs"] == 800
+    assert presets.for_dataset("/some/folder/of/images") == presets.PRESETS["imagenet2012"]

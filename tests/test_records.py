@@ -1,0 +1,46 @@
+"""Run records: versions, atomic JSON writes, sha256 of files."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from byol_tf import records
+
+
+def test_versions_name_the_stack():
+    found = records.versions()
+    assert {"python", "platform", "tensorflow", "keras", "numpy", "byol_tf", "keras_backend"} <= set(found)
+    import keras
+    import tensorflow as tf
+
+    assert found["tensorflow"] == tf.__version__ and found["keras"] == keras.__version__
+    json.dumps(found)  # a record must be JSON
+
+
+def test_write_json_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    records.write_json(path, {"top1": 0.5, "history": [1, 2]})
+    assert json.loads(path.read_text()) == {"top1": 0.5, "history": [1, 2]}
+    # A write that fails before the rename leaves the previous file untouched.
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        records.write_json(path, {"top1": 0.9})
+    assert json.loads(path.read_text()) == {"top1": 0.5, "history": [1, 2]}
+
+
+def test_numpy_floats_are_written(tmp_path):
+    import numpy as np
+
+    records.write_json(tmp_path / "m.json", {"x": np.float32(0.25)})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"x": 0.25}
+
+
+def test_sha256_file_matches_hashlib_across_blocks(tmp_path):
+    blob = os.urandom(3 * (1 << 20) + 17)  # spans several 1 MiB blocks
+    (tmp_path / "f").write_bytes(blob)
+    assert records.sha256_file(tmp_path / "f") == hashlib.sha256(blob).hexdigest()
