@@ -21,23 +21,30 @@ from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 class BYOL(TwoViewModel):
     """BYOL around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
 
-    Args (and those of `TwoViewModel`: total_steps, num_classes, image_size, augment,
-    view1, view2, seed):
-      encoder: a Keras model, or a name from `byol_tf.encoders.PRESETS`.
-      projection_dim: output size of projector and predictor (256).
-      hidden_dim: hidden size of projector and predictor MLPs (4096).
-      tau_base: base EMA rate τ_base of the target network (0.996); 0 makes the target
-        the online network after every step, 1 keeps it at its initialisation.
+    Args:
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      projection_dim: int. Output size of projector and predictor. Defaults to 256.
+      hidden_dim: int. Hidden size of the projector and predictor MLPs. Defaults to 4096.
+      tau_base: float in [0, 1]. Base EMA rate τ_base of the target network; 0 makes the
+        target the online network after every step, 1 keeps it at its initialisation.
+        Defaults to 0.996.
+      total_steps: int. K of the τ schedule (and of the method's other schedules).
+        Defaults to 1000.
+      num_classes, image_size, augment, view1, view2, seed: as `TwoViewModel`.
+      sync_batch_norm: bool. Projector/predictor batch norm over the global batch under a
+        multi-replica strategy (the encoder has its own switch). Defaults to True.
       tau_schedule: "cosine" (the paper: τ_base → 1 over K steps) or "constant" (τ_base
-        throughout, for the τ ablations).
-      use_predictor: False drops the predictor (q = z; an ablation).
-      projector_norm, predictor_norm: "batch_norm" (paper), "layer_norm" or "none".
-      beta, alpha: weight and temperature of the negative term of the paper's
-        InfoNCE^{α,β} (β = 0: BYOL; see `byol_tf.losses.beta_infonce`).
-      sync_batch_norm: projector/predictor batch norm over the global batch under a
-        multi-replica strategy (the encoder has its own switch).
+        throughout, for the τ ablations). Defaults to "cosine".
+      use_predictor: bool. False drops the predictor (q = z; an ablation). Defaults to True.
+      projector_norm: "batch_norm" (the paper), "layer_norm" or "none". Defaults to
+        "batch_norm".
+      predictor_norm: the same, for the predictor. Defaults to "batch_norm".
+      beta: float ≥ 0. Weight of the negative term of the paper's InfoNCE^{α,β} (0: BYOL;
+        see `byol_tf.losses.beta_infonce`). Defaults to 0.0.
+      alpha: float > 0. Temperature of that term. Defaults to 0.1.
 
-    `model(images)` returns the online representation `[B, D]`.
+    `model(images)` returns the online representation `[B, D]`; `model.image_encoder()`
+    the online encoder behind the model's input contract (`byol_tf.ImageEncoder`).
     """
 
     metric_names = ("projection_std", "tau")

@@ -30,8 +30,14 @@ _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
 
 class CheckpointManager:
-    """Args: directory; keep: how many checkpoints to keep (≥ 1); is_chief: whether
-    this process writes (False on non-chief workers)."""
+    """Verified, atomic checkpoints of a model in one folder.
+
+    Args:
+      directory: path of the checkpoint folder (created on the first save).
+      keep: int ≥ 1. How many of the newest checkpoints are kept. Defaults to 3.
+      is_chief: bool. Whether this process writes (False on non-chief workers). Defaults
+        to True.
+    """
 
     def __init__(self, directory, keep=3, is_chief=True):
         if keep < 1:

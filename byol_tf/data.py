@@ -78,8 +78,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
       image_size: side of the views (needed for variable-size sources).
       view1, view2: the views' augmentation configs (the model's `view1`/`view2`); used
         here for variable-size sources, which crop per image in tf.data.
-      repeat: an endless stream, reshuffled every pass; with a fixed seed the stream
-        is the same in every run, so `dataset.skip(k)` resumes it exactly at batch k.
+      repeat: an endless stream, reshuffled every pass; with a fixed seed the stream is
+        the same in every run and from every iterator, so `dataset.skip(k)` resumes it
+        exactly at batch k.
     Returns:
       (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes).
     """
@@ -111,10 +112,16 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
     if info["num_examples"] < batch_size:
         raise ValueError(f"dataset {name!r} has {info['num_examples']} examples, fewer than "
                          f"one batch of {batch_size}")
-    ds = ds.shuffle(min(shuffle_buffer, info["num_examples"]), seed=seed,
-                    reshuffle_each_iteration=True)
+    buffer = min(shuffle_buffer, info["num_examples"])
     if repeat:
-        ds = ds.repeat()
+        # Pass p is shuffled with its own seed (seed, p), so every iterator of this dataset
+        # yields the same endless stream, however many were made before (a resume at batch
+        # k is `skip(k)` on a fresh iterator).
+        examples = ds
+        ds = tf.data.Dataset.range(2**62).flat_map(lambda p: examples.shuffle(
+            buffer, seed=seed * 1_000_003 + p, reshuffle_each_iteration=False))
+    else:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if info["premade_views"]:
         if not image_size:
             raise ValueError(f"dataset {name!r} has images of varying size: pass image_size")

@@ -28,12 +28,17 @@ HEAD_NORMS = ("batch_norm", "layer_norm", "none")
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class BatchNorm(keras.layers.BatchNormalization):
-    """Args as `keras.layers.BatchNormalization`. `synchronized=True` (statistics over the
-    global batch under a `tf.distribute` strategy) is kept in the config on every backend
-    but only acted on under TensorFlow, where Keras supports it; with one replica it is
-    the same computation, so the fused kernel is used then. Without it, each replica
-    normalises with its own batch and the moving statistics average the replicas' (so
-    replicas stay identical)."""
+    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training mode.
+
+    Args:
+      synchronized: bool. Statistics over the global batch under a `tf.distribute`
+        strategy; kept in the config on every backend but only acted on under TensorFlow,
+        where Keras supports it (with one replica it is the same computation, so the fused
+        kernel is used then). Without it, each replica normalises with its own batch and
+        the moving statistics average the replicas' (so replicas stay identical).
+        Defaults to False.
+      **kwargs: `keras.layers.BatchNormalization`'s arguments (momentum, epsilon, …).
+    """
 
     def __init__(self, synchronized=False, **kwargs):
         super().__init__(synchronized=synchronized and keras.backend.backend() == "tensorflow",

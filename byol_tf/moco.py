@@ -22,9 +22,19 @@ from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class MoCo(TwoViewModel):
-    """Args (and those of `TwoViewModel`): projection_dim (128), hidden_dim (2048),
-    queue_size K (65536 for ImageNet; e.g. 4096 for CIFAR), momentum m (0.999),
-    temperature (0.2)."""
+    """MoCo v2 around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
+
+    Args:
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      projection_dim: int. Output size of the head. Defaults to 128.
+      hidden_dim: int. Hidden size of the head. Defaults to 2048.
+      queue_size: int. K, the number of earlier keys used as negatives; a multiple of the
+        global batch (65536 for ImageNet, e.g. 4096 for CIFAR). Defaults to 65536.
+      momentum: float. m of the key networks' update ξ ← m·ξ + (1 − m)·θ. Defaults to 0.999.
+      temperature: float. InfoNCE temperature. Defaults to 0.2.
+      **kwargs: `TwoViewModel`'s arguments (total_steps, num_classes, image_size, augment,
+        view1, view2, seed).
+    """
 
     metric_names = ("projection_std",)
 

@@ -27,9 +27,22 @@ from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class MultiView(TwoViewModel):
-    """Args (and those of `TwoViewModel`): projection_dim (128), hidden_dim (2048),
-    temperature (0.1), lambda_cl (1), lambda_fp (0.005), lambda_ip (1),
-    reconstruct_size (8: the side of the reconstructed other view)."""
+    """The multi-view objective around any Keras encoder `images → representation [B, D]`.
+
+    Args:
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      projection_dim: int. Output size of the projector. Defaults to 128.
+      hidden_dim: int. Hidden size of the projector and the decoder. Defaults to 2048.
+      temperature: float. Temperature of L_CL. Defaults to 0.1.
+      lambda_cl: float. Weight of the contrastive term. Defaults to 1.0.
+      lambda_fp: float. Weight of the forward-predictive term. Defaults to 0.005.
+      lambda_ip: float. Weight of the inverse-predictive term. Defaults to 1.0.
+      reconstruct_size: int. Side, in pixels, of the reconstructed other view. Defaults to 8.
+      sync_batch_norm: bool. Projector batch norm over the global batch under a
+        multi-replica strategy. Defaults to True.
+      **kwargs: `TwoViewModel`'s arguments (total_steps, num_classes, image_size, augment,
+        view1, view2, seed).
+    """
 
     metric_names = ("projection_std", "loss_cl", "loss_fp", "loss_ip")
 

@@ -14,9 +14,19 @@ from byol_tf.two_view import TwoViewModel, projection_std
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class SimCLR(TwoViewModel):
-    """Args (and those of `TwoViewModel`): projection_dim (128), hidden_dim (2048),
-    temperature (0.1 for large batches as the paper's ImageNet setting; 0.5 for CIFAR),
-    sync_batch_norm (projector BN over the global batch)."""
+    """SimCLR around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
+
+    Args:
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      projection_dim: int. Output size of the projector. Defaults to 128.
+      hidden_dim: int. Hidden size of the projector. Defaults to 2048.
+      temperature: float. NT-Xent temperature; 0.1 is the paper's ImageNet setting, 0.5
+        suits CIFAR. Defaults to 0.1.
+      sync_batch_norm: bool. Projector batch norm over the global batch under a
+        multi-replica strategy. Defaults to True.
+      **kwargs: `TwoViewModel`'s arguments (total_steps, num_classes, image_size, augment,
+        view1, view2, seed).
+    """
 
     metric_names = ("projection_std",)
 

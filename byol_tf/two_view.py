@@ -83,15 +83,21 @@ class TwoViewModel(keras.Model):
     """Base of BYOL, SimCLR, MoCo v2 and the multi-view objective.
 
     Args:
-      encoder: a built Keras model `images [B, H, W, 3] → [B, D]`, or a preset name.
-      total_steps: K, the number of optimizer steps schedules inside the method span.
-      num_classes: if set, an online linear probe on the stop-gradient representation of
-        view 1 is trained alongside when labels are given.
-      image_size: side of the augmented views (default: the input's side).
-      augment: draw the paper's two views inside the step; if False the images are used
-        as both views (or the dataset supplies `(view1, view2)`).
-      view1, view2: augmentation configs (see `byol_tf.augment`).
-      seed: seed of the in-step augmentation.
+      encoder: a built `keras.Model` mapping normalised images `[B, H, W, 3]` to `[B, D]`,
+        or a name from `byol_tf.encoders.PRESETS`.
+      total_steps: int. K, the number of optimizer steps the method's schedules span.
+        Defaults to 1000.
+      num_classes: int or None. If set, an online linear probe on the stop-gradient
+        representation of view 1 trains alongside when labels are given. Defaults to None.
+      image_size: int or None. Side of the augmented views and of the model's
+        `ImageConverter`; None: the encoder's static input side, else the input's own.
+        Defaults to None.
+      augment: bool. Draw the paper's two views inside the step; if False the images are
+        used as both views (or the dataset supplies `(view1, view2)`). Defaults to True.
+      view1: dict or None. First view's augmentation config (`byol_tf.augment`). Defaults
+        to the paper's `VIEW1`.
+      view2: dict or None. Second view's config. Defaults to the paper's `VIEW2`.
+      seed: int or None. Seed of the in-step augmentation. Defaults to None.
     """
 
     metric_names = ()  # the method's extra logged scalars (from its logs or step_scalars)
@@ -159,7 +165,8 @@ class TwoViewModel(keras.Model):
     def image_encoder(self):
         """The online encoder behind this model's input contract, as an `ImageEncoder`
         (what `train.py` saves as `encoder.keras` and exports)."""
-        return ImageEncoder(self.online_encoder, ImageConverter.from_config(self.converter.get_config()))
+        converter = ImageConverter.from_config(self.converter.get_config())
+        return ImageEncoder(self.online_encoder, converter)
 
     def encode(self, view, head):
         """Float view [B, H, W, 3] → (online representation h [B, D], head(h) in at least

@@ -163,7 +163,9 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
     export.export_encoder(model, staging / "saved_model")
 
     x_train, y_train, x_test, y_test = data.load_arrays(config["dataset"], config["data_dir"])
-    knn = evaluation.knn_accuracy(model, x_train, y_train, x_test, y_test)
+    knn = _recorded_knn(run_dir, len(x_train), len(x_test))
+    if knn is None:
+        knn = evaluation.knn_accuracy(model, x_train, y_train, x_test, y_test)
     linear = evaluation.supervised_eval(model, x_train, y_train, x_test, y_test,
                                         protocol="linear", epochs=linear_epochs,
                                         batch_size=min(256, len(x_train)))
@@ -195,6 +197,18 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
     verified_files(staging.name, staging.parent)
     _swap_into_place(staging, entry)
     return entry
+
+
+def _recorded_knn(run_dir, train_examples, test_examples):
+    """The kNN top-1 of the pretrained encoder that train.py recorded in the run's
+    metrics.json with the zoo's protocol (k = 200, T = 0.1) on the same examples, or None."""
+    path = pathlib.Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    knn = json.loads(path.read_text()).get("knn") or {}
+    same = (knn.get("k") == 200 and knn.get("temperature") == 0.1 and
+            knn.get("train_examples") == train_examples and knn.get("test_examples") == test_examples)
+    return knn.get("pretrained") if same else None
 
 
 def _swap_into_place(staging, entry):

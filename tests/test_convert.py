@@ -192,6 +192,7 @@ def test_resnet50_float32_error_is_rounding(resnet50_reference):
         assert diff <= 3 * haiku_error[key][0] + 1e-6, key
 
 
+@pytest.mark.slow  # ~35 s; the 1× ResNet-50 comparisons stay in the default suite
 def test_width_multiplier_2_matches_haiku():
     images = _real_images(2, 64)
     params, state, expected = _haiku_reference(images, width=2, heads=False, dtype="float64", seed=1)

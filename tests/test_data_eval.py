@@ -102,3 +102,32 @@ def test_knn_matches_brute_force():
     # The votes behind the predictions (top-5 ranks the same votes).
     votes = evaluation.knn_votes(train, labels, test, 5, k=20)
     assert (votes.argmax(1) == predictions).all() and votes.shape == (40, 5)
+
+
+def test_unlabelled_folder_uses_the_given_view_configs(tmp_path):
+    """A folder without class sub-folders yields (view1, view2) pairs; the view configs a
+    run gives its model (method_options) reach the per-image crop and the per-batch rest:
+    with every augmentation off, each view is the image's bicubic resize."""
+    from byol_tf import augment, methods
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (36, 40, 3), dtype=np.uint8) for _ in range(4)]
+    for i, image in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    identity = dict(augment.VIEW1, crop_area=[1.0, 1.0], crop_ratio=[40 / 36, 40 / 36],
+                    flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+    view1, view2 = methods.view_configs({"method_options": {"view1": identity, "view2": identity}})
+    assert view1 == augment.check_config(identity)
+    ds, info = data.pretrain_dataset(str(tmp_path), batch_size=4, image_size=24, seed=0,
+                                     view1=view1, view2=view2)
+    assert info["num_classes"] is None
+    v1, v2 = next(iter(ds))  # no labels: the element is the pair itself
+    expected = tf.clip_by_value(tf.image.resize(np.stack(images) / 255.0, (24, 24), "bicubic"), 0, 1)
+    got = sorted(v1.numpy(), key=lambda v: v.sum())
+    want = sorted(expected.numpy().astype(np.float32), key=lambda v: v.sum())
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(v1.numpy(), v2.numpy(), atol=1e-6)
+    # The paper's views differ from each other.
+    ds, _ = data.pretrain_dataset(str(tmp_path), batch_size=4, image_size=24, seed=0)
+    p1, p2 = next(iter(ds))
+    assert not np.allclose(p1.numpy(), p2.numpy())

@@ -58,7 +58,9 @@ def test_mirrored_strategy_float32(tmp_path):
     assert _max_gap(data, [n for n in names if "_bn" not in n and "/bn/" not in n]) < 1e-4
 
 
-@pytest.mark.parametrize("method", ["byol_beta", "simclr", "moco", "multiview"])
+@pytest.mark.parametrize("method", [
+    pytest.param("byol_beta", marks=pytest.mark.slow), "simclr",  # simclr: gathered negatives
+    pytest.param("moco", marks=pytest.mark.slow), pytest.param("multiview", marks=pytest.mark.slow)])
 def test_other_methods_under_mirrored_strategy_equal_one_device(tmp_path, method):
     """Negatives gathered from every replica (β-InfoNCE, NT-Xent, MoCo's enqueued keys) with
     their gradients: 2 replicas of 8 = one device with 16 (float64), weights, queue and all."""
@@ -85,7 +87,7 @@ def test_mirrored_strategy_per_replica_batch_norm_keeps_replicas_identical(tmp_p
     assert gap > 1e-3
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_mixed_bfloat16_step(jit):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -116,6 +118,7 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.slow  # ~25 s, two worker processes
 def test_multi_worker_mirrored_two_processes(tmp_path):
     """Two workers on 127.0.0.1 train the same model in lockstep; only the chief writes."""
     import json

@@ -135,6 +135,7 @@ def test_jit_compiled_step_equals_the_plain_step():
 
 
 # ------------------------------------------------------------------ real data
+@pytest.mark.slow  # ~105 s: every method trains on real CIFAR-10 in test_methods.py
 def test_fit_on_real_cifar10_resnet18(cifar10_dir):
     import tensorflow_datasets as tfds
 

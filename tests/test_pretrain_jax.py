@@ -28,6 +28,7 @@ def _run(backend, *args):
     return result.stdout
 
 
+@pytest.mark.slow  # ~95 s, subprocesses; the JAX step itself is in test_backends.py
 def test_jax_pretraining_resumes_exactly_and_finalizes(tmp_path):
     pytest.importorskip("jax")
     from byol_tf import data

@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import byol_tf  # (also registers byol_tf classes for load_model)
 
@@ -63,6 +64,7 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 
+@pytest.mark.slow  # ~30 s, subprocesses; the TFDS pipeline is in test_data_eval.py
 def test_train_and_eval_on_real_cifar10(tmp_path, cifar10_dir):
     run_dir = tmp_path / "cifar"
     result = run_train("--dataset=cifar10", f"--data_dir={cifar10_dir / 'tfds'}",
@@ -110,3 +112,22 @@ def test_train_py_runs_another_method_and_checks_its_options(tmp_path):
     assert bad.returncode != 0 and "tau_base" in bad.stderr
     bad = run_train("--method_options=not json", f"--run_dir={tmp_path / 'bad2'}")
     assert bad.returncode != 0 and "not valid JSON" in bad.stderr
+
+
+def test_train_py_on_a_folder_of_unlabelled_images(tmp_path):
+    """A user's own folder without class sub-folders (PNGs of 40×36) trains and exports."""
+    import tensorflow as tf
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        image = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    run_dir = tmp_path / "run"
+    result = run_train(f"--dataset={folder}", "--encoder=tiny_resnet_cifar", "--image_size=32",
+                       "--batch_size=8", "--epochs=1", "--hidden_dim=64", f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["final_step"] == 2 and "knn" not in metrics  # no labels: no kNN
+    assert (run_dir / "export" / "byol_encoder" / "1" / "saved_model.pb").exists()

@@ -136,3 +136,18 @@ def test_overwrite_keeps_the_old_entry_until_the_new_one_is_complete(published_r
     zoo.publish(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
     assert sorted(p.name for p in copy.iterdir()) == ["tiny_sample"]
     assert zoo.info("tiny_sample", copy)["date"] and zoo.load("tiny_sample", root=copy)
+
+
+def test_publish_reuses_the_knn_train_py_measured_on_the_same_examples(published_run, tmp_path):
+    run_dir, _ = published_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    recorded = dict(pretrained=0.123, random_init=0.1, k=200, temperature=0.1,
+                    train_examples=2000, test_examples=500)
+    (copy / "metrics.json").write_text(json.dumps({"knn": recorded}))
+    zoo.publish(copy, "reused", root=tmp_path / "zoo", linear_epochs=1)
+    assert zoo.info("reused", tmp_path / "zoo")["results"]["knn_top1"] == 0.123
+    # Measured on other examples (train.py --max_eval_examples): measured again.
+    (copy / "metrics.json").write_text(json.dumps({"knn": dict(recorded, test_examples=400)}))
+    zoo.publish(copy, "measured", root=tmp_path / "zoo", linear_epochs=1)
+    assert zoo.info("measured", tmp_path / "zoo")["results"]["knn_top1"] != 0.123
