@@ -9,8 +9,29 @@ import subprocess
 import sys
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def host():
+    """The CPU a result was measured on: model name, logical cores and the ISA flags that
+    decide TensorFlow's kernels (/proc/cpuinfo; empty fields where it is absent)."""
+    model, flags = "", set()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return dict(cpu=model or platform.processor(), cores=os.cpu_count(),
+                isa=[f for f in ISA_FLAGS if f in flags])
+
+
 def versions():
-    """Python, platform, library versions and the git commit of the checkout, if any."""
+    """Python, platform, library versions, the host's CPU and the git commit of the
+    checkout, if any."""
     import keras
     import numpy
     import tensorflow as tf
@@ -19,7 +40,7 @@ def versions():
 
     out = dict(python=sys.version.split()[0], platform=platform.platform(),
                tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
-               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend())
+               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend(), host=host())
     try:
         import tensorflow_datasets as tfds
         out["tensorflow_datasets"] = tfds.__version__

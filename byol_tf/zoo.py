@@ -227,6 +227,12 @@ def _swap_into_place(staging, entry):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _host_text(host):
+    if not host:
+        return ""
+    return f" ({host['cpu']}, {host['cores']} cores, {', '.join(host['isa']) or 'no AVX2'})"
+
+
 def _readme(card):
     r, p = card["results"], card["pretraining"]
     return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
@@ -236,7 +242,8 @@ def _readme(card):
             f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
             f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
             f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "
-            f"`{r['command']}` on {card['date']}.\n\n"
+            f"`{r['command']}` on {card['date']}"
+            f"{_host_text(card['versions'].get('host'))}.\n\n"
             f"```python\nimport byol_tf\nencoder = byol_tf.zoo.load({card['name']!r})  "
             f"# uint8 images → embedding\n```\n\nFiles and their sha256: `{CARD}`.\n")
 

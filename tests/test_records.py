@@ -9,9 +9,15 @@ import pytest
 from byol_tf import records
 
 
-def test_versions_name_the_stack():
+def test_versions_name_the_stack_and_the_host():
     found = records.versions()
-    assert {"python", "platform", "tensorflow", "keras", "numpy", "byol_tf", "keras_backend"} <= set(found)
+    assert {"python", "platform", "tensorflow", "keras", "numpy", "byol_tf", "keras_backend",
+            "host"} <= set(found)
+    assert found["host"]["cores"] == os.cpu_count() and found["host"]["cpu"]
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), [])
+    assert found["host"]["isa"] == [f for f in records.ISA_FLAGS if f in flags]
     import keras
     import tensorflow as tf
 
