@@ -52,13 +52,22 @@ def load_encoder(path):
     import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
     from byol_tf.image_encoder import as_image_encoder
 
+    import zipfile
+
     path = pathlib.Path(path).expanduser()
     if not path.exists():
         raise app.UsageError(f"--model: no such file {path}")
+    if not zipfile.is_zipfile(path):
+        raise app.UsageError(f"--model: {path} is not a .keras file (truncated or corrupt: it "
+                             "is not a zip archive)")
     try:
         model = keras.models.load_model(path)
     except Exception as error:
         raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})")
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if getattr(last, "activation", None) is keras.activations.softmax:
+        raise app.UsageError(f"--model: {path} ends in a softmax ({last.name}): a classifier, "
+                             "not an encoder; evaluate the encoder it is built on")
     try:
         return as_image_encoder(model)
     except ValueError as error:
@@ -67,6 +76,11 @@ def load_encoder(path):
 
 def main(argv):
     del argv
+    for name in ("epochs", "batch_size", "knn_k", "max_examples"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be ≥ 1; got {getattr(FLAGS, name)}")
+    if not 0 < FLAGS.label_fraction <= 1:
+        raise app.UsageError(f"--label_fraction must be in (0, 1]; got {FLAGS.label_fraction}")
     from byol_tf import data, evaluation
     from byol_tf.records import versions, write_json
 
@@ -92,7 +106,7 @@ def main(argv):
             x_train, y_train = x_train[subset], y_train[subset]
             extra = dict(label_fraction=FLAGS.label_fraction, label_subset=str(subset_path))
         protocol = "linear" if FLAGS.mode == "linear" else "finetune"
-        epochs = FLAGS.epochs or (80 if protocol == "linear" else 30)
+        epochs = FLAGS.epochs if FLAGS.epochs is not None else (80 if protocol == "linear" else 30)
         metrics = evaluation.supervised_eval(
             encoder, x_train, y_train, x_test, y_test, protocol=protocol, epochs=epochs,
             batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed)

@@ -27,6 +27,8 @@ from absl import app, flags, logging
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (downloads are off).")
+flags.DEFINE_bool("skip_bad_images", False, "Image folders: leave out (and count) files that "
+                  "are not readable images instead of stopping with their names.")
 flags.DEFINE_string("split", None, "Pretraining split (default: the dataset's training split).")
 flags.DEFINE_string("preset", None, "Recipe from byol_tf/presets.py (default: by dataset).")
 flags.DEFINE_string("encoder", None, "Encoder name from byol_tf.encoders.PRESETS.")
@@ -91,7 +93,14 @@ def resolve_config():
     config.update(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                   preset=name if FLAGS.preset or name in presets.PRESETS else "imagenet2012",
                   seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
-                  jit_compile=FLAGS.jit_compile, knn=FLAGS.knn, knn_k=FLAGS.knn_k)
+                  jit_compile=FLAGS.jit_compile, skip_bad_images=FLAGS.skip_bad_images)
+    for key in ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim"):
+        if config[key] is not None and config[key] < 1:
+            raise app.UsageError(f"--{key} must be ≥ 1; got {config[key]}")
+    if config["base_lr"] <= 0 or config["weight_decay"] < 0 or config["warmup_epochs"] < 0:
+        raise app.UsageError("--base_lr must be > 0, --weight_decay and --warmup_epochs ≥ 0")
+    if not 0.0 <= config["tau_base"] <= 1.0:
+        raise app.UsageError(f"--tau_base must be in [0, 1]; got {config['tau_base']}")
     return config
 
 
@@ -140,31 +149,61 @@ def make_strategy(name, tpu):
     return strategy, is_chief
 
 
+def _warn_if_bfloat16_is_emulated(precision, strategy):
+    """mixed_bfloat16 on a CPU without native bfloat16 (AVX512-BF16 or AMX) is emulated:
+    say so before training, with the host's CPU."""
+    import tensorflow as tf
+
+    from byol_tf.records import host
+
+    if precision != "mixed_bfloat16" or tf.config.list_logical_devices("GPU") or isinstance(
+            strategy, tf.distribute.TPUStrategy):
+        return
+    cpu = host()
+    if not {"avx512_bf16", "amx_bf16"} & set(cpu["isa"]):
+        logging.warning(
+            "--precision=mixed_bfloat16 on %s (%s) without native bfloat16 (AVX512-BF16 or "
+            "AMX): every bfloat16 convolution is emulated and the step is several times slower "
+            "than float32 on such CPUs; use --precision=float32 here (bfloat16 pays off on "
+            "TPUs, recent GPUs and CPUs with AVX512-BF16/AMX).", cpu["cpu"],
+            ", ".join(cpu["isa"]) or "no AVX2")
+
+
+def _published_from(entry, run_dir):
+    """True if the zoo entry at `entry` exists and was published from `run_dir`."""
+    try:
+        card = json.loads((entry / "model_card.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return card.get("pretraining", {}).get("run_dir") == str(pathlib.Path(run_dir).resolve())
+
+
 def main(argv):
     del argv
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from byol_tf import data, evaluation, export, methods
+    from byol_tf import data, evaluation, export, methods, runs
     from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
+    # ------------------------------------------------ validate: nothing is written before
     config = resolve_config()
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy, is_chief = make_strategy(FLAGS.strategy, FLAGS.tpu)
-    run_dir = pathlib.Path(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
-                           f"{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
-    if (run_dir / "metrics.json").exists():
-        raise app.UsageError(f"{run_dir} already holds a finished run; choose another --run_dir")
-
+    run = runs.RunFolder(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
+                         f"{time.strftime('%Y%m%d-%H%M%S')}", is_chief)
     view1, view2 = methods.view_configs(config)
     # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
-    dataset, info = data.pretrain_dataset(
-        config["dataset"], config["batch_size"], image_size=config["image_size"],
-        data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
-        view1=view1, view2=view2, repeat=True)
+    try:
+        dataset, info = data.pretrain_dataset(
+            config["dataset"], config["batch_size"], image_size=config["image_size"],
+            data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
+            view1=view1, view2=view2, repeat=True, skip_bad_images=config["skip_bad_images"])
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     steps_per_epoch = info["num_examples"] // config["batch_size"]
     if config["steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
@@ -173,81 +212,116 @@ def main(argv):
                   steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                   strategy=FLAGS.strategy, replicas=strategy.num_replicas_in_sync,
                   deterministic=FLAGS.deterministic, precision=FLAGS.precision)
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())["config"]
-        if previous != config:
-            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-            raise app.UsageError(f"{run_dir} holds an unfinished run with another config "
-                                 f"(differs in {changed}); resume with the same flags or "
-                                 "choose another --run_dir")
-    elif is_chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(config_path, dict(config=config, versions=versions(), command=sys.argv,
-                                     started=time.ctime()))
-    logging.info("config: %s", config)
-
+    try:
+        run.check(config)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    knn = FLAGS.knn and bool(info["num_classes"])
+    if knn and config["dataset"] not in ("sample", *data.TFDS_DATASETS):
+        raise app.UsageError(
+            f"--knn needs a labelled evaluation split, which the folder {config['dataset']} "
+            "does not have; pass --noknn (evaluate later with eval.py)")
+    publish_root = pathlib.Path(FLAGS.zoo_dir or run.path / "zoo")
+    published_here = FLAGS.publish and _published_from(publish_root / FLAGS.publish, run.path)
+    if FLAGS.publish and (publish_root / FLAGS.publish).exists() and not published_here:
+        raise app.UsageError(f"--publish: zoo entry {publish_root / FLAGS.publish} exists and "
+                             "was not published from this run; choose another name")
+    _warn_if_bfloat16_is_emulated(FLAGS.precision, strategy)
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     with strategy.scope():
         model = build_model(config, info)
     random_init_encoder = evaluation.copy_image_encoder(model.image_encoder())
-    manager = CheckpointManager(run_dir / "checkpoints", keep=FLAGS.keep_checkpoints,
+    logging.info("config: %s", config)
+
+    # ------------------------------------------------ record the config, then the phases
+    run.start(config, sys.argv, versions())
+    manager = CheckpointManager(run.path / "checkpoints", keep=FLAGS.keep_checkpoints,
                                 is_chief=is_chief)
-    start_step = manager.restore(model)
-
-    callbacks = [keras.callbacks.TerminateOnNaN(),
-                 SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch)]
-    if is_chief:
-        callbacks += [keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-                      keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
-                                                  update_freq="epoch")]
-
-    start, history, step = time.time(), {}, start_step
-    # A resume inside an epoch first finishes that epoch, then runs whole ones.
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
-        run = model.fit(dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
-                        steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
-                        callbacks=callbacks, verbose="auto")
-        for key, values in run.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        step = int(model.optimizer.iterations.numpy())
-        if model.stop_training:  # TerminateOnNaN
-            break
-    train_seconds = time.time() - start
+    history = runs.RunHistory(run)
+    step = start_step = manager.restore(model)
+    history.restore(manager.state, mid_epoch=step % steps_per_epoch != 0)
+    trained = run.done("train")
+    if not trained:
+        callbacks = [keras.callbacks.TerminateOnNaN(), history,
+                     SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch,
+                               steps_per_epoch, history.state)]
+        if is_chief:
+            callbacks.append(keras.callbacks.TensorBoard(str(run.path / "tensorboard"),
+                                                         update_freq="epoch"))
+        # A resume inside an epoch first finishes that epoch, then runs whole ones.
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
+            try:
+                model.fit(dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
+                          steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
+                          callbacks=callbacks, verbose="auto")
+            except tf.errors.InvalidArgumentError:
+                bad = data.undecodable_images(info.get("files", []))
+                if bad:  # name the files (the checkpoints so far are kept)
+                    raise app.UsageError(f"{config['dataset']}: {data.describe_bad_images(bad)}; "
+                                         "remove them or pass --skip_bad_images") from None
+                raise
+            step = int(model.optimizer.iterations.numpy())
+            if model.stop_training:  # TerminateOnNaN
+                break
+        if step not in manager.steps():
+            manager.save(model, step, history.state())
+        history_by_key = {k: [row.get(k) for row in history.epochs] for k in history.epochs[0]} \
+            if history.epochs else {}
+        trained = dict(final_step=step, resumed_from_step=start_step, history=history_by_key,
+                       train_seconds=round(history.train_seconds, 1),
+                       stopped_early=bool(model.stop_training))
+        run.finish("train", **trained)
 
     if FLAGS.final_weights_npz:  # every worker: for checking replicas and workers agree
         np.savez(FLAGS.final_weights_npz, **{v.path: np.asarray(v.numpy()) for v in model.weights},
                  step=step)
     if not is_chief:
         return
-    model.save(run_dir / "byol.keras")
-    image_encoder = model.image_encoder()
-    image_encoder.save(run_dir / "encoder.keras")
-    saved_model = export.export_encoder(image_encoder, run_dir / "export" / "byol_encoder" / "1")
-    metrics = dict(saved_model=str(saved_model), train_seconds=round(train_seconds, 1), resumed_from_step=start_step,
-                   final_step=step, history=history)
-    if config["knn"] and info["num_classes"]:
+    if not run.done("save"):
+        run.save_keras(model, "byol.keras")
+        run.save_keras(model.image_encoder(), "encoder.keras")
+        run.finish("save", files=["byol.keras", "encoder.keras"])
+    image_encoder = keras.models.load_model(run.path / "encoder.keras")
+
+    evaluated = run.done("evaluate")
+    if knn and not evaluated:
         x_train, y_train, x_test, y_test = data.load_arrays(
             config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples)
-        knn = {}
-        for name, encoder in (("pretrained", image_encoder), ("random_init", random_init_encoder)):
-            knn[name] = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
-                                                k=config["knn_k"])
-        metrics["knn"] = dict(knn, k=config["knn_k"], temperature=0.1,
-                              train_examples=len(x_train), test_examples=len(x_test))
-        print(f"kNN top-1 (k={config['knn_k']}): pretrained {knn['pretrained']:.4f}, "
-              f"same encoder at random init {knn['random_init']:.4f}")
-    write_json(run_dir / "metrics.json", metrics)
-    if FLAGS.publish:
+        scores = {name: evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
+                                                k=FLAGS.knn_k)
+                  for name, encoder in (("pretrained", image_encoder),
+                                        ("random_init", random_init_encoder))}
+        evaluated = dict(knn=dict(scores, k=FLAGS.knn_k, temperature=0.1,
+                                  train_examples=len(x_train), test_examples=len(x_test)))
+        run.finish("evaluate", **evaluated)
+        print(f"kNN top-1 (k={FLAGS.knn_k}): pretrained {scores['pretrained']:.4f}, "
+              f"same encoder at random init {scores['random_init']:.4f}")
+
+    saved_model = run.path / "export" / "byol_encoder" / "1"
+    if not run.done("export"):
+        if not saved_model.exists():  # (an export is atomic: a folder there is complete)
+            export.export_encoder(image_encoder, saved_model)
+        run.finish("export", saved_model=str(saved_model))
+
+    metrics = dict(saved_model=str(saved_model), **{k: trained[k] for k in (
+        "train_seconds", "final_step", "resumed_from_step", "history")})
+    if evaluated:
+        metrics["knn"] = evaluated["knn"]
+    write_json(run.path / "metrics.json", metrics)
+    if FLAGS.publish and not run.done("publish"):
         from byol_tf import zoo
 
-        entry = zoo.publish(run_dir, FLAGS.publish, root=FLAGS.zoo_dir or run_dir / "zoo",
-                            linear_epochs=FLAGS.publish_linear_epochs)
+        entry = publish_root / FLAGS.publish
+        if not published_here:  # (a publish is atomic: an entry from this run is complete)
+            zoo.publish(run.path, FLAGS.publish, root=publish_root,
+                        linear_epochs=FLAGS.publish_linear_epochs)
         results = zoo.info(FLAGS.publish, entry.parent)["results"]
+        run.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
+                   linear_top1=results["linear_top1"])
         print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, linear {results['linear_top1']:.4f})")
-    print(f"Run folder: {run_dir}")
+    print(f"Run folder: {run.path}")
 
 
 if __name__ == "__main__":

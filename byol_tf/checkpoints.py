@@ -51,7 +51,9 @@ class CheckpointManager:
         found = (_NAME.match(p.name) for p in self.directory.iterdir())
         return sorted((int(m.group(1)) for m in found if m), reverse=True)
 
-    def save(self, model, step):
+    def save(self, model, step, state=None):
+        """Writes checkpoint `step`; `state` (JSON-able, e.g. the run's history) goes into
+        its manifest and comes back as `self.state` after `restore`."""
         target = self.directory if self.is_chief else pathlib.Path(tempfile.mkdtemp())
         target.mkdir(parents=True, exist_ok=True)
         weights = target / f"ckpt-{step}.weights.h5"
@@ -59,7 +61,7 @@ class CheckpointManager:
         model.save_weights(tmp)
         manifest = dict(step=int(step), sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
                         seed_state=[int(x) for x in model.seed_generator.state.numpy()],
-                        time=time.time())
+                        time=time.time(), state=state or {})
         os.replace(tmp, weights)
         tmp_manifest = target / f".tmp-ckpt-{step}.json"
         tmp_manifest.write_text(json.dumps(manifest))
@@ -91,7 +93,9 @@ class CheckpointManager:
 
     def restore(self, model):
         """Loads the newest intact checkpoint into the compiled `model`; returns its step,
-        or 0 when there is none. Corrupt checkpoints are logged and skipped."""
+        or 0 when there is none (its saved `state` is then in `self.state`). Corrupt
+        checkpoints are logged and skipped."""
+        self.state = {}
         for step in self.steps():
             problem = self.verify(step)
             if problem:
@@ -103,6 +107,7 @@ class CheckpointManager:
             model.load_weights(self.directory / f"ckpt-{step}.weights.h5")
             manifest = json.loads((self.directory / f"ckpt-{step}.json").read_text())
             model.seed_generator.state.assign(manifest["seed_state"])
+            self.state = manifest.get("state", {})
             logging.info("Resumed from checkpoint %s (step %d).",
                          self.directory / f"ckpt-{step}.weights.h5", step)
             return step
@@ -110,13 +115,27 @@ class CheckpointManager:
 
 
 class SaveEvery(keras.callbacks.Callback):
-    """Keras callback: `manager.save(model, step)` every `every` optimizer steps."""
+    """Keras callback: `manager.save(model, step, state())` every `every` optimizer steps.
 
-    def __init__(self, manager, every):
+    A step that ends an epoch (a multiple of `steps_per_epoch`) is saved at the epoch's
+    end, after the callbacks listed before this one have recorded the epoch (`state`, e.g.
+    `byol_tf.runs.RunHistory.state`, then holds it)."""
+
+    def __init__(self, manager, every, steps_per_epoch=None, state=None):
         super().__init__()
         self.manager, self.every = manager, every
+        self.steps_per_epoch, self.state = steps_per_epoch, state or (lambda: None)
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every == 0:
-            self.manager.save(self.model, step)
+        step = self._step()
+        at_epoch_end = self.steps_per_epoch and step % self.steps_per_epoch == 0
+        if step % self.every == 0 and not at_epoch_end:
+            self.manager.save(self.model, step, self.state())
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = self._step()
+        if self.steps_per_epoch and step % self.every == 0 and step % self.steps_per_epoch == 0:
+            self.manager.save(self.model, step, self.state())

@@ -70,7 +70,7 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None):
 # ------------------------------------------------------------------ tf.data pipelines
 def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
                      shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2,
-                     repeat=False):
+                     repeat=False, skip_bad_images=False):
     """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
 
     Args:
@@ -78,11 +78,14 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
       image_size: side of the views (needed for variable-size sources).
       view1, view2: the views' augmentation configs (the model's `view1`/`view2`); used
         here for variable-size sources, which crop per image in tf.data.
+      skip_bad_images: folders only: leave out (with a warning) files that are not
+        readable images instead of raising a ValueError that names them.
       repeat: an endless stream, reshuffled every pass; with a fixed seed the stream is
         the same in every run and from every iterator, so `dataset.skip(k)` resumes it
         exactly at batch k.
     Returns:
-      (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes).
+      (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes,
+      and for folders the image files used).
     """
     import tensorflow as tf
 
@@ -104,8 +107,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         if not labelled:
             ds = ds.map(lambda x, y: x)
     elif os.path.isdir(os.path.expanduser(name)):
-        ds, num, num_classes = _folder(os.path.expanduser(name))
-        info = dict(num_examples=num, image_size=None, premade_views=True, num_classes=num_classes)
+        ds, files, num_classes = _folder(os.path.expanduser(name), skip_bad_images)
+        info = dict(num_examples=len(files), image_size=None, premade_views=True,
+                    num_classes=num_classes, files=files)
     else:
         raise ValueError(f"Unknown dataset {name!r}: use 'sample', one of "
                          f"{sorted(TFDS_DATASETS)} or an existing folder of images")
@@ -174,14 +178,70 @@ def _finish_views(view1, view2, seed):
     return fn
 
 
-def _folder(root):
-    """Images under `root` (recursively); labels from first-level sub-folders if any."""
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def image_file_problem(path):
+    """None if the file at `path` starts like a JPEG, PNG, GIF or BMP image, else what is
+    wrong with it (a cheap check of its first bytes; see `undecodable_images`)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    if not head:
+        return "empty file"
+    if not head.startswith(_SIGNATURES):
+        return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
+    return None
+
+
+def undecodable_images(files):
+    """[(path, what is wrong)] for the files TensorFlow cannot decode as RGB images (a full
+    decode of every file: for naming the culprit after a decode error)."""
     import tensorflow as tf
+
+    bad = []
+    for path in files:
+        problem = image_file_problem(path)
+        if problem is None:
+            try:
+                tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            except tf.errors.OpError as error:
+                problem = str(error).split("[Op:")[0].split("} ")[-1].strip()
+        if problem:
+            bad.append((path, problem))
+    return bad
+
+
+def describe_bad_images(bad, limit=5):
+    shown = "; ".join(f"{path}: {problem}" for path, problem in bad[:limit])
+    more = f" (and {len(bad) - limit} more)" if len(bad) > limit else ""
+    return f"{len(bad)} unreadable image file(s): {shown}{more}"
+
+
+def _folder(root, skip_bad_images=False):
+    """Images under `root` (recursively); labels from first-level sub-folders if any. Files
+    that are not images (empty, another format) raise a ValueError naming them, or are left
+    out with a warning when `skip_bad_images` (which also skips files that fail to decode
+    later, e.g. truncated ones)."""
+    import tensorflow as tf
+    from absl import logging
 
     files = sorted(str(p) for p in pathlib.Path(root).rglob("*")
                    if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    bad = [(f, problem) for f in files if (problem := image_file_problem(f))]
+    if bad and not skip_bad_images:
+        raise ValueError(f"{root}: {describe_bad_images(bad)}; remove them or pass "
+                         "--skip_bad_images")
+    if bad:
+        logging.warning("%s: skipping %s", root, describe_bad_images(bad))
+        skipped = {f for f, _ in bad}
+        files = [f for f in files if f not in skipped]
+        if not files:
+            raise ValueError(f"no readable images under {root}")
     classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files
                       if len(pathlib.Path(f).relative_to(root).parts) > 1})
     labelled = classes and all(len(pathlib.Path(f).relative_to(root).parts) > 1 for f in files)
@@ -199,7 +259,9 @@ def _folder(root):
     else:
         ds = tf.data.Dataset.from_tensor_slices(files).map(decode,
                                                            num_parallel_calls=tf.data.AUTOTUNE)
-    return ds, len(files), len(classes) if labelled else None
+    if skip_bad_images:
+        ds = ds.ignore_errors(log_warning=True)
+    return ds, files, len(classes) if labelled else None
 
 
 def _tfds():

@@ -83,8 +83,9 @@ def export_encoder(model, path, classifier=None):
         os.rename(partial, path)
     except BaseException as error:
         shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"export to {path} failed, nothing was written: "
-                                       f"{error.strerror or error}") from error
+        if isinstance(error, (OSError, tf.errors.OpError)):  # e.g. ResourceExhausted: disk full
+            reason = getattr(error, "strerror", None) or str(error).split("; ")[-1]
+            raise OSError(getattr(error, "errno", None), f"export to {path} failed, nothing "
+                                                         f"was written: {reason}") from error
         raise
     return path

@@ -33,12 +33,24 @@ CARD = "model_card.json"
 
 
 def list(root=None):  # noqa: A001  (the zoo's verb)
-    """Names of the entries under `root` (default `models/`)."""
+    """Names of the entries under `root` (default `models/`) whose card reads; a broken
+    card is logged and its entry left out."""
+    from absl import logging
+
     root = pathlib.Path(root or ZOO_DIR)
     if not root.exists():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if not p.name.startswith(".") and (p / CARD).exists())
+    names = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not (p / CARD).exists():
+            continue
+        try:
+            info(p.name, root)
+        except ValueError as error:
+            logging.warning("%s; not listed", error)
+            continue
+        names.append(p.name)
+    return names
 
 
 def info(name, root=None):
@@ -47,7 +59,14 @@ def info(name, root=None):
     if not path.exists():
         raise ValueError(f"No zoo entry {name!r} in {path.parent.parent}; entries: "
                          f"{', '.join(list(root)) or 'none'}")
-    return json.loads(path.read_text())
+    try:
+        card = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"zoo entry {name!r}: {path} is not valid JSON ({error})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("files", {}), dict):
+        raise ValueError(f"zoo entry {name!r}: {path} is not a model card (a JSON object with "
+                         "a 'files' object)")
+    return card
 
 
 def verified_files(name, root=None):
@@ -181,6 +200,7 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
                          method=config.get("method", "byol"),
                          method_options=config.get("method_options", {}),
                          command=" ".join(run_record.get("command", [])),
+                         run_dir=str(run_dir.resolve()),
                          versions=run_record.get("versions", {})),
         results=dict(
             knn_top1=knn, knn_protocol="k=200, cosine, T=0.1, frozen encoder",

@@ -86,3 +86,22 @@ def test_centre_crop():
     big[:, :2] = 0.5
     out = np.asarray(evaluation.centre_crop(big))
     assert out.shape == (1, 64, 64, 3) and out[0, 32, 32, 0] > 0.9 and out[0, 0, 32, 0] < 0.05
+
+
+def test_eval_py_refuses_bad_input_with_a_clear_message(encoder_file, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], capture_output=True,
+                              text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+    result = run(f"--model={encoder_file}", "--mode=linear", "--epochs=0")
+    assert result.returncode != 0 and "--epochs must be ≥ 1" in result.stderr
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(encoder_file.read_bytes()[:1000])
+    result = run(f"--model={truncated}")
+    assert result.returncode != 0 and "truncated or corrupt" in result.stderr
+    images = keras.Input((32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(images))
+    classifier = keras.Model(images, keras.layers.Dense(10, activation="softmax", name="probs")(features))
+    classifier.save(tmp_path / "classifier.keras")
+    result = run(f"--model={tmp_path / 'classifier.keras'}")
+    assert result.returncode != 0 and "a classifier, not an encoder" in result.stderr

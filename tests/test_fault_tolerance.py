@@ -57,6 +57,13 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert f"(step {steps[1]})" in resumed.stderr  # resumed from the one before
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == steps[1] and metrics["final_step"] == 20
+    # The history is part of the checkpoint: after the kill it equals the uninterrupted
+    # run's, one row per epoch, the resumed epoch's averages included.
+    reference_metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert metrics["history"] == reference_metrics["history"]
+    assert len(metrics["history"]["loss"]) == 4
+    assert (run_dir / "history.csv").read_text() == (tmp_path / "ref" / "history.csv").read_text()
+    assert metrics["train_seconds"] > 0
 
     want, got = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "killed.npz")
     assert int(want["step"]) == int(got["step"]) == 20

@@ -58,9 +58,9 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(encoder(x), model(x), atol=1e-6)
 
-    # A finished run folder is never overwritten.
+    # A finished run folder is never overwritten by another config.
     again = run_train("--epochs=1", f"--run_dir={run_dir}")
-    assert again.returncode != 0 and "already holds a finished run" in again.stderr
+    assert again.returncode != 0 and "another config" in again.stderr
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 

@@ -151,3 +151,16 @@ def test_publish_reuses_the_knn_train_py_measured_on_the_same_examples(published
     (copy / "metrics.json").write_text(json.dumps({"knn": dict(recorded, test_examples=400)}))
     zoo.publish(copy, "measured", root=tmp_path / "zoo", linear_epochs=1)
     assert zoo.info("measured", tmp_path / "zoo")["results"]["knn_top1"] != 0.123
+
+
+@pytest.mark.parametrize("text,message", [("{not json", "not valid JSON"),
+                                          ("[1, 2]", "not a model card")])
+def test_a_broken_card_is_named_and_not_listed(published_run, tmp_path, text, message):
+    _, root = published_run
+    copy = tmp_path / "models"
+    shutil.copytree(root, copy)
+    shutil.copytree(copy / "tiny_sample", copy / "broken")
+    (copy / "broken" / "model_card.json").write_text(text)
+    with pytest.raises(ValueError, match=f"zoo entry 'broken': .*model_card.json is {message}"):
+        zoo.info("broken", copy)
+    assert zoo.list(copy) == ["tiny_sample"]

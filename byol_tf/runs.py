@@ -1,0 +1,167 @@
+"""The run folder: one home for what a run writes, and in which order.
+
+A run is a sequence of phases, each recorded in `phases.json` when it completes:
+
+    (validate the whole config — nothing is written before this succeeds)
+    config.json → train → save → evaluate → export → publish
+
+`train` is checkpointed (`byol_tf.checkpoints`); its per-epoch history, the training time
+and the metrics of a half-done epoch are part of every checkpoint, so the history after any
+number of resumes equals an uninterrupted run's. Every other phase writes its files under a
+temporary name and renames them into place, then records itself; a rerun of the same
+command skips the phases that are recorded and redoes the others. The training config (what
+changes the weights) must match the folder's `config.json`; the evaluation, export and
+publish options may change between reruns (e.g. add `--publish` to a finished run).
+"""
+
+import json
+import os
+import pathlib
+import time
+
+import keras
+
+from byol_tf.records import write_json
+
+PHASES = ("train", "save", "evaluate", "export", "publish")
+
+
+class RunFolder:
+    """A run folder's records.
+
+    Args:
+      path: the run folder.
+      is_chief: bool. Whether this process writes (False on non-chief workers). Defaults
+        to True.
+    """
+
+    def __init__(self, path, is_chief=True):
+        self.path, self.is_chief = pathlib.Path(path).expanduser(), is_chief
+
+    @property
+    def config_path(self):
+        return self.path / "config.json"
+
+    @property
+    def phases_path(self):
+        return self.path / "phases.json"
+
+    def recorded_config(self):
+        """The training config in `config.json`, or None for a new folder."""
+        if not self.config_path.exists():
+            return None
+        try:
+            return json.loads(self.config_path.read_text())["config"]
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{self.config_path} is not a run record ({error}); "
+                             "choose another run folder") from None
+
+    def check(self, config):
+        """Raises ValueError when the folder holds a run with another training config."""
+        previous = self.recorded_config()
+        if previous is not None and previous != config:
+            changed = sorted(k for k in set(previous) | set(config)
+                             if previous.get(k) != config.get(k))
+            raise ValueError(f"{self.path} holds a run with another config (differs in "
+                             f"{changed}); rerun it with the same flags or choose another "
+                             "run folder")
+
+    def start(self, config, command, versions):
+        """Records the config (once: a resumed run keeps the first record)."""
+        self.check(config)
+        if self.is_chief and self.recorded_config() is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.config_path, dict(config=config, versions=versions,
+                                              command=list(command), started=time.ctime()))
+
+    def phases(self):
+        """{phase: its record} for the completed phases."""
+        if not self.phases_path.exists():
+            return {}
+        return json.loads(self.phases_path.read_text())
+
+    def done(self, phase):
+        """The record of `phase` if it completed, else None."""
+        return self.phases().get(phase)
+
+    def finish(self, phase, **record):
+        """Records `phase` as complete (atomically), with `record`."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; phases: {PHASES}")
+        if self.is_chief:
+            write_json(self.phases_path, {**self.phases(), phase: dict(record, time=time.ctime())})
+
+    def save_keras(self, model, name):
+        """`model.save(<run>/<name>)` through a temporary file renamed into place."""
+        path = self.path / name
+        tmp = path.with_name(f".{path.stem}.partial.keras")
+        try:
+            model.save(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def write_history_csv(self, history):
+        """`history.csv`: one row per completed epoch (written whole, atomically)."""
+        if not history or not self.is_chief:
+            return
+        keys = sorted({k for row in history for k in row})
+        lines = [",".join(["epoch", *keys])]
+        lines += [",".join([str(i), *(repr(row.get(k, "")) for k in keys)])
+                  for i, row in enumerate(history)]
+        tmp = self.path / ".history.csv.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path / "history.csv")
+
+
+class RunHistory(keras.callbacks.Callback):
+    """The train phase's own state, saved in every checkpoint (`state()`) and restored on a
+    resume (`restore(state)`): the logs of each completed epoch, the training seconds so far,
+    and the metric trackers' values of a half-done epoch, so that the resumed epoch's logs
+    equal an uninterrupted run's.
+
+    Args:
+      run: the `RunFolder` (its `history.csv` is rewritten after every epoch).
+    """
+
+    def __init__(self, run):
+        super().__init__()
+        self.run, self.epochs, self.seconds_before = run, [], 0.0
+        self._started, self._metric_values = None, None
+
+    def state(self):
+        return dict(history=self.epochs, train_seconds=self.train_seconds,
+                    metrics=[keras.ops.convert_to_numpy(v).tolist()
+                             for v in self.model.metrics_variables])
+
+    def restore(self, state, mid_epoch):
+        """Takes a checkpoint's state; `mid_epoch`: the checkpoint is inside an epoch, whose
+        metric trackers are restored when that epoch resumes."""
+        self.epochs = [dict(row) for row in state.get("history", [])]
+        self.seconds_before = float(state.get("train_seconds", 0.0))
+        self._metric_values = state.get("metrics") if mid_epoch else None
+
+    @property
+    def train_seconds(self):
+        """Seconds inside `fit`, over this process and the ones it resumed from (up to their
+        last checkpoint)."""
+        running = time.time() - self._started if self._started is not None else 0.0
+        return self.seconds_before + running
+
+    def on_train_begin(self, logs=None):
+        self._started = time.time()
+
+    def on_train_end(self, logs=None):
+        self.seconds_before, self._started = self.train_seconds, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._metric_values is not None:
+            for variable, value in zip(self.model.metrics_variables, self._metric_values):
+                variable.assign(value)
+            self._metric_values = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {k: float(keras.ops.convert_to_numpy(v).reshape(-1)[0]) for k, v in (logs or {}).items()}
+        self.epochs = self.epochs[:epoch] + [row]
+        self.run.write_history_csv(self.epochs)

@@ -1,0 +1,197 @@
+"""The run folder (byol_tf.runs, train.py): nothing is written before the whole config is
+valid; every phase survives a kill and a rerun finishes the run with the outputs of an
+uninterrupted one; a full disk gives a clear error and leaves nothing half-written."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from byol_tf import export, runs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+SMALL = ["--epochs=2", "--steps_per_epoch=2", "--batch_size=32", "--hidden_dim=32",
+         "--projection_dim=16", "--deterministic", "--max_eval_examples=200",
+         "--publish_linear_epochs=1"]
+
+
+def train(*args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("--encoder=resnet_unknown", "resnet_unknown"),
+    ('--method_options={"no_such_option": 1}', "no_such_option"),
+    ("--tau_base=2", "tau_base"),
+    ("--epochs=0", "epochs"),
+])
+def test_a_bad_flag_writes_nothing(tmp_path, bad, message):
+    run_dir = tmp_path / "run"
+    result = train(bad, f"--run_dir={run_dir}")
+    assert result.returncode != 0 and message in result.stderr
+    assert not run_dir.exists(), "nothing may be written before the config is valid"
+
+
+def test_a_labelled_folder_with_knn_is_refused_before_training(tmp_path):
+    folder = tmp_path / "images"
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(4):
+            image = np.random.default_rng(i).integers(0, 256, (36, 40, 3), dtype=np.uint8)
+            (folder / label / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    run_dir = tmp_path / "run"
+    result = train(f"--dataset={folder}", "--encoder=tiny_resnet_cifar", "--image_size=32",
+                   "--batch_size=4", "--epochs=1", f"--run_dir={run_dir}")
+    assert result.returncode != 0 and "--noknn" in result.stderr
+    assert not run_dir.exists()
+
+
+def _phase_kill(run_dir, args, after_phase):
+    """Starts train.py and SIGKILLs it as soon as `after_phase` is recorded (so inside the
+    next phase); returns the return code."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
+                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline:
+        if after_phase in runs.RunFolder(run_dir).phases():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return process.wait()
+
+
+def _outputs(run_dir):
+    model = keras.models.load_model(run_dir / "byol.keras")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return ({v.path + str(i): v.numpy() for i, v in enumerate(model.weights)},
+            metrics["history"], metrics["knn"], (run_dir / "history.csv").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "whole"
+    result = train(*SMALL, f"--run_dir={run_dir}", "--publish=entry")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("after_phase", [  # kill inside save, export (default suite), publish
+    pytest.param("train", marks=pytest.mark.slow), "evaluate",
+    pytest.param("export", marks=pytest.mark.slow)])
+def test_a_kill_in_any_phase_then_a_rerun_equals_an_uninterrupted_run(uninterrupted, tmp_path,
+                                                                      after_phase):
+    run_dir = tmp_path / "run"
+    args = [*SMALL, f"--run_dir={run_dir}", "--publish=entry"]
+    _phase_kill(run_dir, args, after_phase)
+    result = train(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(runs.RunFolder(run_dir).phases()) == set(runs.PHASES)
+    want, got = _outputs(uninterrupted), _outputs(run_dir)
+    for name in want[0]:
+        np.testing.assert_array_equal(got[0][name], want[0][name], err_msg=name)
+    assert got[1:] == want[1:]
+    assert len(got[3].strip().splitlines()) == 1 + 2  # a header and one row per epoch
+    version = run_dir / "export" / "byol_encoder"
+    assert sorted(p.name for p in version.iterdir()) == ["1"]
+    # Rerun of a finished run: nothing to redo, nothing changes.
+    before = (run_dir / "phases.json").read_text()
+    again = train(*args)
+    assert again.returncode == 0 and (run_dir / "phases.json").read_text() == before
+    # Evaluation and publish options may change; the training config may not.
+    changed = train(*[a for a in args if a != "--epochs=2"], "--epochs=3")
+    assert changed.returncode != 0 and "another config" in changed.stderr
+
+
+def test_publish_to_an_existing_entry_is_refused_before_training(uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    zoo_dir = uninterrupted / "zoo"
+    result = train(*SMALL, f"--run_dir={run_dir}", "--publish=entry", f"--zoo_dir={zoo_dir}")
+    assert result.returncode != 0 and "was not published from this run" in result.stderr
+    assert not run_dir.exists()
+
+
+def test_a_full_disk_during_export_leaves_nothing_behind(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:200]}")
+    try:
+        import byol_tf
+
+        model = byol_tf.BYOL("tiny_resnet_cifar", hidden_dim=32, projection_dim=8, image_size=32)
+        with pytest.raises(OSError, match="export to .* failed, nothing was written: .*space"):
+            export.export_encoder(model.image_encoder(), disk / "byol_encoder" / "1")
+        assert list((disk / "byol_encoder").iterdir()) == []
+        run = runs.RunFolder(disk)
+        with pytest.raises(OSError):
+            run.save_keras(model, "byol.keras")
+        assert list(disk.glob("*.keras")) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _image_folder(folder, n=16, seed=0):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+        (folder / f"{i:02d}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return folder
+
+
+def test_unreadable_images_are_named_or_skipped(tmp_path):
+    from byol_tf import data
+
+    folder = _image_folder(tmp_path / "images")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("a text file named .jpg")
+    with pytest.raises(ValueError, match=r"2 unreadable image file\(s\): .*empty\.jpg: empty "
+                                         r"file; .*notes\.jpg: not a JPEG"):
+        data.pretrain_dataset(str(folder), 4, image_size=32)
+    ds, info = data.pretrain_dataset(str(folder), 4, image_size=32, skip_bad_images=True)
+    assert info["num_examples"] == 16
+    # Truncated files pass the first-bytes check; a decode names them.
+    truncated = folder / "03.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    (folder / "empty.jpg").unlink()
+    (folder / "notes.jpg").unlink()
+    bad = data.undecodable_images(sorted(str(p) for p in folder.iterdir()))
+    assert [(pathlib.Path(p).name, "PNG" in problem) for p, problem in bad] == [("03.png", True)]
+
+
+def test_train_py_names_a_truncated_image_and_skips_it_when_asked(tmp_path):
+    folder = _image_folder(tmp_path / "images")
+    truncated = folder / "05.png"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    args = [f"--dataset={folder}", "--encoder=tiny_resnet_cifar", "--image_size=32",
+            "--batch_size=8", "--epochs=1", "--hidden_dim=32", "--projection_dim=16"]
+    result = train(*args, f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode != 0 and "05.png" in result.stderr and "--skip_bad_images" in result.stderr
+    result = train(*args, "--skip_bad_images", f"--run_dir={tmp_path / 'skipped'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "skipped" / "export" / "byol_encoder" / "1").exists()
+
+
+def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(tmp_path):
+    from byol_tf.records import host
+
+    if {"avx512_bf16", "amx_bf16"} & set(host()["isa"]):
+        pytest.skip("this CPU has native bfloat16")
+    result = train("--precision=mixed_bfloat16", "--epochs=1", "--steps_per_epoch=1",
+                   "--batch_size=16", "--hidden_dim=32", "--noknn", f"--run_dir={tmp_path / 'r'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "without native bfloat16" in result.stderr and host()["cpu"] in result.stderr
