@@ -31,8 +31,11 @@ from absl import app, flags
 flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
                     required=True)
 flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")
-flags.DEFINE_string("dataset", "sample", "'sample' or a fixed-size TFDS dataset (cifar10, ...).")
+flags.DEFINE_string("dataset", "sample", "'sample', a fixed-size TFDS dataset (cifar10, ...) or a "
+                    "folder with one sub-folder per class (and --eval_dataset).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+flags.DEFINE_string("eval_dataset", None, "With --dataset=<folder of class sub-folders>: the "
+                    "labelled test folder (the same class sub-folders).")
 flags.DEFINE_integer("knn_k", 200, "kNN: neighbours.")
 flags.DEFINE_float("temperature", 0.1, "kNN: vote temperature.")
 flags.DEFINE_integer("epochs", None, "linear / finetune / semi epochs (default 80 / 30 / 30).")
@@ -85,8 +88,12 @@ def main(argv):
     from byol_tf.records import versions, write_json
 
     encoder = load_encoder(FLAGS.model)
-    x_train, y_train, x_test, y_test = data.load_arrays(
-        FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples)
+    try:
+        x_train, y_train, x_test, y_test = data.load_arrays(
+            FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples,
+            eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.model).parent /
                        f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.dataset).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

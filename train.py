@@ -48,6 +48,8 @@ flags.DEFINE_string("run_dir", None, "Run folder (default runs/<dataset>-<time>)
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (what a TPU needs).")
 flags.DEFINE_bool("knn", True, "kNN-evaluate pretrained and random-init encoders after training.")
 flags.DEFINE_integer("knn_k", 200, "k of the kNN evaluation.")
+flags.DEFINE_string("eval_dataset", None, "Image folders: the labelled test folder (one "
+                    "sub-folder per class, as the training folder) for kNN and --publish.")
 flags.DEFINE_integer("max_eval_examples", None, "Cap on train/test examples for kNN.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy; --batch_size is global.")
@@ -217,10 +219,13 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     knn = FLAGS.knn and bool(info["num_classes"])
-    if knn and config["dataset"] not in ("sample", *data.TFDS_DATASETS):
+    folder = config["dataset"] not in ("sample", *data.TFDS_DATASETS)
+    if folder and (knn or FLAGS.publish) and not FLAGS.eval_dataset:
         raise app.UsageError(
-            f"--knn needs a labelled evaluation split, which the folder {config['dataset']} "
-            "does not have; pass --noknn (evaluate later with eval.py)")
+            f"--knn and --publish evaluate on a labelled test split: pass --eval_dataset=<folder "
+            f"with the class sub-folders of {config['dataset']}>, or --noknn (and no --publish)")
+    if FLAGS.eval_dataset and not pathlib.Path(FLAGS.eval_dataset).expanduser().is_dir():
+        raise app.UsageError(f"--eval_dataset: no such folder {FLAGS.eval_dataset}")
     publish_root = pathlib.Path(FLAGS.zoo_dir or run.path / "zoo")
     published_here = FLAGS.publish and _published_from(publish_root / FLAGS.publish, run.path)
     if FLAGS.publish and (publish_root / FLAGS.publish).exists() and not published_here:
@@ -288,7 +293,8 @@ def main(argv):
     evaluated = run.done("evaluate")
     if knn and not evaluated:
         x_train, y_train, x_test, y_test = data.load_arrays(
-            config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples)
+            config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples,
+            eval_folder=FLAGS.eval_dataset, image_size=config["image_size"])
         scores = {name: evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
                                                 k=FLAGS.knn_k)
                   for name, encoder in (("pretrained", image_encoder),
@@ -316,7 +322,7 @@ def main(argv):
         entry = publish_root / FLAGS.publish
         if not published_here:  # (a publish is atomic: an entry from this run is complete)
             zoo.publish(run.path, FLAGS.publish, root=publish_root,
-                        linear_epochs=FLAGS.publish_linear_epochs)
+                        linear_epochs=FLAGS.publish_linear_epochs, eval_dataset=FLAGS.eval_dataset)
         results = zoo.info(FLAGS.publish, entry.parent)["results"]
         run.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
                    linear_top1=results["linear_top1"])

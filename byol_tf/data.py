@@ -46,9 +46,23 @@ def load_sample(path=SAMPLE_FILE):
 
 
 # ------------------------------------------------------------------ arrays for evaluation
-def load_arrays(name, data_dir=None, max_train=None, max_test=None):
-    """(x_train, y_train, x_test, y_test) uint8 numpy arrays, for kNN / probes."""
-    if name == "sample":
+def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=None,
+                image_size=None):
+    """(x_train, y_train, x_test, y_test) uint8 numpy arrays, for kNN / probes.
+
+    name: "sample", a fixed-size TFDS dataset, or a folder of images with class
+    sub-folders; a folder needs `eval_folder` (the test split, the same class sub-folders)
+    and `image_size` (images are centre-cropped and resized to it, as the model's input)."""
+    if os.path.isdir(os.path.expanduser(str(name))):
+        if not eval_folder or not image_size:
+            raise ValueError(f"evaluating on the folder {name} needs a labelled test folder "
+                             "(--eval_dataset, with the same class sub-folders) and an image size")
+        (x_train, y_train), classes = folder_arrays(name, image_size)
+        (x_test, y_test), test_classes = folder_arrays(eval_folder, image_size)
+        if test_classes != classes:
+            raise ValueError(f"{eval_folder} has classes {test_classes}, {name} has {classes}: "
+                             "the test folder needs the same class sub-folders")
+    elif name == "sample":
         s = load_sample()
         x_train, y_train, x_test, y_test = s["x_train"], s["y_train"], s["x_test"], s["y_test"]
     else:
@@ -65,6 +79,32 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None):
             arrays += [x, y]
         x_train, y_train, x_test, y_test = arrays
     return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])
+
+
+def folder_arrays(root, image_size, batch=64):
+    """((images uint8 [N, S, S, 3], labels [N]), class names) of a folder with one
+    sub-folder per class; each image centre-cropped to a square and resized to S (the
+    `ImageConverter` crop, without the normalisation). Unreadable files raise a ValueError
+    naming them."""
+    import tensorflow as tf
+
+    from byol_tf.preprocessing import ImageConverter
+
+    root = os.path.expanduser(str(root))
+    ds, files, num_classes = _folder(root)
+    if not num_classes:
+        raise ValueError(f"{root} has no class sub-folders (one per class) for labels")
+    classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files})
+    crop = ImageConverter(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    images, labels = [], []
+    try:
+        for image, label in ds:  # images differ in size: one at a time
+            x = crop(image[None])[0] * 255.0
+            images.append(tf.cast(tf.round(x), tf.uint8).numpy())
+            labels.append(int(label))
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(f"{root}: {describe_bad_images(undecodable_images(files))}") from None
+    return (np.stack(images), np.array(labels, np.int64)), classes
 
 
 # ------------------------------------------------------------------ tf.data pipelines

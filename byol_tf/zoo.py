@@ -153,9 +153,10 @@ def _converted_encoder(card):
     return model
 
 
-def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
+def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None):
     """Exports the run's `encoder.keras` into `models/<name>/`, evaluates it (kNN and linear
-    on the run's dataset) and writes the card and README. Returns the entry folder.
+    on the run's dataset; `eval_dataset`: the labelled test folder of a run on an image
+    folder) and writes the card and README. Returns the entry folder.
 
     The entry is built beside the zoo under a hidden name and moved into place only when
     complete; with `overwrite=True` an existing entry is kept until then, so a failed
@@ -181,7 +182,9 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False):
     model.save(staging / "encoder.keras")
     export.export_encoder(model, staging / "saved_model")
 
-    x_train, y_train, x_test, y_test = data.load_arrays(config["dataset"], config["data_dir"])
+    x_train, y_train, x_test, y_test = data.load_arrays(
+        config["dataset"], config["data_dir"], eval_folder=eval_dataset,
+        image_size=config["image_size"])
     knn = _recorded_knn(run_dir, len(x_train), len(x_test))
     if knn is None:
         knn = evaluation.knn_accuracy(model, x_train, y_train, x_test, y_test)

@@ -131,3 +131,22 @@ def test_unlabelled_folder_uses_the_given_view_configs(tmp_path):
     ds, _ = data.pretrain_dataset(str(tmp_path), batch_size=4, image_size=24, seed=0)
     p1, p2 = next(iter(ds))
     assert not np.allclose(p1.numpy(), p2.numpy())
+
+
+def test_folder_arrays_crop_and_resize_like_the_model_input(tmp_path):
+    rng = np.random.default_rng(2)
+    images = {}
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+        (tmp_path / label / "0.png").write_bytes(tf.io.encode_png(image).numpy())
+        images[label] = image
+    (x, y), classes = data.folder_arrays(tmp_path, image_size=24)
+    assert classes == ["a", "b"] and x.dtype == np.uint8 and x.shape == (2, 24, 24, 3)
+    for i, label in enumerate(classes):
+        crop = images[label][:, 5:45].astype(np.float32) / 255.0  # central 40×40 of 40×50
+        expected = np.clip(tf.image.resize(crop, (24, 24), "bicubic", antialias=True), 0, 1)
+        j = list(y).index(i)
+        np.testing.assert_allclose(x[j], np.round(expected * 255), atol=1)
+    with pytest.raises(ValueError, match="test folder"):
+        data.load_arrays(str(tmp_path), image_size=24)

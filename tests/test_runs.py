@@ -42,18 +42,41 @@ def test_a_bad_flag_writes_nothing(tmp_path, bad, message):
     assert not run_dir.exists(), "nothing may be written before the config is valid"
 
 
-def test_a_labelled_folder_with_knn_is_refused_before_training(tmp_path):
-    folder = tmp_path / "images"
-    for label in ("a", "b"):
+def _labelled_folder(folder, per_class=6, seed=0):
+    """Two classes that differ (dark and bright images of varying sizes)."""
+    rng = np.random.default_rng(seed)
+    for label, (low, high) in (("dark", (0, 100)), ("bright", (156, 256))):
         (folder / label).mkdir(parents=True)
-        for i in range(4):
-            image = np.random.default_rng(i).integers(0, 256, (36, 40, 3), dtype=np.uint8)
+        for i in range(per_class):
+            h, w = rng.integers(32, 48, 2)
+            image = rng.integers(low, high, (h, w, 3), dtype=np.uint8)
             (folder / label / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return folder
+
+
+def test_a_labelled_folder_trains_and_evaluates_on_its_test_folder(tmp_path):
+    train_folder = _labelled_folder(tmp_path / "train")
+    test_folder = _labelled_folder(tmp_path / "val", per_class=3, seed=1)
+    args = [f"--dataset={train_folder}", "--encoder=tiny_resnet_cifar", "--image_size=32",
+            "--batch_size=4", "--epochs=1", "--hidden_dim=32", "--projection_dim=16"]
+    # kNN needs a test split: refused before anything is written, without --eval_dataset.
+    refused = train(*args, f"--run_dir={tmp_path / 'refused'}")
+    assert refused.returncode != 0 and "--eval_dataset" in refused.stderr
+    assert not (tmp_path / "refused").exists()
     run_dir = tmp_path / "run"
-    result = train(f"--dataset={folder}", "--encoder=tiny_resnet_cifar", "--image_size=32",
-                   "--batch_size=4", "--epochs=1", f"--run_dir={run_dir}")
-    assert result.returncode != 0 and "--noknn" in result.stderr
-    assert not run_dir.exists()
+    result = train(*args, f"--eval_dataset={test_folder}", f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    knn = json.loads((run_dir / "metrics.json").read_text())["knn"]
+    assert knn["train_examples"] == 12 and knn["test_examples"] == 6
+    # eval.py's supervised modes on the same folders.
+    out = tmp_path / "linear.json"
+    evaluated = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"--model={run_dir / 'encoder.keras'}",
+         "--mode=linear", "--epochs=1", f"--dataset={train_folder}",
+         f"--eval_dataset={test_folder}", f"--out={out}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads(out.read_text())["test_examples"] == 6
 
 
 def _phase_kill(run_dir, args, after_phase):
