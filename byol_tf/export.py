@@ -11,8 +11,9 @@ Signatures (the model's own `ImageConverter` inside the graph, any batch size):
   serving_default: images uint8 [batch, H, W, 3], any H and W → {"embedding": float32 [batch, D]}
   serve_encoded:   encoded string [batch] (JPEG / PNG / BMP / GIF bytes) → the same
 With a `classifier` (e.g. an imported DeepMind checkpoint's), both also return "logits".
-Bad requests (wrong rank or channel count: rejected by the signature; undecodable bytes: a
-decode error) fail the request with a message, never the server.
+Bad requests (wrong rank or channel count: rejected by the signature; bytes of no image
+format: an error naming the element, `encoded[i]`; a truncated image: a decode error) fail
+the request with a message, never the server.
 """
 
 import os
@@ -64,12 +65,21 @@ def export_encoder(model, path, classifier=None):
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, "encoded")])
         def serve_encoded(self, encoded):
-            def decode(data):  # images differ in size: convert them one by one
-                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            def decode(indexed):  # images differ in size: convert them one by one
+                index, data = indexed
+                head = tf.strings.substr(data, 0, 8)
+                known = tf.reduce_any([tf.strings.substr(head, 0, len(s)) == s
+                                       for s in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n",
+                                                 b"GIF87a", b"GIF89a", b"BM")])
+                check = tf.debugging.Assert(known, [tf.strings.format(
+                    "encoded[{}] is not a JPEG, PNG, GIF or BMP image", index)])
+                with tf.control_dependencies([check]):
+                    image = tf.io.decode_image(data, channels=3, expand_animations=False)
                 image.set_shape((None, None, 3))
                 return self.model.converter(image[None])[0]
 
-            x = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(
+            indices = tf.range(tf.shape(encoded)[0])
+            x = tf.map_fn(decode, (indices, encoded), fn_output_signature=tf.TensorSpec(
                 (size, size, 3), tf.float32))
             return self.outputs(x)
 

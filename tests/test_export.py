@@ -53,6 +53,7 @@ def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
     assert set(errors) == {"rank3", "one_channel", "float", "garbage_bytes"}
     assert not any(v == "accepted" for v in errors.values()), errors
     assert "InvalidArgumentError" in errors["garbage_bytes"]
+    assert "encoded[1] is not a JPEG, PNG, GIF or BMP image" in errors["garbage_bytes"]
     assert "3 channels" in errors["one_channel"] or "shape" in errors["one_channel"]
     # The signature's static rank makes TF elide a rank check; the request still fails
     # with an InvalidArgumentError (a 400 from TF Serving), not a crash.
