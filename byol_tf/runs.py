@@ -46,15 +46,22 @@ class RunFolder:
     def phases_path(self):
         return self.path / "phases.json"
 
-    def recorded_config(self):
-        """The training config in `config.json`, or None for a new folder."""
+    def record(self):
+        """`config.json` (config, versions, command), or None for a new folder."""
         if not self.config_path.exists():
             return None
         try:
-            return json.loads(self.config_path.read_text())["config"]
-        except (ValueError, KeyError) as error:
+            record = json.loads(self.config_path.read_text())
+            record["config"]
+        except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{self.config_path} is not a run record ({error}); "
                              "choose another run folder") from None
+        return record
+
+    def recorded_config(self):
+        """The training config in `config.json`, or None for a new folder."""
+        record = self.record()
+        return None if record is None else record["config"]
 
     def check(self, config):
         """Raises ValueError when the folder holds a run with another training config."""

@@ -27,6 +27,7 @@ import pathlib
 import shutil
 
 from byol_tf.records import sha256_file
+from byol_tf.runs import RunFolder
 
 ZOO_DIR = pathlib.Path(os.environ.get("BYOL_ZOO_DIR", pathlib.Path(__file__).parents[1] / "models"))
 CARD = "model_card.json"
@@ -169,7 +170,9 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
     from byol_tf.records import versions, write_json
 
     run_dir = pathlib.Path(run_dir)
-    run_record = json.loads((run_dir / "config.json").read_text())
+    run_record = RunFolder(run_dir).record()
+    if run_record is None:
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
     config = run_record["config"]
     entry = pathlib.Path(root or ZOO_DIR) / name
     if entry.exists() and not overwrite:

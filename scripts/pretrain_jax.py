@@ -142,23 +142,18 @@ def pretrain(args):
     import jax.numpy as jnp
     import keras
 
-    from byol_tf import evaluation
+    from byol_tf import evaluation, runs
 
     if keras.backend.backend() != "jax":
         raise SystemExit("pretraining here runs on the JAX backend: set KERAS_BACKEND=jax")
     run_dir = pathlib.Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     config = _config(args)
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        saved = json.loads(config_path.read_text())["config"]
-        if saved != config:
-            changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-            raise SystemExit(f"{run_dir} holds a run with another config (differs in {changed}); "
-                             "use a new --run_dir")
-    else:
-        _write(config_path, json.dumps(dict(config=config, versions=_versions(),
-                                            command=sys.argv), indent=2))
+    run = runs.RunFolder(run_dir)
+    try:
+        run.start(config, sys.argv, _versions())
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    config_path = run.config_path
     if (run_dir / "weights.npz").exists():
         print(f"finished: {run_dir} already holds the final weights")
         return
