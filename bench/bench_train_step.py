@@ -10,8 +10,6 @@ Writes a JSON line to stdout and, with --out, to a file.
 """
 
 import json
-import os
-import platform
 import time
 
 from absl import app, flags
@@ -35,6 +33,7 @@ def main(_):
     import tensorflow as tf
 
     import byol_tf
+    from byol_tf.records import host
 
     rng = np.random.default_rng(0)
     size, batch = FLAGS.image_size, FLAGS.batch_size
@@ -77,7 +76,7 @@ def main(_):
         steps_per_run=FLAGS.steps,
         augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1),
         augment_runs=[round(r, 1) for r in aug_rates],
-        cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+        **host(),
         tensorflow=tf.__version__, keras=keras.__version__,
         date=time.strftime("%Y-%m-%d"),
     )

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import byol_tf
 from byol_tf.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from helpers.reference import np_lars
 
 B, S, D, HIDDEN, PROJ = 8, 4, 6, 8, 4
 LR, TAU_BASE, K = 0.05, 0.9, 10
@@ -172,16 +173,6 @@ def float64_keras():
     yield
     keras.config.set_floatx(previous[0])
     keras.config.set_dtype_policy(previous[1])
-
-
-def np_lars(w, g, m, lr, weight_decay, adapt, eta=1e-3, momentum=0.9):
-    """DeepMind's LARS rule (byol/utils/optimizers.py), float64."""
-    if adapt:
-        g = g + weight_decay * w
-        w_norm, g_norm = np.linalg.norm(w), np.linalg.norm(g)
-        g = g * (eta * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0)
-    m = momentum * m + g
-    return w - lr * m, m
 
 
 @pytest.mark.parametrize("k", [1, 7])

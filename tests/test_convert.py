@@ -204,6 +204,7 @@ def test_width_multiplier_2_matches_haiku():
         assert diff <= 1e-4, key
 
 
+@pytest.mark.slow  # ~13 s; missing / extra parameters are named in the default suite
 def test_official_basic_block_resnet18_is_refused_by_name():
     """The official ResNet-18/34 give block 0 of group 0 a projection shortcut (use_projection
     all True); byol_tf's do not, so the conversion names those parameters."""

@@ -44,6 +44,7 @@ def test_mirrored_strategy_with_global_batch_norm_equals_one_device(tmp_path):
     assert float(data["mirrored_loss"]) == pytest.approx(float(data["single_loss"]), abs=1e-9)
 
 
+@pytest.mark.slow  # ~30 s; the float64 comparison stays in the default suite
 def test_mirrored_strategy_float32(tmp_path):
     """float32: replicas stay bit-identical and the loss matches; the weights differ from one
     device's only by float32 rounding, which the nearly cancelling gradients of batch-norm
@@ -77,6 +78,7 @@ def test_other_methods_under_mirrored_strategy_equal_one_device(tmp_path, method
     assert float(data["mirrored_loss"]) == pytest.approx(float(data["single_loss"]), abs=1e-9)
 
 
+@pytest.mark.slow  # ~27 s
 def test_mirrored_strategy_per_replica_batch_norm_keeps_replicas_identical(tmp_path):
     data, names = mirrored_run(tmp_path, "--sync_bn=0")
     for name in names:

@@ -32,7 +32,8 @@ def test_eval_py_documents_every_mode():
 
 
 @pytest.mark.parametrize("mode,extra", [("linear", ["--epochs=2"]), ("finetune", ["--epochs=1"]),
-                                        ("semi", ["--epochs=2", "--label_fraction=0.1"])])
+                                        pytest.param("semi", ["--epochs=2", "--label_fraction=0.1"],
+                                                     marks=pytest.mark.slow)])
 def test_eval_py_modes_on_real_cifar10(encoder_file, cifar10_dir, tmp_path, mode, extra):
     out = tmp_path / f"{mode}.json"
     result = subprocess.run(

@@ -33,7 +33,9 @@ def cifar_subset(cifar10_dir):
     return x, y.astype(np.int32)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+# The BYOL variants train with `-m slow`; BYOL and the other methods in the default suite.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("byol_")
+                                  else n for n in sorted(METHODS)])
 def test_method_trains_on_real_cifar10(name, cifar_subset):
     x, y = cifar_subset
     keras.utils.set_random_seed(0)

@@ -6,15 +6,7 @@ import pytest
 
 from byol_tf import LARS, WarmupCosine
 from byol_tf.schedules import scaled_learning_rate
-
-
-def hand_lars(w, g, m, lr, wd, eta=1e-3, momentum=0.9, adapt=True):
-    if adapt:
-        g = g + wd * w
-        wn, gn = np.linalg.norm(w), np.linalg.norm(g)
-        g = g * (eta * wn / gn if wn > 0 and gn > 0 else 1.0)
-    m = momentum * m + g
-    return w - lr * m, m
+from helpers.reference import np_lars as hand_lars
 
 
 def test_lars_two_steps_by_hand():

@@ -196,6 +196,7 @@ def test_unreadable_images_are_named_or_skipped(tmp_path):
     assert [(pathlib.Path(p).name, "PNG" in problem) for p, problem in bad] == [("03.png", True)]
 
 
+@pytest.mark.slow  # ~27 s; data.undecodable_images names them in the default suite
 def test_train_py_names_a_truncated_image_and_skips_it_when_asked(tmp_path):
     folder = _image_folder(tmp_path / "images")
     truncated = folder / "05.png"
@@ -209,6 +210,7 @@ def test_train_py_names_a_truncated_image_and_skips_it_when_asked(tmp_path):
     assert (tmp_path / "skipped" / "export" / "byol_encoder" / "1").exists()
 
 
+@pytest.mark.slow  # ~17 s
 def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(tmp_path):
     from byol_tf.records import host
 
