@@ -316,10 +316,10 @@ def main(argv):
     if evaluated:
         metrics["knn"] = evaluated["knn"]
     write_json(run.path / "metrics.json", metrics)
-    if FLAGS.publish and not run.done("publish"):
+    entry = publish_root / FLAGS.publish if FLAGS.publish else None
+    if entry and (run.done("publish") or {}).get("entry") != str(entry):
         from byol_tf import zoo
 
-        entry = publish_root / FLAGS.publish
         if not published_here:  # (a publish is atomic: an entry from this run is complete)
             zoo.publish(run.path, FLAGS.publish, root=publish_root,
                         linear_epochs=FLAGS.publish_linear_epochs, eval_dataset=FLAGS.eval_dataset)

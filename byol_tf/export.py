@@ -11,7 +11,7 @@ Signatures (the model's own `ImageConverter` inside the graph, any batch size):
   serving_default: images uint8 [batch, H, W, 3], any H and W → {"embedding": float32 [batch, D]}
   serve_encoded:   encoded string [batch] (JPEG / PNG / BMP / GIF bytes) → the same
 With a `classifier` (e.g. an imported DeepMind checkpoint's), both also return "logits".
-Bad requests (wrong rank or channel count: rejected by the signature; bytes of no image
+Bad requests (wrong rank or channel count: an error saying which; bytes of no image
 format: an error naming the element, `encoded[i]`; a truncated image: a decode error) fail
 the request with a message, never the server.
 """
@@ -54,13 +54,18 @@ def export_encoder(model, path, classifier=None):
                 out["logits"] = tf.cast(self.classifier(embedding, training=False), tf.float32)
             return out
 
-        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8, "images")])
+        # The rank is left open in the signature: TF Serving does not check a request's shape
+        # against it, and a declared rank lets TensorFlow fold a rank check away, so a
+        # request of another rank would fail deep inside with "Index out of range".
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, "images")])
         def serve(self, images):
-            # Signature wrappers do not enforce the channel count: say what is wrong.
-            check = tf.debugging.assert_equal(tf.shape(images)[-1], 3,
-                                              message="images must have 3 channels (RGB)")
-            with tf.control_dependencies([check]):
-                images = tf.identity(images)
+            shape = tf.shape(images)
+            checks = [tf.debugging.assert_equal(tf.size(shape), 4, message=(
+                          "images must have rank 4 [batch, height, width, 3]")),
+                      tf.debugging.assert_equal(shape[-1], 3,
+                                                message="images must have 3 channels (RGB)")]
+            with tf.control_dependencies(checks):
+                images = tf.ensure_shape(tf.identity(images), (None, None, None, 3))
             return self.outputs(self.model.converter(images))
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, "encoded")])

@@ -108,9 +108,9 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("after_phase", [  # kill inside save, export (default suite), publish
-    pytest.param("train", marks=pytest.mark.slow), "evaluate",
-    pytest.param("export", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("after_phase", [  # kill inside save, kNN, export (default), publish
+    pytest.param("train", marks=pytest.mark.slow), pytest.param("save", marks=pytest.mark.slow),
+    "evaluate", pytest.param("export", marks=pytest.mark.slow)])
 def test_a_kill_in_any_phase_then_a_rerun_equals_an_uninterrupted_run(uninterrupted, tmp_path,
                                                                       after_phase):
     run_dir = tmp_path / "run"
@@ -133,6 +133,18 @@ def test_a_kill_in_any_phase_then_a_rerun_equals_an_uninterrupted_run(uninterrup
     # Evaluation and publish options may change; the training config may not.
     changed = train(*[a for a in args if a != "--epochs=2"], "--epochs=3")
     assert changed.returncode != 0 and "another config" in changed.stderr
+
+
+def test_a_finished_run_publishes_when_asked_later(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--epochs=1", "--steps_per_epoch=1", "--batch_size=32", "--hidden_dim=32",
+            "--projection_dim=16", "--noknn", f"--run_dir={run_dir}"]
+    assert train(*args).returncode == 0
+    assert "publish" not in runs.RunFolder(run_dir).phases()
+    result = train(*args, "--publish=later", "--publish_linear_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert runs.RunFolder(run_dir).done("publish")["entry"] == str(run_dir / "zoo" / "later")
+    assert (run_dir / "zoo" / "later" / "model_card.json").exists()
 
 
 def test_publish_to_an_existing_entry_is_refused_before_training(uninterrupted, tmp_path):
