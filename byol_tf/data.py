@@ -218,7 +218,8 @@ def _finish_views(view1, view2, seed):
     return fn
 
 
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+# First bytes of the formats tf.io.decode_image reads: JPEG, PNG, GIF, BMP.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
 def image_file_problem(path):
@@ -231,7 +232,7 @@ def image_file_problem(path):
         return f"unreadable ({error.strerror})"
     if not head:
         return "empty file"
-    if not head.startswith(_SIGNATURES):
+    if not head.startswith(IMAGE_SIGNATURES):
         return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
     return None
 

@@ -31,6 +31,7 @@ def export_encoder(model, path, classifier=None):
     for a model without a fixed image size, OSError (naming `path`) when the write fails."""
     import tensorflow as tf
 
+    from byol_tf.data import IMAGE_SIGNATURES
     from byol_tf.image_encoder import as_image_encoder
 
     model = as_image_encoder(model)
@@ -74,8 +75,7 @@ def export_encoder(model, path, classifier=None):
                 index, data = indexed
                 head = tf.strings.substr(data, 0, 8)
                 known = tf.reduce_any([tf.strings.substr(head, 0, len(s)) == s
-                                       for s in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n",
-                                                 b"GIF87a", b"GIF89a", b"BM")])
+                                       for s in IMAGE_SIGNATURES])
                 check = tf.debugging.Assert(known, [tf.strings.format(
                     "encoded[{}] is not a JPEG, PNG, GIF or BMP image", index)])
                 with tf.control_dependencies([check]):
