@@ -51,6 +51,7 @@ FLAGS = flags.FLAGS
 def load_encoder(path):
     """The `.keras` file at `path` as an `ImageEncoder` (see `byol_tf.image_encoder`)."""
     import keras
+    import numpy as np
 
     import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
     from byol_tf.image_encoder import as_image_encoder
@@ -72,9 +73,14 @@ def load_encoder(path):
         raise app.UsageError(f"--model: {path} ends in a softmax ({last.name}): a classifier, "
                              "not an encoder; evaluate the encoder it is built on")
     try:
-        return as_image_encoder(model)
-    except ValueError as error:
-        raise app.UsageError(f"--model: {path}: {error}") from None
+        encoder = as_image_encoder(model)
+        side = encoder.image_size or 32
+        encoder(np.zeros((1, side, side, 3), np.uint8))  # one image through the contract
+    except Exception as error:  # noqa: BLE001 (any layer's complaint, said in one line)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise app.UsageError(f"--model: {path} cannot encode RGB images through its input "
+                             f"contract: {first}") from None
+    return encoder
 
 
 def main(argv):

@@ -106,3 +106,9 @@ def test_eval_py_refuses_bad_input_with_a_clear_message(encoder_file, tmp_path):
     classifier.save(tmp_path / "classifier.keras")
     result = run(f"--model={tmp_path / 'classifier.keras'}")
     assert result.returncode != 0 and "a classifier, not an encoder" in result.stderr
+    gray = keras.Input((32, 32, 1))
+    gray_encoder = keras.Model(gray, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(gray)))
+    gray_encoder.save(tmp_path / "gray.keras")
+    result = run(f"--model={tmp_path / 'gray.keras'}")
+    assert result.returncode != 0 and "cannot encode RGB images" in result.stderr
+    assert "Traceback" not in result.stderr
