@@ -171,22 +171,13 @@ def _warn_if_bfloat16_is_emulated(precision, strategy):
             ", ".join(cpu["isa"]) or "no AVX2")
 
 
-def _published_from(entry, run_dir):
-    """True if the zoo entry at `entry` exists and was published from `run_dir`."""
-    try:
-        card = json.loads((entry / "model_card.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return card.get("pretraining", {}).get("run_dir") == str(pathlib.Path(run_dir).resolve())
-
-
 def main(argv):
     del argv
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from byol_tf import data, evaluation, export, methods, runs
+    from byol_tf import data, evaluation, export, methods, runs, zoo
     from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
@@ -227,7 +218,7 @@ def main(argv):
     if FLAGS.eval_dataset and not pathlib.Path(FLAGS.eval_dataset).expanduser().is_dir():
         raise app.UsageError(f"--eval_dataset: no such folder {FLAGS.eval_dataset}")
     publish_root = pathlib.Path(FLAGS.zoo_dir or run.path / "zoo")
-    published_here = FLAGS.publish and _published_from(publish_root / FLAGS.publish, run.path)
+    published_here = FLAGS.publish and zoo.published_from(FLAGS.publish, run.path, publish_root)
     if FLAGS.publish and (publish_root / FLAGS.publish).exists() and not published_here:
         raise app.UsageError(f"--publish: zoo entry {publish_root / FLAGS.publish} exists and "
                              "was not published from this run; choose another name")
@@ -272,9 +263,7 @@ def main(argv):
                 break
         if step not in manager.steps():
             manager.save(model, step, history.state())
-        history_by_key = {k: [row.get(k) for row in history.epochs] for k in history.epochs[0]} \
-            if history.epochs else {}
-        trained = dict(final_step=step, resumed_from_step=start_step, history=history_by_key,
+        trained = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
                        train_seconds=round(history.train_seconds, 1),
                        stopped_early=bool(model.stop_training))
         run.finish("train", **trained)
@@ -318,8 +307,6 @@ def main(argv):
     write_json(run.path / "metrics.json", metrics)
     entry = publish_root / FLAGS.publish if FLAGS.publish else None
     if entry and (run.done("publish") or {}).get("entry") != str(entry):
-        from byol_tf import zoo
-
         if not published_here:  # (a publish is atomic: an entry from this run is complete)
             zoo.publish(run.path, FLAGS.publish, root=publish_root,
                         linear_epochs=FLAGS.publish_linear_epochs, eval_dataset=FLAGS.eval_dataset)

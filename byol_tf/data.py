@@ -81,7 +81,7 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
     return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])
 
 
-def folder_arrays(root, image_size, batch=64):
+def folder_arrays(root, image_size):
     """((images uint8 [N, S, S, 3], labels [N]), class names) of a folder with one
     sub-folder per class; each image centre-cropped to a square and resized to S (the
     `ImageConverter` crop, without the normalisation). Unreadable files raise a ValueError
@@ -91,10 +91,9 @@ def folder_arrays(root, image_size, batch=64):
     from byol_tf.preprocessing import ImageConverter
 
     root = os.path.expanduser(str(root))
-    ds, files, num_classes = _folder(root)
-    if not num_classes:
+    ds, files, classes = _folder(root)
+    if not classes:
         raise ValueError(f"{root} has no class sub-folders (one per class) for labels")
-    classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files})
     crop = ImageConverter(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     images, labels = [], []
     try:
@@ -147,9 +146,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         if not labelled:
             ds = ds.map(lambda x, y: x)
     elif os.path.isdir(os.path.expanduser(name)):
-        ds, files, num_classes = _folder(os.path.expanduser(name), skip_bad_images)
+        ds, files, classes = _folder(os.path.expanduser(name), skip_bad_images)
         info = dict(num_examples=len(files), image_size=None, premade_views=True,
-                    num_classes=num_classes, files=files)
+                    num_classes=len(classes) if classes else None, files=files)
     else:
         raise ValueError(f"Unknown dataset {name!r}: use 'sample', one of "
                          f"{sorted(TFDS_DATASETS)} or an existing folder of images")
@@ -262,7 +261,8 @@ def describe_bad_images(bad, limit=5):
 
 
 def _folder(root, skip_bad_images=False):
-    """Images under `root` (recursively); labels from first-level sub-folders if any. Files
+    """(dataset, image files, class names or None): images under `root` (recursively);
+    labels from first-level sub-folders if every image is in one. Files
     that are not images (empty, another format) raise a ValueError naming them, or are left
     out with a warning when `skip_bad_images` (which also skips files that fail to decode
     later, e.g. truncated ones)."""
@@ -302,7 +302,7 @@ def _folder(root, skip_bad_images=False):
                                                            num_parallel_calls=tf.data.AUTOTUNE)
     if skip_bad_images:
         ds = ds.ignore_errors(log_warning=True)
-    return ds, files, len(classes) if labelled else None
+    return ds, files, classes if labelled else None
 
 
 def _tfds():

@@ -142,6 +142,11 @@ class RunHistory(keras.callbacks.Callback):
                     metrics=[keras.ops.convert_to_numpy(v).tolist()
                              for v in self.model.metrics_variables])
 
+    def by_key(self):
+        """{metric: [value of each completed epoch]} (the layout of metrics.json)."""
+        keys = self.epochs[0] if self.epochs else {}
+        return {k: [row.get(k) for row in self.epochs] for k in keys}
+
     def restore(self, state, mid_epoch):
         """Takes a checkpoint's state; `mid_epoch`: the checkpoint is inside an epoch, whose
         metric trackers are restored when that epoch resumes."""

@@ -70,6 +70,15 @@ def info(name, root=None):
     return card
 
 
+def published_from(name, run_dir, root=None):
+    """True if entry `name` exists and was published from the run folder `run_dir`."""
+    try:
+        card = info(name, root)
+    except ValueError:
+        return False
+    return card.get("pretraining", {}).get("run_dir") == str(pathlib.Path(run_dir).resolve())
+
+
 def verified_files(name, root=None):
     """Checks (and fetches, for `url` entries) every file of the card; returns the entry
     folder. Raises ValueError naming the first file that is missing or does not match."""
