@@ -28,6 +28,8 @@ import sys
 
 from absl import app, flags
 
+import byol_tf  # before TensorFlow loads: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+
 flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
                     required=True)
 flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")

@@ -24,6 +24,8 @@ import time
 
 from absl import app, flags, logging
 
+import byol_tf  # before TensorFlow loads: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir (downloads are off).")

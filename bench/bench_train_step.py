@@ -10,6 +10,8 @@ Writes a JSON line to stdout and, with --out, to a file.
 """
 
 import json
+import os
+import resource
 import time
 
 from absl import app, flags
@@ -19,7 +21,7 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
 flags.DEFINE_integer("steps", 10, "Timed train steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
-flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches.")
+flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches (0: skip).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (this VM's speed varies: median reported).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
@@ -28,11 +30,10 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+    import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
     import keras
     import numpy as np
     import tensorflow as tf
-
-    import byol_tf
     from byol_tf.records import host
 
     rng = np.random.default_rng(0)
@@ -57,7 +58,6 @@ def main(_):
 
     views = byol_tf.augment.TwoViews(size, seed=0)
     aug_fn = tf.function(views, jit_compile=FLAGS.jit_compile)
-    aug_fn(images)
 
     def run_augment():
         start = time.perf_counter()
@@ -66,7 +66,10 @@ def main(_):
         float(tf.reduce_sum(v1))
         return FLAGS.aug_steps * batch / (time.perf_counter() - start)
 
-    aug_rates = sorted(run_augment() for _ in range(FLAGS.repeats))
+    aug_rates = []
+    if FLAGS.aug_steps:
+        aug_fn(images)
+        aug_rates = sorted(run_augment() for _ in range(FLAGS.repeats))
 
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
@@ -74,7 +77,12 @@ def main(_):
         train_images_per_s=round(float(np.median(train_rates)), 2),
         train_images_per_s_runs=[round(r, 2) for r in train_rates],
         steps_per_run=FLAGS.steps,
-        augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1),
+        encoder_parameters=sum(int(np.prod(w.shape)) for w in model.online_encoder.trainable_weights),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        threads=dict(intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
+                     inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
+                     onednn=byol_tf.runtime.onednn_enabled()),
+        augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1) if aug_rates else None,
         augment_runs=[round(r, 1) for r in aug_rates],
         **host(),
         tensorflow=tf.__version__, keras=keras.__version__,

@@ -1,5 +1,10 @@
 """byol_tf: BYOL (Bootstrap Your Own Latent) for Keras 3 / TensorFlow."""
 
+from byol_tf import runtime
+
+runtime.choose_cpu_kernels()  # before anything imports TensorFlow (byol_tf/runtime.py)
+runtime.warn_if_eigen_kernels()
+
 from byol_tf import augment, encoders, optimizers, schedules, zoo
 from byol_tf.byol import BYOL
 from byol_tf.image_encoder import ImageEncoder
@@ -16,4 +21,4 @@ from byol_tf.two_view import TwoViewModel, projection_std
 __version__ = "0.1.0"
 __all__ = ["BYOL", "ImageConverter", "ImageEncoder", "LARS", "MLP", "MoCo", "MultiView", "SimCLR",
            "TwoViewModel", "WarmupCosine", "augment", "encoders", "optimizers", "projection_std",
-           "regression_loss", "schedules", "target_decay", "zoo"]
+           "regression_loss", "runtime", "schedules", "target_decay", "zoo"]

@@ -3,7 +3,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import pathlib
+import byol_tf  # noqa: E402,F401  (first: it picks TensorFlow's CPU kernels, byol_tf/runtime.py)
+import pathlib  # noqa: E402
 
 import pytest
 

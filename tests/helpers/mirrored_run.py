@@ -11,14 +11,14 @@ logical CPUs, same initial weights and global batches; writes the weights to an 
 import sys
 
 import numpy as np
+
+import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
-
-import byol_tf  # noqa: E402
 
 GLOBAL_BATCH, STEPS = 16, 3
 

@@ -1,0 +1,90 @@
+"""byol_tf's BYOL step beside byol-pytorch's, on this host, in one command.
+
+    .venv/bin/python bench/compare_peer.py --encoder=resnet18_cifar --rounds=3 \
+        --out=bench/results/peer_cpu.jsonl
+
+Alternates the two libraries (ours, peer, ours, peer, …; each run a fresh process that
+warms up, then times `--steps` steps) so that both see the same minutes of this VM,
+whose speed drifts. Same network (`bench/peer_byol_pytorch.py` rebuilds byol_tf's ResNet
+in PyTorch; the parameter counts are checked equal), batch, image size and float32.
+Each run's JSON line (images/s, peak RSS, threads, versions) and a summary line (medians,
+ours / peer, the host's CPU model and ISA flags) go to stdout and, with --out, to a file.
+
+The peer runs in its own environment (`bench/requirements-peer.txt`, e.g. `.venv-peer`):
+its dependencies are never byol_tf's.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from byol_tf.records import host
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset (a basic-block CIFAR ResNet).")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("steps", 5, "Timed steps per run.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first in every run.")
+flags.DEFINE_integer("rounds", 3, "Runs of each library, alternated.")
+flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
+                    "Python of the environment with byol-pytorch.")
+flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. --precision=...")
+flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
+flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
+FLAGS = flags.FLAGS
+
+
+def run_json(command, env=None):
+    """Runs a bench process; returns the JSON object of its last stdout line."""
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(_):
+    common = [f"--encoder={FLAGS.encoder}", f"--batch_size={FLAGS.batch_size}",
+              f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}", "--repeats=1"]
+    ours = [sys.executable, "bench/bench_train_step.py", *common, "--aug_steps=0",
+            *FLAGS.ours_flags]
+    peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common]
+    lines, rates = [], {"byol_tf": [], "byol-pytorch": []}
+    for round_ in range(FLAGS.rounds):
+        for name, command in (("byol_tf", ours), ("byol-pytorch", peer)):
+            result = {"library": name, **run_json(command, {"TF_CPP_MIN_LOG_LEVEL": "2"}),
+                      "round": round_}
+            rates[name].append(result["train_images_per_s"])
+            lines.append(result)
+            print(json.dumps(result), flush=True)
+    ours_params = lines[0].get("encoder_parameters")
+    peer_params = lines[1].get("encoder_parameters")
+    if ours_params != peer_params:
+        raise RuntimeError(f"the networks differ: {ours_params} vs {peer_params} parameters")
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    summary = dict(
+        summary=True, label=FLAGS.label, encoder=FLAGS.encoder, batch_size=FLAGS.batch_size,
+        ours_flags=FLAGS.ours_flags, byol_tf_images_per_s=round(median["byol_tf"], 2),
+        peer_images_per_s=round(median["byol-pytorch"], 2),
+        ours_over_peer=round(median["byol_tf"] / median["byol-pytorch"], 3),
+        byol_tf_runs=rates["byol_tf"], peer_runs=rates["byol-pytorch"],
+        byol_tf_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol_tf"),
+        peer_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol-pytorch"),
+        encoder_parameters=ours_params, torch=lines[1]["torch"],
+        byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
+        keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))
+    print(json.dumps(summary))
+    if FLAGS.out:
+        with open(FLAGS.out, "a") as f:
+            for line in lines + [summary]:
+                f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

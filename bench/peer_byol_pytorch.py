@@ -1,0 +1,125 @@
+"""The peer's BYOL update: byol-pytorch (lucidrains) on the same ResNet, timed like ours.
+
+Runs in the bench-only environment (`bench/requirements-peer.txt`), never imported by
+byol_tf. `bench/compare_peer.py` starts it beside `bench/bench_train_step.py`.
+
+    .venv-peer/bin/python bench/peer_byol_pytorch.py --encoder=resnet18_cifar --steps=5
+
+The network is byol_tf's ResNet rebuilt in PyTorch layer for layer (CIFAR stem: 3×3/1
+conv + BN + ReLU, no max-pool; basic blocks; projection shortcut when the shape changes;
+global average pool), so both libraries train the same parameter count. byol-pytorch's
+own `BYOL` wraps it as its README shows (`hidden_layer=-1`: the network's output is the
+representation), with its default augmentation inside the step, projector/predictor
+4096 → 256, and Adam (its README's optimizer). One step: forward on both views (the
+library concatenates them into one batch), loss, backward, optimizer step, EMA update.
+Prints one JSON line: images/s over `--repeats` runs of `--steps` steps, peak RSS,
+thread count and versions.
+"""
+
+import argparse
+import json
+import resource
+import time
+from importlib.metadata import version
+
+import torch
+from torch import nn
+
+DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+ENCODERS = {  # byol_tf.encoders.PRESETS, basic-block CIFAR nets
+    "tiny_resnet_cifar": dict(depth=10, base_width=16),
+    "resnet10_cifar": dict(depth=10, base_width=64),
+    "resnet18_cifar": dict(depth=18, base_width=64),
+    "resnet34_cifar": dict(depth=34, base_width=64),
+}
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels, channels, stride):
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn0 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1))
+
+    def forward(self, x):
+        y = torch.relu(self.bn0(self.conv0(x)))
+        return torch.relu(self.bn1(self.conv1(y)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """byol_tf's ResNet(depth, stem="cifar", base_width): images [B, 3, H, W] → [B, 8·base]."""
+
+    def __init__(self, depth, base_width):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, base_width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(base_width, eps=1e-5, momentum=0.1), nn.ReLU())
+        blocks, channels = [], base_width
+        for g, count in enumerate(DEPTHS[depth]):
+            width = base_width * 2 ** g
+            for b in range(count):
+                blocks.append(BasicBlock(channels, width, 2 if g > 0 and b == 0 else 1))
+                channels = width
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--encoder", default="resnet18_cifar", choices=sorted(ENCODERS))
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--hidden_dim", type=int, default=4096)
+    parser.add_argument("--projection_dim", type=int, default=256)
+    args = parser.parse_args()
+
+
+    from byol_pytorch import BYOL
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = CifarResNet(**ENCODERS[args.encoder])
+    learner = BYOL(net, image_size=args.image_size, hidden_layer=-1,
+                   projection_size=args.projection_dim,
+                   projection_hidden_size=args.hidden_dim)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=3e-4)
+    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size)
+
+    def run(n):
+        start = time.perf_counter()
+        for _ in range(n):
+            loss = learner(images)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            learner.update_moving_average()
+        float(loss.detach())
+        return time.perf_counter() - start
+
+    run(args.warmup)
+    rates = sorted(args.steps * args.batch_size / run(args.steps) for _ in range(args.repeats))
+    print(json.dumps(dict(
+        library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
+        batch_size=args.batch_size, precision="float32",
+        encoder_parameters=sum(p.numel() for p in net.parameters()),
+        train_images_per_s=rates[len(rates) // 2], train_images_per_s_runs=[round(r, 2) for r in rates],
+        steps_per_run=args.steps, peak_rss_mb=round(resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
+        torch=torch.__version__, byol_pytorch=version("byol-pytorch"), torchvision=version("torchvision"),
+        mkldnn=torch.backends.mkldnn.is_available())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""TensorFlow's CPU kernels, chosen by measurement: oneDNN on every x86-64 CPU.
+
+TensorFlow 2.21 turns its oneDNN kernels on by itself only on x86 CPUs with AVX512-VNNI,
+AVX512-BF16 or AMX; on others (AVX2-only hosts, AVX-512 CPUs without VNNI) it runs Eigen's.
+On a 2-core AVX2-only AMD EPYC the BYOL step with oneDNN was 1.5× (tiny ResNet) to 1.6×
+(ResNet-18) faster than with Eigen (bench/README.md). `import byol_tf` therefore sets
+`TF_ENABLE_ONEDNN_OPTS=1` on x86-64 unless the variable is set already (set it to 0 to keep
+Eigen's kernels) — which only works while TensorFlow is not imported yet: import byol_tf
+first, or set the variable in the shell. Nothing here imports TensorFlow.
+"""
+
+import os
+import platform
+import sys
+import warnings
+
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def choose_cpu_kernels():
+    """Sets TF_ENABLE_ONEDNN_OPTS=1 on x86-64 when unset and TensorFlow is not yet imported.
+    Returns the value TensorFlow will read (None: its own default)."""
+    if (ONEDNN not in os.environ and "tensorflow" not in sys.modules
+            and platform.machine().lower() in ("x86_64", "amd64")):
+        os.environ[ONEDNN] = "1"
+    return os.environ.get(ONEDNN)
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels in this process (imports TensorFlow)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def warn_if_eigen_kernels():
+    """Warns when TensorFlow was imported before byol_tf, without the variable, on an x86-64
+    CPU where it then runs Eigen's slower kernels."""
+    if (ONEDNN not in os.environ and "tensorflow" in sys.modules
+            and platform.machine().lower() in ("x86_64", "amd64") and not onednn_enabled()):
+        warnings.warn(
+            "TensorFlow was imported before byol_tf and runs its Eigen CPU kernels: on CPUs "
+            "without AVX512-VNNI/BF16 its oneDNN kernels train about 1.5× faster. Set "
+            "TF_ENABLE_ONEDNN_OPTS=1 in the environment, or import byol_tf before TensorFlow.",
+            stacklevel=3)
