@@ -92,7 +92,9 @@ def main(argv):
             raise app.UsageError(f"--{name} must be ≥ 1; got {getattr(FLAGS, name)}")
     if not 0 < FLAGS.label_fraction <= 1:
         raise app.UsageError(f"--label_fraction must be in (0, 1]; got {FLAGS.label_fraction}")
-    from byol_tf import data, evaluation
+    import numpy as np
+
+    from byol_tf import data, evaluation, pictures
     from byol_tf.records import versions, write_json
 
     encoder = load_encoder(FLAGS.model)
@@ -100,6 +102,7 @@ def main(argv):
         x_train, y_train, x_test, y_test = data.load_arrays(
             FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples,
             eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size)
+        class_names = data.class_names(FLAGS.dataset, FLAGS.data_dir, FLAGS.eval_dataset)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.model).parent /
@@ -107,8 +110,14 @@ def main(argv):
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {}
     if FLAGS.mode == "knn":
-        accuracy = evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
-                                           k=FLAGS.knn_k, temperature=FLAGS.temperature, top=(1, 5))
+        train_features, test_features = (evaluation.extract_features(encoder, x)
+                                         for x in (x_train, x_test))
+        accuracy = evaluation.knn_accuracy_of_features(
+            train_features, y_train, test_features, y_test, k=FLAGS.knn_k,
+            temperature=FLAGS.temperature, top=(1, 5))
+        predictions = evaluation.knn_predict(train_features, y_train.astype(np.int64),
+                                             test_features, len(class_names), k=FLAGS.knn_k,
+                                             temperature=FLAGS.temperature)
         metrics = dict(protocol="knn", top1=accuracy[1], top5=accuracy[5], k=FLAGS.knn_k,
                        temperature=FLAGS.temperature,
                        train_examples=len(x_train), test_examples=len(x_test))
@@ -124,8 +133,15 @@ def main(argv):
         epochs = FLAGS.epochs if FLAGS.epochs is not None else (80 if protocol == "linear" else 30)
         metrics = evaluation.supervised_eval(
             encoder, x_train, y_train, x_test, y_test, protocol=protocol, epochs=epochs,
-            batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed)
+            batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed,
+            return_predictions=True)
+        predictions = metrics.pop("predictions")
         metrics["protocol"] = FLAGS.mode
+    confusion_path = out.with_name(out.stem + "_confusion.png")
+    pictures.confusion(y_test, predictions, class_names, confusion_path,
+                       title=f"{FLAGS.mode} on {pathlib.Path(FLAGS.dataset).name}: "
+                             f"top-1 {metrics['top1']:.3f}")
+    extra["confusion"] = str(confusion_path)
     metrics.update(extra, dataset=FLAGS.dataset, model=str(FLAGS.model), seed=FLAGS.seed,
                    command=sys.argv, versions=versions())
     write_json(out, metrics)

@@ -17,6 +17,7 @@ byol_tf.export). Started again with the same --run_dir and flags, an unfinished 
 from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included).
 """
 
+import functools
 import json
 import pathlib
 import sys
@@ -50,6 +51,8 @@ flags.DEFINE_string("run_dir", None, "Run folder (default runs/<dataset>-<time>)
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (what a TPU needs).")
 flags.DEFINE_bool("knn", True, "kNN-evaluate pretrained and random-init encoders after training.")
 flags.DEFINE_integer("knn_k", 200, "k of the kNN evaluation.")
+flags.DEFINE_integer("knn_every", 0, "Also kNN-evaluate every N epochs during training (the "
+                     "learning curve in history.csv and curves.png); 0: only after training.")
 flags.DEFINE_string("eval_dataset", None, "Image folders: the labelled test folder (one "
                     "sub-folder per class, as the training folder) for kNN and --publish.")
 flags.DEFINE_integer("max_eval_examples", None, "Cap on train/test examples for kNN.")
@@ -179,7 +182,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from byol_tf import data, evaluation, export, methods, runs, zoo
+    from byol_tf import data, evaluation, export, methods, pictures, runs, zoo
     from byol_tf.checkpoints import CheckpointManager, SaveEvery
     from byol_tf.records import versions, write_json
 
@@ -229,6 +232,13 @@ def main(argv):
     with strategy.scope():
         model = build_model(config, info)
     random_init_encoder = evaluation.copy_image_encoder(model.image_encoder())
+
+    @functools.cache
+    def eval_arrays():
+        """(x_train, y_train, x_test, y_test) of the kNN evaluations, loaded once."""
+        return data.load_arrays(config["dataset"], config["data_dir"], FLAGS.max_eval_examples,
+                                FLAGS.max_eval_examples, eval_folder=FLAGS.eval_dataset,
+                                image_size=config["image_size"])
     logging.info("config: %s", config)
 
     # ------------------------------------------------ record the config, then the phases
@@ -240,7 +250,11 @@ def main(argv):
     history.restore(manager.state, mid_epoch=step % steps_per_epoch != 0)
     trained = run.done("train")
     if not trained:
-        callbacks = [keras.callbacks.TerminateOnNaN(), history,
+        measure = []  # before `history`: it adds knn_top1 to the epoch's logs
+        if knn and FLAGS.knn_every:
+            measure = [evaluation.KnnEvery(eval_arrays(), FLAGS.knn_every, config["epochs"],
+                                           k=FLAGS.knn_k)]
+        callbacks = [keras.callbacks.TerminateOnNaN(), *measure, history,
                      SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch,
                                steps_per_epoch, history.state)]
         if is_chief:
@@ -280,18 +294,25 @@ def main(argv):
         run.save_keras(model.image_encoder(), "encoder.keras")
         run.finish("save", files=["byol.keras", "encoder.keras"])
     image_encoder = keras.models.load_model(run.path / "encoder.keras")
+    if history.epochs:
+        run.write_curves(history.epochs)
 
     evaluated = run.done("evaluate")
     if knn and not evaluated:
-        x_train, y_train, x_test, y_test = data.load_arrays(
-            config["dataset"], config["data_dir"], FLAGS.max_eval_examples, FLAGS.max_eval_examples,
-            eval_folder=FLAGS.eval_dataset, image_size=config["image_size"])
-        scores = {name: evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
-                                                k=FLAGS.knn_k)
-                  for name, encoder in (("pretrained", image_encoder),
-                                        ("random_init", random_init_encoder))}
+        x_train, y_train, x_test, y_test = eval_arrays()
+        features = [evaluation.extract_features(image_encoder, x) for x in (x_train, x_test)]
+        scores = dict(
+            pretrained=evaluation.knn_accuracy_of_features(features[0], y_train, features[1],
+                                                           y_test, k=FLAGS.knn_k),
+            random_init=evaluation.knn_accuracy(random_init_encoder, x_train, y_train, x_test,
+                                                y_test, k=FLAGS.knn_k))
+        pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
+                                data.class_names(config["dataset"], config["data_dir"],
+                                                 FLAGS.eval_dataset),
+                                run.path / "neighbours.png")
         evaluated = dict(knn=dict(scores, k=FLAGS.knn_k, temperature=0.1,
-                                  train_examples=len(x_train), test_examples=len(x_test)))
+                                  train_examples=len(x_train), test_examples=len(x_test)),
+                         pictures=["curves.png", "neighbours.png"])
         run.finish("evaluate", **evaluated)
         print(f"kNN top-1 (k={FLAGS.knn_k}): pretrained {scores['pretrained']:.4f}, "
               f"same encoder at random init {scores['random_init']:.4f}")

@@ -1,4 +1,5 @@
-"""Train-step and augmentation throughput on this machine (TF backend).
+"""Train-step and augmentation throughput on this machine (TF backend; KERAS_BACKEND=jax
+times the jitted JAX step instead, with --aug_steps=0).
 
     python bench/bench_train_step.py --encoder=resnet18_cifar --batch_size=128 --steps=10
 
@@ -43,13 +44,28 @@ def main(_):
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
-    model.make_train_function()
-    step = model.train_function
+    if keras.backend.backend() == "jax":  # the step train.py's JAX trainer jits
+        import jax
+
+        model.optimizer.build(model.trainable_variables)
+        state = [tuple([v.value for v in group] for group in (
+            model.trainable_variables, model.non_trainable_variables,
+            model.optimizer.variables, model.metrics_variables))]
+        jitted, data = jax.jit(model.train_step, donate_argnums=0), jax.device_put(images.numpy())
+
+        def step():
+            logs, state[0] = jitted(state[0], data)
+            return logs
+    else:
+        model.make_train_function()
+
+        def step():
+            return model.train_function(iter([images]))
 
     def run(n):
         start = time.perf_counter()
         for _ in range(n):
-            logs = step(iter([images]))
+            logs = step()
         float(logs["loss"])
         return time.perf_counter() - start
 
@@ -85,7 +101,7 @@ def main(_):
         augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1) if aug_rates else None,
         augment_runs=[round(r, 1) for r in aug_rates],
         **host(),
-        tensorflow=tf.__version__, keras=keras.__version__,
+        tensorflow=tf.__version__, keras=keras.__version__, keras_backend=keras.backend.backend(),
         date=time.strftime("%Y-%m-%d"),
     )
     line = json.dumps(result)

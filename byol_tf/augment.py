@@ -248,11 +248,30 @@ def solarize(images, params, threshold):
     return ops.where(flip, 1.0 - images, images)
 
 
+def fused(fn):
+    """`fn` XLA-compiled on the TensorFlow backend, as is elsewhere (JAX fuses by itself).
+
+    Colour jitter is some 200 element-wise ops on the whole batch; compiled, they run as a
+    few fused loops: two views of 128 CIFAR images took 63 ms of jitter on a 2-core CPU, 11 ms
+    compiled (bench/README.md). Runs inside the (not compiled) train step, in `tf.data`
+    maps and eagerly; inside an XLA-compiled step it is simply part of that step."""
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+
+_compiled = {}
+
+
 def apply_view(images, params, config, out_size):
     """Applies drawn `params` to float images: crop+resize+flip, colour, blur, solarize."""
     out = crop_resize_flip(images, params, out_size)
     if config["jitter_prob"] > 0 or config["grayscale_prob"] > 0:
-        out = color_jitter(out, params)
+        if keras.backend.backend() not in _compiled:
+            _compiled[keras.backend.backend()] = fused(color_jitter)
+        out = _compiled[keras.backend.backend()](out, params)
     if config["blur_prob"] > 0:
         out = gaussian_blur(out, params, config["blur_divider"])
     if config["solarize_prob"] > 0:

@@ -23,6 +23,9 @@ TFDS_DATASETS = {
     "imagenet2012": ("train", None, True),
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# The bundled sample's classes (it is CIFAR-10's), in label order.
+SAMPLE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                  "ship", "truck")
 
 
 # ------------------------------------------------------------------ bundled sample
@@ -79,6 +82,18 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
             arrays += [x, y]
         x_train, y_train, x_test, y_test = arrays
     return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])
+
+
+def class_names(name, data_dir=None, eval_folder=None):
+    """Class names in label order of what `load_arrays(name, data_dir, eval_folder=...)`
+    loads (a folder's: its sub-folders, sorted), for pictures and reports."""
+    if os.path.isdir(os.path.expanduser(str(name))):
+        root = pathlib.Path(eval_folder or name).expanduser()
+        return sorted(p.name for p in root.iterdir() if p.is_dir())
+    if name == "sample":
+        return list(SAMPLE_CLASSES)
+    _, info = _tfds_load(_tfds(), name, "test", data_dir)
+    return list(info.features["label"].names)
 
 
 def folder_arrays(root, image_size):

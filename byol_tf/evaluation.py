@@ -9,6 +9,7 @@ Every function here takes the encoder as an `ImageEncoder` (images → embedding
 one by `as_image_encoder`.
 """
 
+import keras
 import numpy as np
 
 from byol_tf.image_encoder import ImageEncoder, as_image_encoder
@@ -57,14 +58,44 @@ def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
 def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0.1, top=1):
     """Top-`top` kNN accuracy of a frozen encoder (a float; a dict {1: …, 5: …} when `top`
     is a tuple of ks)."""
+    return knn_accuracy_of_features(extract_features(encoder, x_train), y_train,
+                                    extract_features(encoder, x_test), y_test, k, temperature,
+                                    top)
+
+
+def knn_accuracy_of_features(train_features, y_train, test_features, y_test, k=200,
+                             temperature=0.1, top=1):
+    """`knn_accuracy` of features already extracted."""
     y_train, y_test = np.asarray(y_train).astype(np.int64), np.asarray(y_test).astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    votes = knn_votes(extract_features(encoder, x_train), y_train,
-                      extract_features(encoder, x_test), num_classes, k, temperature)
+    votes = knn_votes(train_features, y_train, test_features, num_classes, k, temperature)
     ranked = np.argsort(-votes, axis=1)
     accuracy = {t: float(np.mean((ranked[:, :t] == y_test[:, None]).any(1)))
                 for t in np.atleast_1d(top)}
     return accuracy if isinstance(top, tuple) else accuracy[top]
+
+
+class KnnEvery(keras.callbacks.Callback):
+    """kNN top-1 of the model's image encoder every `every` epochs and after the last one,
+    added to the epoch's logs as `knn_top1` (so the run's history, `history.csv` and
+    `curves.png` carry the learning curve).
+
+    Args:
+      arrays: (x_train, y_train, x_test, y_test), as `knn_accuracy`.
+      every: int ≥ 1, epochs between measurements.
+      last_epoch: int, the run's number of epochs (always measured there).
+      k, temperature: as `knn_accuracy`.
+    """
+
+    def __init__(self, arrays, every, last_epoch, k=200, temperature=0.1):
+        super().__init__()
+        self.arrays, self.every, self.last_epoch = arrays, every, last_epoch
+        self.k, self.temperature = k, temperature
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and ((epoch + 1) % self.every == 0 or epoch + 1 == self.last_epoch):
+            logs["knn_top1"] = knn_accuracy(self.model.image_encoder(), *self.arrays, k=self.k,
+                                            temperature=self.temperature)
 
 
 # ------------------------------------------------------------------ supervised protocols
@@ -116,11 +147,13 @@ def centre_crop(images, fraction=0.875):
 
 
 def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear", epochs=80,
-                    batch_size=256, base_lr=None, weight_decay=0.0, seed=0, verbose=0):
+                    batch_size=256, base_lr=None, weight_decay=0.0, seed=0, verbose=0,
+                    return_predictions=False):
     """Linear evaluation (frozen encoder, BN in inference mode) or fine-tuning (all
     trainable). SGD with Nesterov momentum 0.9, cosine LR from base·batch/256 (base 0.2
     linear, 0.01 fine-tune), train augmentation = random resized crop + flip.
-    Returns dict(top1, top5, ...)."""
+    Returns dict(top1, top5, ...), with the predicted class of every test image
+    (`predictions`, int [M]) when `return_predictions`."""
     import keras
 
     if protocol not in ("linear", "finetune"):
@@ -145,9 +178,13 @@ def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear"
               verbose=verbose)
     results = model.evaluate(centre_crop(x_test), y_test, batch_size=batch_size, verbose=0,
                              return_dict=True)
-    return dict(top1=float(results["top1"]), top5=float(results["top5"]), protocol=protocol,
-                epochs=epochs, batch_size=batch_size, base_lr=base_lr, optimizer="sgd-nesterov-0.9",
-                train_examples=len(x_train), test_examples=len(x_test))
+    out = dict(top1=float(results["top1"]), top5=float(results["top5"]), protocol=protocol,
+               epochs=epochs, batch_size=batch_size, base_lr=base_lr, optimizer="sgd-nesterov-0.9",
+               train_examples=len(x_train), test_examples=len(x_test))
+    if return_predictions:
+        logits = model.predict(centre_crop(x_test), batch_size=batch_size, verbose=0)
+        out["predictions"] = np.argmax(logits, axis=-1)
+    return out
 
 
 def label_subset(labels, fraction, seed=0):

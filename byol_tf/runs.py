@@ -121,6 +121,16 @@ class RunFolder:
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.path / "history.csv")
 
+    def write_curves(self, history):
+        """`curves.png`: the per-epoch history as pictures (`byol_tf.pictures.curves`)."""
+        if not history or not self.is_chief:
+            return
+        from byol_tf import pictures
+
+        tmp = self.path / ".curves.png.tmp"
+        pictures.curves(history, tmp, title=self.path.name)
+        os.replace(tmp, self.path / "curves.png")
+
 
 class RunHistory(keras.callbacks.Callback):
     """The train phase's own state, saved in every checkpoint (`state()`) and restored on a
@@ -143,8 +153,9 @@ class RunHistory(keras.callbacks.Callback):
                              for v in self.model.metrics_variables])
 
     def by_key(self):
-        """{metric: [value of each completed epoch]} (the layout of metrics.json)."""
-        keys = self.epochs[0] if self.epochs else {}
+        """{metric: [value of each completed epoch, None where not measured]} (the layout of
+        metrics.json; e.g. a kNN measured every few epochs)."""
+        keys = list(dict.fromkeys(k for row in self.epochs for k in row))
         return {k: [row.get(k) for row in self.epochs] for k in keys}
 
     def restore(self, state, mid_epoch):
@@ -177,3 +188,4 @@ class RunHistory(keras.callbacks.Callback):
         row = {k: float(keras.ops.convert_to_numpy(v).reshape(-1)[0]) for k, v in (logs or {}).items()}
         self.epochs = self.epochs[:epoch] + [row]
         self.run.write_history_csv(self.epochs)
+        self.run.write_curves(self.epochs)

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import export, runs
+from byol_tf import export, pictures, runs
+from helpers.png import png_size
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 SMALL = ["--epochs=2", "--steps_per_epoch=2", "--batch_size=32", "--hidden_dim=32",
          "--projection_dim=16", "--deterministic", "--max_eval_examples=200",
-         "--publish_linear_epochs=1"]
+         "--publish_linear_epochs=1", "--knn_every=1"]
 
 
 def train(*args, timeout=600):
@@ -77,6 +78,27 @@ def test_a_labelled_folder_trains_and_evaluates_on_its_test_folder(tmp_path):
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads(out.read_text())["test_examples"] == 6
+    # Pictures: the folder's class names label the neighbour grid; eval.py's confusion matrix.
+    assert png_size(run_dir / "neighbours.png") == _grid_size(rows=2)
+    assert png_size(out.with_name("linear_confusion.png")) == (700, 600)
+
+
+def _grid_size(rows, k=8, side=32, zoom=3):
+    left, _ = pictures.cell_box(0, k, side, zoom)
+    _, top = pictures.cell_box(rows, 0, side, zoom)
+    return (left + side * zoom + pictures.FRAME + pictures.GAP, top - pictures.FRAME)
+
+
+def test_a_run_draws_its_curves_and_neighbours(uninterrupted):
+    metrics = json.loads((uninterrupted / "metrics.json").read_text())
+    # --knn_every=1: the learning curve has a kNN point per epoch, and the last one is the
+    # evaluate phase's kNN of the saved encoder.keras (same weights, same examples).
+    knn_curve = metrics["history"]["knn_top1"]
+    assert len(knn_curve) == 2 and all(0 <= a <= 1 for a in knn_curve)
+    assert knn_curve[-1] == metrics["knn"]["pretrained"]
+    assert "knn_top1" in (uninterrupted / "history.csv").read_text().splitlines()[0]
+    assert png_size(uninterrupted / "curves.png") == (1500, 300)
+    assert png_size(uninterrupted / "neighbours.png") == _grid_size(rows=10)
 
 
 def _phase_kill(run_dir, args, after_phase):

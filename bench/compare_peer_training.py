@@ -1,0 +1,111 @@
+"""A whole short run, byol_tf's `train.py` beside byol-pytorch, on the full CIFAR-10.
+
+    .venv/bin/python bench/compare_peer_training.py --epochs=2 --seeds=0 \
+        --out=bench/results/peer_training_cpu_2core.jsonl
+
+For each seed, one after the other: `train.py` (the sample preset's recipe on the full
+train set: tiny ResNet, batch 128, `--epochs`, its online probe, checkpoints, the kNN of the
+pretrained and of the random-init encoder, saving, SavedModel export), then
+`bench/peer_train_cifar10.py` for the same number of steps (its training loop, then
+features for the kNN). Wall seconds are whole commands, process start to exit; loop
+seconds are the training loops alone. Both encoders are scored by one numpy kNN
+(`byol_tf.evaluation.knn_predict`, k = 200, temperature 0.1, all 50,000 train and
+10,000 test images). Needs CIFAR-10 prepared in `--data` (scripts/prepare_cifar10.py).
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+from byol_tf.records import host
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+flags.DEFINE_string("data", os.environ.get("BYOL_DATA_DIR", "~/.cache/byol_data"),
+                    "Folder of scripts/prepare_cifar10.py (cifar10.npz and tfds/).")
+flags.DEFINE_integer("epochs", 2, "Epochs of 390 steps (batch 128).")
+flags.DEFINE_list("seeds", ["0"], "Seeds; one run of each library per seed.")
+flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
+                    "Python of the environment with byol-pytorch.")
+flags.DEFINE_list("train_flags", [], "Extra train.py flags (a recipe to compare).")
+flags.DEFINE_list("peer_flags", [], "Extra peer flags, e.g. --lr=1e-3.")
+flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
+flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
+FLAGS = flags.FLAGS
+BATCH = 128
+
+
+def timed(command):
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout, time.perf_counter() - start
+
+
+def main(_):
+    import numpy as np
+
+    from byol_tf.evaluation import knn_predict
+
+    data = pathlib.Path(FLAGS.data).expanduser()
+    steps = FLAGS.epochs * (50_000 // BATCH)
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in FLAGS.seeds:
+            run_dir = pathlib.Path(tmp) / f"ours-{seed}"
+            _, wall = timed([sys.executable, "train.py", "--dataset=cifar10",
+                             f"--data_dir={data / 'tfds'}", "--preset=sample",
+                             f"--batch_size={BATCH}", f"--epochs={FLAGS.epochs}",
+                             f"--seed={seed}", f"--run_dir={run_dir}", *FLAGS.train_flags])
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            knn = metrics["knn"]
+            lines.append(dict(library="byol_tf", seed=int(seed), steps=metrics["final_step"],
+                              loop_seconds=round(metrics["train_seconds"], 1),
+                              run_seconds=round(wall, 1), knn_top1=knn["pretrained"],
+                              knn_random_init=knn["random_init"],
+                              knn_test_examples=knn["test_examples"],
+                              last_loss=metrics["history"]["loss"][-1],
+                              config=json.loads((run_dir / "config.json").read_text())))
+            print(json.dumps(lines[-1]), flush=True)
+
+            features = pathlib.Path(tmp) / f"peer-{seed}.npz"
+            out, wall = timed([FLAGS.peer_python, "bench/peer_train_cifar10.py",
+                               f"--npz={data / 'cifar10.npz'}", f"--steps={steps}",
+                               f"--seed={seed}", f"--features={features}", *FLAGS.peer_flags])
+            peer = json.loads(out.strip().splitlines()[-1])
+            f = np.load(features)
+            predicted = knn_predict(f["train"], f["y_train"], f["test"], 10, k=200,
+                                    temperature=0.1)
+            peer.update(seed=int(seed), run_seconds=round(wall, 1),
+                        knn_top1=float(np.mean(predicted == f["y_test"])),
+                        knn_test_examples=len(f["y_test"]))
+            lines.append(peer)
+            print(json.dumps(peer), flush=True)
+    ours = [x for x in lines if x["library"] == "byol_tf"]
+    peers = [x for x in lines if x["library"] == "byol-pytorch"]
+    med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
+    summary = dict(
+        summary=True, label=FLAGS.label, epochs=FLAGS.epochs, steps=steps, batch_size=BATCH,
+        train_flags=FLAGS.train_flags, peer_flags=FLAGS.peer_flags,
+        byol_tf_run_seconds=med(ours, "run_seconds"), peer_run_seconds=med(peers, "run_seconds"),
+        run_ratio=round(med(ours, "run_seconds") / med(peers, "run_seconds"), 3),
+        loop_ratio=round(med(ours, "loop_seconds") / med(peers, "loop_seconds"), 3),
+        byol_tf_knn=[r["knn_top1"] for r in ours], peer_knn=[r["knn_top1"] for r in peers],
+        torch=peers[0]["torch"], **host(), date=time.strftime("%Y-%m-%d %H:%M"))
+    print(json.dumps(summary))
+    if FLAGS.out:
+        with open(FLAGS.out, "a") as f:
+            for line in lines + [summary]:
+                f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,94 @@
+"""The peer end to end: byol-pytorch pretrains byol_tf's ResNet on the full CIFAR-10 train
+set, then writes the encoder's features of the train and test images for one shared kNN.
+
+Runs in the bench-only environment (`bench/requirements-peer.txt`); started by
+`bench/compare_peer_training.py` beside `train.py`.
+
+    .venv-peer/bin/python bench/peer_train_cifar10.py --npz=~/.cache/byol_data/cifar10.npz \
+        --steps=780 --features=/tmp/peer_features.npz
+
+As byol-pytorch's README trains: `BYOL(net, image_size=32, hidden_layer=-1)` with its default
+augmentation (batch-wide draws) inside the step, Adam 3e-4, a fixed target EMA τ
+(`--tau`, its default 0.99); data from a shuffled in-memory DataLoader (batch 128, last
+partial batch dropped). Features: the online network in eval mode on the un-augmented
+images, normalised with the ImageNet mean/std as its augmentation does. Prints one JSON
+line with the training-loop and whole-run seconds.
+"""
+
+import argparse
+import json
+import os
+import resource
+import time
+
+START = time.perf_counter()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from peer_byol_pytorch import ENCODERS, CifarResNet  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--npz", default="~/.cache/byol_data/cifar10.npz")
+    parser.add_argument("--encoder", default="tiny_resnet_cifar", choices=sorted(ENCODERS))
+    parser.add_argument("--steps", type=int, default=780)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--tau", type=float, default=0.99)
+    parser.add_argument("--hidden_dim", type=int, default=1024)
+    parser.add_argument("--projection_dim", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", required=True, help="Output .npz of features and labels.")
+    args = parser.parse_args()
+
+    from byol_pytorch import BYOL
+
+    torch.manual_seed(args.seed)
+    data = np.load(os.path.expanduser(args.npz))
+    to_tensor = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
+    x_train, x_test = to_tensor(data["x_train"]), to_tensor(data["x_test"])
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x_train), batch_size=args.batch_size, shuffle=True,
+        drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+
+    net = CifarResNet(**ENCODERS[args.encoder])
+    learner = BYOL(net, image_size=32, hidden_layer=-1, projection_size=args.projection_dim,
+                   projection_hidden_size=args.hidden_dim, moving_average_decay=args.tau)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=args.lr)
+    losses, step, loop_start = [], 0, time.perf_counter()
+    while step < args.steps:
+        for (images,) in loader:
+            loss = learner(images)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            learner.update_moving_average()
+            losses.append(float(loss.detach()))
+            step += 1
+            if step == args.steps:
+                break
+    loop_seconds = time.perf_counter() - loop_start
+
+    net.eval()
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        features = {name: torch.cat([net((x[i:i + 500] - mean) / std)
+                                     for i in range(0, len(x), 500)]).numpy()
+                    for name, x in (("train", x_train), ("test", x_test))}
+    np.savez(args.features, train=features["train"], test=features["test"],
+             y_train=data["y_train"], y_test=data["y_test"])
+    print(json.dumps(dict(
+        library="byol-pytorch", encoder=args.encoder, steps=args.steps,
+        batch_size=args.batch_size, seed=args.seed, lr=args.lr, tau=args.tau,
+        loop_seconds=round(loop_seconds, 1), run_seconds=round(time.perf_counter() - START, 1),
+        first_loss=losses[0], last_loss=float(np.mean(losses[-20:])),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        threads=torch.get_num_threads(), torch=torch.__version__)))
+
+
+if __name__ == "__main__":
+    main()
