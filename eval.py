@@ -19,7 +19,8 @@ Modes (`--mode`):
 (BYOL, SimCLR, MoCo, MultiView: its online encoder behind its own input contract), or a plain
 Keras encoder that expects ImageNet-normalised images.
 Writes a metrics JSON (top-1, top-5, protocol, epochs, data, model, versions) next to the
-model unless --out says otherwise.
+model unless --out says otherwise, and beside it `<json name>_confusion.png`: the confusion
+matrix of the kNN / linear / fine-tuned classifier on the test images.
 """
 
 import json

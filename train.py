@@ -96,7 +96,9 @@ def resolve_config():
         raise app.UsageError(f"--method_options is not valid JSON: {e}") from None
     if not isinstance(options, dict):
         raise app.UsageError("--method_options must be a JSON object")
-    config.update(method=FLAGS.method, method_options=options)
+    # A preset may carry method options (e.g. its views); the flag's keys override them.
+    config.update(method=FLAGS.method,
+                  method_options={**config.pop("method_options", {}), **options})
     config.update(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                   preset=name if FLAGS.preset or name in presets.PRESETS else "imagenet2012",
                   seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,

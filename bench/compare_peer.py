@@ -6,7 +6,8 @@
 Alternates the two libraries (ours, peer, ours, peer, …; each run a fresh process that
 warms up, then times `--steps` steps) so that both see the same minutes of this VM,
 whose speed drifts. Same network (`bench/peer_byol_pytorch.py` rebuilds byol_tf's ResNet
-in PyTorch; the parameter counts are checked equal), batch, image size and float32.
+in PyTorch; the parameter counts are checked equal), batch, image size and precision.
+Precisions: float32, and mixed_bfloat16 as well where the CPU has native bfloat16 (`--precisions`).
 Each run's JSON line (images/s, peak RSS, threads, versions) and a summary line (medians,
 ours / peer, the host's CPU model and ISA flags) go to stdout and, with --out, to a file.
 
@@ -34,7 +35,9 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps first in every run.")
 flags.DEFINE_integer("rounds", 3, "Runs of each library, alternated.")
 flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
                     "Python of the environment with byol-pytorch.")
-flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. --precision=...")
+flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. --jit_compile.")
+flags.DEFINE_list("precisions", ["auto"], "float32 and/or mixed_bfloat16; auto: float32, and "
+                  "mixed_bfloat16 too where the CPU has native bfloat16 (AVX512-BF16 or AMX).")
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
@@ -50,8 +53,18 @@ def run_json(command, env=None):
 
 
 def main(_):
+    precisions = FLAGS.precisions
+    if precisions == ["auto"]:
+        native = {"avx512_bf16", "amx_bf16"} & set(host()["isa"])
+        precisions = ["float32", "mixed_bfloat16"] if native else ["float32"]
+    for precision in precisions:
+        compare(precision)
+
+
+def compare(precision):
     common = [f"--encoder={FLAGS.encoder}", f"--batch_size={FLAGS.batch_size}",
-              f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}", "--repeats=1"]
+              f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}", "--repeats=1",
+              f"--precision={precision}"]
     ours = [sys.executable, "bench/bench_train_step.py", *common, "--aug_steps=0",
             *FLAGS.ours_flags]
     peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common]
@@ -70,6 +83,7 @@ def main(_):
     median = {k: statistics.median(v) for k, v in rates.items()}
     summary = dict(
         summary=True, label=FLAGS.label, encoder=FLAGS.encoder, batch_size=FLAGS.batch_size,
+        precision=precision,
         ours_flags=FLAGS.ours_flags, byol_tf_images_per_s=round(median["byol_tf"], 2),
         peer_images_per_s=round(median["byol-pytorch"], 2),
         ours_over_peer=round(median["byol_tf"] / median["byol-pytorch"], 3),

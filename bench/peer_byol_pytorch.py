@@ -17,6 +17,7 @@ thread count and versions.
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import time
@@ -81,6 +82,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--hidden_dim", type=int, default=4096)
     parser.add_argument("--projection_dim", type=int, default=256)
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="mixed_bfloat16: the forward passes under torch.autocast(bfloat16)")
     args = parser.parse_args()
 
 
@@ -96,10 +99,14 @@ def main():
     optimizer = torch.optim.Adam(learner.parameters(), lr=3e-4)
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size)
 
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+                if args.precision == "mixed_bfloat16" else contextlib.nullcontext())
+
     def run(n):
         start = time.perf_counter()
         for _ in range(n):
-            loss = learner(images)
+            with autocast:
+                loss = learner(images)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -111,7 +118,7 @@ def main():
     rates = sorted(args.steps * args.batch_size / run(args.steps) for _ in range(args.repeats))
     print(json.dumps(dict(
         library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
-        batch_size=args.batch_size, precision="float32",
+        batch_size=args.batch_size, precision=args.precision,
         encoder_parameters=sum(p.numel() for p in net.parameters()),
         train_images_per_s=rates[len(rates) // 2], train_images_per_s_runs=[round(r, 2) for r in rates],
         steps_per_run=args.steps, peak_rss_mb=round(resource.getrusage(

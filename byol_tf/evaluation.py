@@ -22,7 +22,12 @@ def extract_features(model, images, batch_size=256):
     if len(images) == 0:
         raise ValueError("extract_features: no images")
     model = as_image_encoder(model)
-    out = [np.asarray(model(images[start:start + batch_size], training=False))
+    forward = lambda x: model(x, training=False)  # noqa: E731
+    if keras.backend.backend() == "tensorflow":  # one graph instead of eager layer calls
+        import tensorflow as tf
+
+        forward = tf.function(forward, reduce_retracing=True)
+    out = [np.asarray(forward(images[start:start + batch_size]))
            for start in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float32)
 

@@ -37,6 +37,8 @@ def curves(history, path, title=""):
     if not history:
         raise ValueError("curves: an empty history (no completed epoch)")
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panels = [(name, keys) for name, keys in CURVE_PANELS
               if any(row.get(k) is not None for row in history for k in keys)]
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 3), dpi=100, squeeze=False)
@@ -49,6 +51,7 @@ def curves(history, path, title=""):
                         markersize=3, label=key)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=8)
