@@ -113,12 +113,10 @@ def main(argv):
     if FLAGS.mode == "knn":
         train_features, test_features = (evaluation.extract_features(encoder, x)
                                          for x in (x_train, x_test))
-        accuracy = evaluation.knn_accuracy_of_features(
-            train_features, y_train, test_features, y_test, k=FLAGS.knn_k,
-            temperature=FLAGS.temperature, top=(1, 5))
-        predictions = evaluation.knn_predict(train_features, y_train.astype(np.int64),
-                                             test_features, len(class_names), k=FLAGS.knn_k,
-                                             temperature=FLAGS.temperature)
+        votes = evaluation.knn_votes(train_features, y_train.astype(np.int64), test_features,
+                                     len(class_names), k=FLAGS.knn_k,
+                                     temperature=FLAGS.temperature)
+        accuracy, predictions = evaluation.votes_accuracy(votes, y_test, (1, 5)), votes.argmax(1)
         metrics = dict(protocol="knn", top1=accuracy[1], top5=accuracy[5], k=FLAGS.knn_k,
                        temperature=FLAGS.temperature,
                        train_examples=len(x_train), test_examples=len(x_test))

@@ -296,8 +296,6 @@ def main(argv):
         run.save_keras(model.image_encoder(), "encoder.keras")
         run.finish("save", files=["byol.keras", "encoder.keras"])
     image_encoder = keras.models.load_model(run.path / "encoder.keras")
-    if history.epochs:
-        run.write_curves(history.epochs)
 
     evaluated = run.done("evaluate")
     if knn and not evaluated:

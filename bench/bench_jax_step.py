@@ -34,9 +34,7 @@ SMOKE = [("tiny_cifar32", "tiny_resnet_cifar", 32, 16)]
 def _time_step(model, data, steps, warmup):
     import jax
 
-    state = tuple([v.value for v in group] for group in (
-        model.trainable_variables, model.non_trainable_variables, model.optimizer.variables,
-        model.metrics_variables))
+    state = model.jax_state()
     step = jax.jit(model.train_step, donate_argnums=0)
     for _ in range(warmup):
         logs, state = step(state, data)
@@ -67,7 +65,6 @@ def main(_):
         for label, augment in (("compute", False), ("with_augmentation", True)):
             model = byol_tf.BYOL(encoder, total_steps=1000, augment=augment, seed=0)
             model.compile(optimizer=byol_tf.LARS(0.2))
-            model.optimizer.build(model.trainable_variables)
             if augment:
                 data = jax.device_put(images)
             else:  # pre-made views, float in [0, 1]

@@ -11,7 +11,6 @@ Writes a JSON line to stdout and, with --out, to a file.
 """
 
 import json
-import os
 import resource
 import time
 
@@ -47,10 +46,7 @@ def main(_):
     if keras.backend.backend() == "jax":  # the step train.py's JAX trainer jits
         import jax
 
-        model.optimizer.build(model.trainable_variables)
-        state = [tuple([v.value for v in group] for group in (
-            model.trainable_variables, model.non_trainable_variables,
-            model.optimizer.variables, model.metrics_variables))]
+        state = [model.jax_state()]
         jitted, data = jax.jit(model.train_step, donate_argnums=0), jax.device_put(images.numpy())
 
         def step():

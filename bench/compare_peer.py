@@ -16,18 +16,15 @@ its dependencies are never byol_tf's.
 """
 
 import json
-import os
-import pathlib
 import statistics
-import subprocess
 import sys
 import time
 
 from absl import app, flags
 
 from byol_tf.records import host
+from peer_runs import ROOT, last_json, report, run
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset (a basic-block CIFAR ResNet).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("steps", 5, "Timed steps per run.")
@@ -41,15 +38,6 @@ flags.DEFINE_list("precisions", ["auto"], "float32 and/or mixed_bfloat16; auto: 
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
-
-
-def run_json(command, env=None):
-    """Runs a bench process; returns the JSON object of its last stdout line."""
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(_):
@@ -71,8 +59,7 @@ def compare(precision):
     lines, rates = [], {"byol_tf": [], "byol-pytorch": []}
     for round_ in range(FLAGS.rounds):
         for name, command in (("byol_tf", ours), ("byol-pytorch", peer)):
-            result = {"library": name, **run_json(command, {"TF_CPP_MIN_LOG_LEVEL": "2"}),
-                      "round": round_}
+            result = {"library": name, **last_json(run(command)[0]), "round": round_}
             rates[name].append(result["train_images_per_s"])
             lines.append(result)
             print(json.dumps(result), flush=True)
@@ -93,11 +80,7 @@ def compare(precision):
         encoder_parameters=ours_params, torch=lines[1]["torch"],
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))
-    print(json.dumps(summary))
-    if FLAGS.out:
-        with open(FLAGS.out, "a") as f:
-            for line in lines + [summary]:
-                f.write(json.dumps(line) + "\n")
+    report(lines, summary, FLAGS.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,8 +24,8 @@ import time
 from absl import app, flags
 
 from byol_tf.records import host
+from peer_runs import ROOT, last_json, report, run
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 flags.DEFINE_string("data", os.environ.get("BYOL_DATA_DIR", "~/.cache/byol_data"),
                     "Folder of scripts/prepare_cifar10.py (cifar10.npz and tfds/).")
 flags.DEFINE_integer("epochs", 2, "Epochs of 390 steps (batch 128).")
@@ -41,15 +40,6 @@ FLAGS = flags.FLAGS
 BATCH = 128
 
 
-def timed(command):
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout, time.perf_counter() - start
-
-
 def main(_):
     import numpy as np
 
@@ -61,7 +51,7 @@ def main(_):
     with tempfile.TemporaryDirectory() as tmp:
         for seed in FLAGS.seeds:
             run_dir = pathlib.Path(tmp) / f"ours-{seed}"
-            _, wall = timed([sys.executable, "train.py", "--dataset=cifar10",
+            _, wall = run([sys.executable, "train.py", "--dataset=cifar10",
                              f"--data_dir={data / 'tfds'}", "--preset=sample",
                              f"--batch_size={BATCH}", f"--epochs={FLAGS.epochs}",
                              f"--seed={seed}", f"--run_dir={run_dir}", *FLAGS.train_flags])
@@ -77,10 +67,10 @@ def main(_):
             print(json.dumps(lines[-1]), flush=True)
 
             features = pathlib.Path(tmp) / f"peer-{seed}.npz"
-            out, wall = timed([FLAGS.peer_python, "bench/peer_train_cifar10.py",
+            out, wall = run([FLAGS.peer_python, "bench/peer_train_cifar10.py",
                                f"--npz={data / 'cifar10.npz'}", f"--steps={steps}",
                                f"--seed={seed}", f"--features={features}", *FLAGS.peer_flags])
-            peer = json.loads(out.strip().splitlines()[-1])
+            peer = last_json(out)
             f = np.load(features)
             predicted = knn_predict(f["train"], f["y_train"], f["test"], 10, k=200,
                                     temperature=0.1)
@@ -100,11 +90,7 @@ def main(_):
         loop_ratio=round(med(ours, "loop_seconds") / med(peers, "loop_seconds"), 3),
         byol_tf_knn=[r["knn_top1"] for r in ours], peer_knn=[r["knn_top1"] for r in peers],
         torch=peers[0]["torch"], **host(), date=time.strftime("%Y-%m-%d %H:%M"))
-    print(json.dumps(summary))
-    if FLAGS.out:
-        with open(FLAGS.out, "a") as f:
-            for line in lines + [summary]:
-                f.write(json.dumps(line) + "\n")
+    report(lines, summary, FLAGS.out)
 
 
 if __name__ == "__main__":

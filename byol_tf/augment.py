@@ -12,6 +12,7 @@ grayscale weights, blur kernel) and `tf.image.sample_distorted_bounding_box` +
 Shapes: images `[B, H, W, 3]`, float32 in [0, 1] (uint8 is accepted and scaled).
 """
 
+import functools
 import math
 
 import keras
@@ -262,16 +263,16 @@ def fused(fn):
     return tf.function(fn, jit_compile=True, reduce_retracing=True)
 
 
-_compiled = {}
+@functools.cache
+def _fused_color_jitter(backend):
+    return fused(color_jitter)
 
 
 def apply_view(images, params, config, out_size):
     """Applies drawn `params` to float images: crop+resize+flip, colour, blur, solarize."""
     out = crop_resize_flip(images, params, out_size)
     if config["jitter_prob"] > 0 or config["grayscale_prob"] > 0:
-        if keras.backend.backend() not in _compiled:
-            _compiled[keras.backend.backend()] = fused(color_jitter)
-        out = _compiled[keras.backend.backend()](out, params)
+        out = _fused_color_jitter(keras.backend.backend())(out, params)
     if config["blur_prob"] > 0:
         out = gaussian_blur(out, params, config["blur_divider"])
     if config["solarize_prob"] > 0:

@@ -32,25 +32,33 @@ def extract_features(model, images, batch_size=256):
     return np.concatenate(out).astype(np.float32)
 
 
+def nearest(train_features, test_features, k, chunk=1024):
+    """(indices, cosine similarities), each `[M, k]`: the k most cosine-similar of
+    `train_features [N, D]` for each of `test_features [M, D]`, most similar first (test
+    features `chunk` at a time, so memory stays at chunk·N similarities)."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)  # noqa: E731
+    train, indices, similarities = unit(np.asarray(train_features)), [], []
+    for start in range(0, len(test_features), chunk):
+        similarity = unit(np.asarray(test_features[start:start + chunk])) @ train.T
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        top_similarity = np.take_along_axis(similarity, top, axis=1)
+        order = np.argsort(-top_similarity, axis=1, kind="stable")
+        indices.append(np.take_along_axis(top, order, axis=1))
+        similarities.append(np.take_along_axis(top_similarity, order, axis=1))
+    return np.concatenate(indices), np.concatenate(similarities)
+
+
 def knn_votes(train_features, train_labels, test_features, num_classes, k=200,
               temperature=0.1, chunk=1024):
     """Class votes `[M, C]` for `test_features [M, D]`: the k most cosine-similar of
     `train_features [N, D]` each add exp(similarity / T) to their class."""
     if len(train_features) == 0 or len(test_features) == 0:
         raise ValueError("knn: empty train or test features")
-    k = min(k, len(train_features))
-    train = train_features / np.linalg.norm(train_features, axis=1, keepdims=True).clip(1e-12)
-    votes = []
-    for start in range(0, len(test_features), chunk):
-        test = test_features[start:start + chunk]
-        test = test / np.linalg.norm(test, axis=1, keepdims=True).clip(1e-12)
-        similarity = test @ train.T
-        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        weights = np.exp(np.take_along_axis(similarity, top, axis=1) / temperature)
-        chunk_votes = np.zeros((len(test), num_classes))
-        np.add.at(chunk_votes, (np.arange(len(test))[:, None], train_labels[top]), weights)
-        votes.append(chunk_votes)
-    return np.concatenate(votes)
+    top, similarity = nearest(train_features, test_features, min(k, len(train_features)), chunk)
+    votes = np.zeros((len(test_features), num_classes))
+    np.add.at(votes, (np.arange(len(top))[:, None], np.asarray(train_labels)[top]),
+              np.exp(similarity / temperature))
+    return votes
 
 
 def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
@@ -74,7 +82,14 @@ def knn_accuracy_of_features(train_features, y_train, test_features, y_test, k=2
     y_train, y_test = np.asarray(y_train).astype(np.int64), np.asarray(y_test).astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     votes = knn_votes(train_features, y_train, test_features, num_classes, k, temperature)
+    return votes_accuracy(votes, y_test, top)
+
+
+def votes_accuracy(votes, y_test, top=1):
+    """Top-`top` accuracy of class votes `[M, C]` (a float; a dict {1: …, 5: …} when `top` is
+    a tuple of ks)."""
     ranked = np.argsort(-votes, axis=1)
+    y_test = np.asarray(y_test).astype(np.int64)
     accuracy = {t: float(np.mean((ranked[:, :t] == y_test[:, None]).any(1)))
                 for t in np.atleast_1d(top)}
     return accuracy if isinstance(top, tuple) else accuracy[top]

@@ -62,17 +62,6 @@ def curves(history, path, title=""):
     plt.close(fig)
 
 
-def nearest(train_features, test_features, k):
-    """Indices `[M, k]` of the k most cosine-similar training features of each test feature,
-    most similar first."""
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)  # noqa: E731
-    similarity = unit(np.asarray(test_features, np.float32)) @ unit(
-        np.asarray(train_features, np.float32)).T
-    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
-
-
 def first_of_each_class(labels, num_classes):
     """Index of the first example of each class `[C]` (classes absent are left out)."""
     labels = np.asarray(labels)
@@ -83,9 +72,12 @@ def first_of_each_class(labels, num_classes):
 def neighbour_grid(train_features, train_images, train_labels, test_features, test_images,
                    test_labels, class_names, path, k=8):
     """`neighbours.png` of an embedding: the first test image of each class and its k
-    nearest training images. Returns (query indices [R], neighbour indices [R, k])."""
+    nearest training images (`byol_tf.evaluation.nearest`, the kNN's own search). Returns
+    (query indices [R], neighbour indices [R, k])."""
+    from byol_tf.evaluation import nearest
+
     queries = first_of_each_class(test_labels, len(class_names))
-    found = nearest(train_features, np.asarray(test_features)[queries], k)
+    found, _ = nearest(train_features, np.asarray(test_features)[queries], k)
     train_labels = np.asarray(train_labels)
     neighbours(np.asarray(test_images)[queries], np.asarray(test_labels)[queries],
                np.asarray(train_images)[found], train_labels[found], class_names, path)

@@ -15,13 +15,13 @@ import sys
 import warnings
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 def choose_cpu_kernels():
     """Sets TF_ENABLE_ONEDNN_OPTS=1 on x86-64 when unset and TensorFlow is not yet imported.
     Returns the value TensorFlow will read (None: its own default)."""
-    if (ONEDNN not in os.environ and "tensorflow" not in sys.modules
-            and platform.machine().lower() in ("x86_64", "amd64")):
+    if ONEDNN not in os.environ and "tensorflow" not in sys.modules and X86_64:
         os.environ[ONEDNN] = "1"
     return os.environ.get(ONEDNN)
 
@@ -36,8 +36,8 @@ def onednn_enabled():
 def warn_if_eigen_kernels():
     """Warns when TensorFlow was imported before byol_tf, without the variable, on an x86-64
     CPU where it then runs Eigen's slower kernels."""
-    if (ONEDNN not in os.environ and "tensorflow" in sys.modules
-            and platform.machine().lower() in ("x86_64", "amd64") and not onednn_enabled()):
+    if (ONEDNN not in os.environ and "tensorflow" in sys.modules and X86_64
+            and not onednn_enabled()):
         warnings.warn(
             "TensorFlow was imported before byol_tf and runs its Eigen CPU kernels: on CPUs "
             "without AVX512-VNNI/BF16 its oneDNN kernels trained BYOL 1.7-1.9× faster. Set "

@@ -278,6 +278,15 @@ class TwoViewModel(keras.Model):
         self.after_update(targets, scalars)
         return self._record(logs, scalars, learning_rate)
 
+    def jax_state(self):
+        """The `state` that `train_step(state, data)` takes on the JAX backend: the values of
+        the (trainable, non-trainable, optimizer, metric) variables, the optimizer built."""
+        if not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        return tuple([v.value for v in group] for group in (
+            self.trainable_variables, self.non_trainable_variables, self.optimizer.variables,
+            self.metrics_variables))
+
     def _jax_train_step(self, state, data):
         """The same step as `_tf_train_step`, stateless for `jax.jit`: `state` holds the values
         of (trainable, non-trainable, optimizer, metric) variables; the model's own methods run

@@ -169,7 +169,7 @@ def pretrain(args):
                              total_steps=config["epochs"] * steps_per_epoch)
     _write(config_path, json.dumps(record, indent=2))
     model = build(config, num_classes, steps_per_epoch)
-    state = tuple([v.value for v in _group(model, g)] for g in GROUPS)
+    state = model.jax_state()
     fresh_metrics = [jnp.array(v) for v in state[3]]
     metrics_path = run_dir / "metrics.json"
     history = json.loads(metrics_path.read_text()) if metrics_path.exists() else dict(epochs=[])

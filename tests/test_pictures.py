@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from byol_tf import pictures
+from byol_tf import evaluation, pictures
 from helpers.png import png_size
 
 
@@ -25,7 +25,10 @@ def test_nearest_matches_a_full_sort():
     cos = (test / np.linalg.norm(test, axis=1, keepdims=True)) @ (
         train / np.linalg.norm(train, axis=1, keepdims=True)).T
     expected = np.argsort(-cos, axis=1)[:, :8]
-    np.testing.assert_array_equal(pictures.nearest(train, test, 8), expected)
+    for chunk in (1024, 3):  # one chunk, and test features a few at a time
+        found, similarity = evaluation.nearest(train, test, 8, chunk=chunk)
+        np.testing.assert_array_equal(found, expected)
+        np.testing.assert_allclose(similarity, np.take_along_axis(cos, expected, 1), rtol=1e-6)
 
 
 def test_neighbour_grid_shows_the_nearest_images(tmp_path):

@@ -1,0 +1,34 @@
+"""What the peer comparisons share: running one bench process, and appending results."""
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run(command):
+    """Runs `command` from the repository root (TensorFlow's logs quiet); returns (its stdout,
+    wall seconds). A failure raises with the end of its stderr."""
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout, time.perf_counter() - start
+
+
+def last_json(stdout):
+    """The JSON object on the last line of a bench process's stdout."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def report(lines, summary, out):
+    """Prints the summary; with `out`, appends every line and the summary to it (JSON lines)."""
+    print(json.dumps(summary))
+    if out:
+        with open(out, "a") as f:
+            for line in lines + [summary]:
+                f.write(json.dumps(line) + "\n")
