@@ -14,7 +14,10 @@ default), byol.keras (the whole model with optimizer state), encoder.keras (a
 `byol_tf.ImageEncoder`: uint8 images of any size → embedding, the online encoder behind its
 input contract) and export/byol_encoder/1/ (the same as a SavedModel for TF Serving,
 byol_tf.export). Started again with the same --run_dir and flags, an unfinished run resumes
-from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included).
+from its newest intact checkpoint, at the exact step (data stream, τ, LR, RNG included);
+--time_limit_minutes=M stops such a run at an epoch's end within M minutes, so a long run goes
+in segments (each process's host, steps and seconds are kept in the checkpoints and
+metrics.json's "segments").
 """
 
 import functools
@@ -63,6 +66,9 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
                   "Keras dtype policy: compute dtype; variables and the loss stay float32.")
 flags.DEFINE_bool("deterministic", False, "tf.config.experimental.enable_op_determinism().")
 flags.DEFINE_integer("checkpoint_every", None, "Checkpoint every N steps (default: each epoch).")
+flags.DEFINE_float("time_limit_minutes", None, "Stop training at the last epoch end that fits in "
+                   "this many minutes of this process (the run resumes when the same command is "
+                   "run again): long runs in time-limited segments.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
 flags.DEFINE_string("publish", None, "After training, publish the encoder as this zoo entry "
                     "(byol_tf.zoo.publish: export, kNN + linear eval, model card).")
@@ -189,7 +195,14 @@ def main(argv):
     from byol_tf.records import versions, write_json
 
     # ------------------------------------------------ validate: nothing is written before
+    process_started = time.time()
     config = resolve_config()
+    if FLAGS.time_limit_minutes is not None and FLAGS.time_limit_minutes <= 0:
+        raise app.UsageError(f"--time_limit_minutes must be > 0; got {FLAGS.time_limit_minutes}")
+    if FLAGS.time_limit_minutes and FLAGS.strategy == "multi_worker":
+        raise app.UsageError("--time_limit_minutes: each worker would stop by its own clock and "
+                             "the others would wait for it; stop a multi-worker run from outside "
+                             "(it resumes from its checkpoints)")
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy, is_chief = make_strategy(FLAGS.strategy, FLAGS.tpu)
@@ -256,9 +269,11 @@ def main(argv):
         if knn and FLAGS.knn_every:
             measure = [evaluation.KnnEvery(eval_arrays(), FLAGS.knn_every, config["epochs"],
                                            k=FLAGS.knn_k)]
+        limit = (runs.TimeLimit(60 * FLAGS.time_limit_minutes, process_started)
+                 if FLAGS.time_limit_minutes else None)
         callbacks = [keras.callbacks.TerminateOnNaN(), *measure, history,
                      SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch,
-                               steps_per_epoch, history.state)]
+                               steps_per_epoch, history.state), *([limit] if limit else [])]
         if is_chief:
             callbacks.append(keras.callbacks.TensorBoard(str(run.path / "tensorboard"),
                                                          update_freq="epoch"))
@@ -281,9 +296,15 @@ def main(argv):
                 break
         if step not in manager.steps():
             manager.save(model, step, history.state())
+        if limit and limit.stopped and step < total_steps:
+            print(f"Stopped at the time limit after step {step} of {total_steps} (epoch "
+                  f"{step // steps_per_epoch} of {config['epochs']}); run the same command "
+                  f"again to continue. Run folder: {run.path}")
+            return
         trained = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
                        train_seconds=round(history.train_seconds, 1),
-                       stopped_early=bool(model.stop_training))
+                       segments=history.segments(),
+                       stopped_early=bool(model.stop_training) and not (limit and limit.stopped))
         run.finish("train", **trained)
 
     if FLAGS.final_weights_npz:  # every worker: for checking replicas and workers agree
@@ -323,8 +344,9 @@ def main(argv):
             export.export_encoder(image_encoder, saved_model)
         run.finish("export", saved_model=str(saved_model))
 
-    metrics = dict(saved_model=str(saved_model), **{k: trained[k] for k in (
-        "train_seconds", "final_step", "resumed_from_step", "history")})
+    metrics = dict(saved_model=str(saved_model), segments=trained.get("segments", []),
+                   **{k: trained[k] for k in ("train_seconds", "final_step", "resumed_from_step",
+                                              "history")})
     if evaluated:
         metrics["knn"] = evaluated["knn"]
     write_json(run.path / "metrics.json", metrics)

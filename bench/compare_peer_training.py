@@ -11,6 +11,8 @@ features for the kNN). Wall seconds are whole commands, process start to exit; l
 seconds are the training loops alone. Both encoders are scored by one numpy kNN
 (`byol_tf.evaluation.knn_predict`, k = 200, temperature 0.1, all 50,000 train and
 10,000 test images). Needs CIFAR-10 prepared in `--data` (scripts/prepare_cifar10.py).
+`--our_epochs` gives train.py another number of epochs than the peer's `--epochs` (for a
+comparison at equal wall time rather than equal steps).
 """
 
 import json
@@ -29,6 +31,8 @@ from peer_runs import ROOT, last_json, report, run
 flags.DEFINE_string("data", os.environ.get("BYOL_DATA_DIR", "~/.cache/byol_data"),
                     "Folder of scripts/prepare_cifar10.py (cifar10.npz and tfds/).")
 flags.DEFINE_integer("epochs", 2, "Epochs of 390 steps (batch 128).")
+flags.DEFINE_integer("our_epochs", None, "byol_tf's epochs, if not --epochs: an equal-wall "
+                     "comparison gives ours the epochs that fit in the peer's time.")
 flags.DEFINE_list("seeds", ["0"], "Seeds; one run of each library per seed.")
 flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
                     "Python of the environment with byol-pytorch.")
@@ -53,7 +57,8 @@ def main(_):
             run_dir = pathlib.Path(tmp) / f"ours-{seed}"
             _, wall = run([sys.executable, "train.py", "--dataset=cifar10",
                              f"--data_dir={data / 'tfds'}", "--preset=sample",
-                             f"--batch_size={BATCH}", f"--epochs={FLAGS.epochs}",
+                             f"--batch_size={BATCH}",
+                             f"--epochs={FLAGS.our_epochs or FLAGS.epochs}",
                              f"--seed={seed}", f"--run_dir={run_dir}", *FLAGS.train_flags])
             metrics = json.loads((run_dir / "metrics.json").read_text())
             knn = metrics["knn"]
@@ -84,6 +89,7 @@ def main(_):
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     summary = dict(
         summary=True, label=FLAGS.label, epochs=FLAGS.epochs, steps=steps, batch_size=BATCH,
+        our_epochs=FLAGS.our_epochs or FLAGS.epochs,
         train_flags=FLAGS.train_flags, peer_flags=FLAGS.peer_flags,
         byol_tf_run_seconds=med(ours, "run_seconds"), peer_run_seconds=med(peers, "run_seconds"),
         run_ratio=round(med(ours, "run_seconds") / med(peers, "run_seconds"), 3),

@@ -28,7 +28,9 @@ HEAD_NORMS = ("batch_norm", "layer_norm", "none")
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class BatchNorm(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training mode.
+    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training mode
+    (float32, and bfloat16 inputs under `mixed_bfloat16`, whose statistics the kernel
+    computes in float32, as Keras does).
 
     Args:
       synchronized: bool. Statistics over the global batch under a `tf.distribute`
@@ -55,7 +57,7 @@ class BatchNorm(keras.layers.BatchNormalization):
                 and keras.backend.backend() == "tensorflow"
                 and self.axis in (-1, len(inputs.shape) - 1)
                 and len(inputs.shape) in (2, 4)
-                and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16"))
 
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or mask is not None or self.renorm \

@@ -5,9 +5,14 @@ any flag given on the command line overrides it.
   base LR 0.2, wd 1.5e-6, τ_base 0.996, 10 warm-up epochs, 224 px).
 - cifar10 / cifar100 / stl10: the recipe used for small images by solo-learn and
   lightly (LARS base LR 1.0, wd 1e-5, τ_base 0.99), ResNet-18 with the CIFAR stem.
+- cifar10_cpu: CIFAR-10 on a CPU in hours, not days: the ~0.3 M-parameter ResNet at batch
+  128, AdamW (base LR 2e-3, no warm-up), no Gaussian blur (at 32 px it mostly erases the
+  image; the common CIFAR choice). Chosen by measurement at short budgets (bench/README.md).
 - sample: the embedded default: a ~0.3 M-parameter ResNet on the bundled 2,000
   CIFAR-10 images, a few minutes on a 2-core CPU.
 """
+
+from byol_tf import augment
 
 PRESETS = {
     "imagenet2012": dict(encoder="resnet50", image_size=224, epochs=1000, batch_size=4096,
@@ -24,6 +29,11 @@ PRESETS = {
                    optimizer="lars", hidden_dim=1024, projection_dim=128),
 }
 PRESETS["cifar100"] = dict(PRESETS["cifar10"])
+PRESETS["cifar10_cpu"] = dict(
+    PRESETS["sample"], epochs=150, optimizer="adamw", base_lr=2e-3, weight_decay=1e-6,
+    warmup_epochs=0, method_options=dict(  # (canonical JSON form: a resume compares configs)
+        view1=augment.check_config(dict(augment.VIEW1, blur_prob=0.0)),
+        view2=augment.check_config(dict(augment.VIEW2, blur_prob=0.0))))
 
 
 def for_dataset(name):

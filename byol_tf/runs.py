@@ -21,7 +21,7 @@ import time
 
 import keras
 
-from byol_tf.records import write_json
+from byol_tf.records import host, write_json
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
 
@@ -135,8 +135,9 @@ class RunFolder:
 class RunHistory(keras.callbacks.Callback):
     """The train phase's own state, saved in every checkpoint (`state()`) and restored on a
     resume (`restore(state)`): the logs of each completed epoch, the training seconds so far,
-    and the metric trackers' values of a half-done epoch, so that the resumed epoch's logs
-    equal an uninterrupted run's.
+    the segments (one per process that trained: its host's CPU, first and last step, seconds
+    inside `fit`), and the metric trackers' values of a half-done epoch, so that the resumed
+    epoch's logs equal an uninterrupted run's.
 
     Args:
       run: the `RunFolder` (its `history.csv` is rewritten after every epoch).
@@ -145,12 +146,25 @@ class RunHistory(keras.callbacks.Callback):
     def __init__(self, run):
         super().__init__()
         self.run, self.epochs, self.seconds_before = run, [], 0.0
+        self.segments_before, self._first_step = [], None
         self._started, self._metric_values = None, None
+        self._seconds_here = 0.0  # inside `fit` in this process, finished calls
 
     def state(self):
         return dict(history=self.epochs, train_seconds=self.train_seconds,
+                    segments=self.segments(),
                     metrics=[keras.ops.convert_to_numpy(v).tolist()
                              for v in self.model.metrics_variables])
+
+    def segments(self):
+        """[{cpu, cores, isa, first_step, last_step, train_seconds}]: the processes that
+        trained this run, this one last (while it has trained)."""
+        here = self._seconds_here + (time.time() - self._started if self._started else 0.0)
+        if self.model is None or here == 0.0:
+            return list(self.segments_before)
+        last_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return [*self.segments_before, dict(host(), first_step=self._first_step,
+                                            last_step=last_step, train_seconds=round(here, 1))]
 
     def by_key(self):
         """{metric: [value of each completed epoch, None where not measured]} (the layout of
@@ -163,6 +177,7 @@ class RunHistory(keras.callbacks.Callback):
         metric trackers are restored when that epoch resumes."""
         self.epochs = [dict(row) for row in state.get("history", [])]
         self.seconds_before = float(state.get("train_seconds", 0.0))
+        self.segments_before = [dict(s) for s in state.get("segments", [])]
         self._metric_values = state.get("metrics") if mid_epoch else None
 
     @property
@@ -174,8 +189,11 @@ class RunHistory(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._started = time.time()
+        if self._first_step is None:
+            self._first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_train_end(self, logs=None):
+        self._seconds_here += time.time() - self._started
         self.seconds_before, self._started = self.train_seconds, None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -189,3 +207,22 @@ class RunHistory(keras.callbacks.Callback):
         self.epochs = self.epochs[:epoch] + [row]
         self.run.write_history_csv(self.epochs)
         self.run.write_curves(self.epochs)
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch after which another epoch of the same
+    duration would end later than `seconds` after `started` (a `time.time()`), so that a
+    long run goes in time-limited segments, each ending on an epoch's checkpoint.
+    `stopped` tells whether it stopped the training."""
+
+    def __init__(self, seconds, started):
+        super().__init__()
+        self.deadline, self.stopped, self._epoch_started = started + seconds, False, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        if now + (now - self._epoch_started) > self.deadline:
+            self.model.stop_training = self.stopped = True

@@ -31,6 +31,7 @@ from byol_tf.runs import RunFolder
 
 ZOO_DIR = pathlib.Path(os.environ.get("BYOL_ZOO_DIR", pathlib.Path(__file__).parents[1] / "models"))
 CARD = "model_card.json"
+PICTURES = ("curves.png", "neighbours.png")  # a run's pictures that its entry shows
 
 
 def list(root=None):  # noqa: A001  (the zoo's verb)
@@ -193,6 +194,10 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
     staging.mkdir(parents=True)
     model.save(staging / "encoder.keras")
     export.export_encoder(model, staging / "saved_model")
+    pictures = [n for n in PICTURES if (run_dir / n).is_file()]
+    for picture in pictures:
+        shutil.copyfile(run_dir / picture, staging / picture)
+    trained = _recorded_training(run_dir)
 
     x_train, y_train, x_test, y_test = data.load_arrays(
         config["dataset"], config["data_dir"], eval_folder=eval_dataset,
@@ -216,7 +221,7 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
                          method_options=config.get("method_options", {}),
                          command=" ".join(run_record.get("command", [])),
                          run_dir=str(run_dir.resolve()),
-                         versions=run_record.get("versions", {})),
+                         versions=run_record.get("versions", {}), **trained),
         results=dict(
             knn_top1=knn, knn_protocol="k=200, cosine, T=0.1, frozen encoder",
             linear_top1=linear["top1"], linear_top5=linear["top5"],
@@ -224,7 +229,7 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
                             f"crop+flip, {linear_epochs} epochs",
             train_examples=len(x_train), test_examples=len(x_test),
             command=f"byol_tf.zoo.publish({str(run_dir)!r}, {name!r}, linear_epochs={linear_epochs})"),
-        date=datetime.date.today().isoformat(), versions=versions(), files=files,
+        pictures=pictures, date=datetime.date.today().isoformat(), versions=versions(), files=files,
         signatures=dict(serving_default="images uint8 [B,H,W,3] → embedding float32 [B,D]",
                         serve_encoded="encoded string [B] (JPEG/PNG) → embedding"))
     write_json(staging / CARD, card)
@@ -232,6 +237,19 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
     verified_files(staging.name, staging.parent)
     _swap_into_place(staging, entry)
     return entry
+
+
+def _recorded_training(run_dir):
+    """{train_hours, segments} from the run's metrics.json (the processes that trained it:
+    host CPU, steps, seconds), or {} for a run without them."""
+    path = pathlib.Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())
+    if "train_seconds" not in metrics:
+        return {}
+    return dict(train_hours=round(metrics["train_seconds"] / 3600, 3),
+                segments=metrics.get("segments", []))
 
 
 def _recorded_knn(run_dir, train_examples, test_examples):
@@ -268,17 +286,33 @@ def _host_text(host):
     return f" ({host['cpu']}, {host['cores']} cores, {', '.join(host['isa']) or 'no AVX2'})"
 
 
+def _training_text(pretraining):
+    """'Training took H hours … (h on host; …)' from the card's segments ('' without them)."""
+    segments = pretraining.get("segments") or []
+    if not segments:
+        return ""
+    hours_on = {}  # host text → hours
+    for segment in segments:
+        name = _host_text(segment).strip(" ()")
+        hours_on[name] = hours_on.get(name, 0.0) + segment["train_seconds"] / 3600
+    where = "; ".join(f"{hours:.2f} h on {name}" for name, hours in hours_on.items())
+    return (f"Training took {pretraining['train_hours']:.2f} hours inside `fit` in "
+            f"{len(segments)} segment{'s' * (len(segments) > 1)} ({where}).\n\n")
+
+
 def _readme(card):
     r, p = card["results"], card["pretraining"]
+    pictures = "".join(f"![{pathlib.Path(name).stem}]({name})\n\n"
+                       for name in card.get("pictures", []))
     return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
             f"({card['representation_dim']}-d representation, {card['image_size']} px) on "
             f"`{card['dataset']}`: {p['epochs']} epochs, batch {p['batch_size']}, "
             f"recipe {json.dumps(p['recipe'])}; pretrained by `python {p['command']}`.\n\n"
+            f"{_training_text(p)}"
             f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
             f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
             f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "
             f"`{r['command']}` on {card['date']}"
-            f"{_host_text(card['versions'].get('host'))}.\n\n"
+            f"{_host_text(card['versions'].get('host'))}.\n\n{pictures}"
             f"```python\nimport byol_tf\nencoder = byol_tf.zoo.load({card['name']!r})  "
             f"# uint8 images → embedding\n```\n\nFiles and their sha256: `{CARD}`.\n")
-

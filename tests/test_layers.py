@@ -72,3 +72,30 @@ def test_xla_uses_the_composite_path_and_matches_keras():
     want = tf.function(lambda: step(ref))()
     assert fused_seen == [False]
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_fused_batch_norm_in_bfloat16_matches_keras():
+    """Under mixed_bfloat16 the fused kernel takes the bfloat16 activations (statistics in
+    float32): outputs, gradients and moving statistics as Keras' layer, to bfloat16's
+    rounding."""
+    rng = np.random.default_rng(3)
+    shape = (32, 6, 6, 8)
+    x = tf.constant(rng.normal(1.0, 2.0, shape).astype(np.float32), tf.bfloat16)
+    upstream = tf.constant(rng.normal(size=shape).astype(np.float32), tf.bfloat16)
+    ours = BatchNorm(momentum=0.9, dtype="mixed_bfloat16")
+    ref = keras.layers.BatchNormalization(momentum=0.9, dtype="mixed_bfloat16")
+    ours.build(shape), ref.build(shape)
+    assert ours._can_fuse(x, True, None)
+    results = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y * upstream, tf.float32))
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        assert y.dtype == tf.bfloat16 and grads[0].dtype == tf.bfloat16
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance])
+    for a, b in zip(*results):
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, atol=2e-2 * scale)

@@ -1,9 +1,11 @@
 """Recipes as data: every preset is complete and builds; the paper's values are the defaults
 at the paper's scale."""
 
+import json
+
 import pytest
 
-from byol_tf import encoders, optimizers, presets
+from byol_tf import augment, encoders, optimizers, presets
 
 KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay", "tau_base",
         "warmup_epochs", "optimizer", "hidden_dim", "projection_dim"}
@@ -12,7 +14,7 @@ KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_deca
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
 def test_every_preset_is_complete_and_names_real_parts(name):
     recipe = presets.PRESETS[name]
-    assert set(recipe) == KEYS
+    assert set(recipe) - {"method_options"} == KEYS
     assert recipe["encoder"] in encoders.PRESETS
     assert 0 < recipe["tau_base"] < 1 and recipe["warmup_epochs"] < recipe["epochs"]
     optimizers.get(recipe["optimizer"], 0.1, recipe["weight_decay"])
@@ -30,3 +32,15 @@ def test_for_dataset_returns_a_copy_and_falls_back_to_imagenet():
     recipe["epochs"] = 1
     assert presets.PRESETS["cifar10"]["epochs"] == 800
     assert presets.for_dataset("/some/folder/of/images") == presets.PRESETS["imagenet2012"]
+
+
+def test_cifar10_cpu_changes_only_what_it_says():
+    """The CPU recipe: the paper's views without the Gaussian blur, stored in the JSON form a
+    resumed run compares its config with (tuples would differ from config.json's lists)."""
+    recipe = presets.PRESETS["cifar10_cpu"]
+    options = recipe["method_options"]
+    assert json.loads(json.dumps(options)) == options
+    for name, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
+        view = augment.check_config(options[name])
+        assert view == augment.check_config(dict(paper, blur_prob=0.0))
+    assert (recipe["optimizer"], recipe["warmup_epochs"]) == ("adamw", 0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import export, pictures, runs
+from byol_tf import export, pictures, records, runs
 from helpers.png import png_size
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ def train(*args, timeout=600):
     ('--method_options={"no_such_option": 1}', "no_such_option"),
     ("--tau_base=2", "tau_base"),
     ("--epochs=0", "epochs"),
+    ("--time_limit_minutes=0", "time_limit_minutes"),
 ])
 def test_a_bad_flag_writes_nothing(tmp_path, bad, message):
     run_dir = tmp_path / "run"
@@ -155,6 +156,47 @@ def test_a_kill_in_any_phase_then_a_rerun_equals_an_uninterrupted_run(uninterrup
     # Evaluation and publish options may change; the training config may not.
     changed = train(*[a for a in args if a != "--epochs=2"], "--epochs=3")
     assert changed.returncode != 0 and "another config" in changed.stderr
+
+
+def test_time_limited_segments_equal_an_uninterrupted_run(uninterrupted, tmp_path):
+    """--time_limit_minutes stops at an epoch's end (the limit here is shorter than any
+    epoch: one epoch per process); rerunning the command resumes; the finished run equals an
+    uninterrupted one, and records each process as a segment (steps, seconds, host)."""
+    run_dir = tmp_path / "run"
+    args = [*SMALL, f"--run_dir={run_dir}", "--publish=entry", "--time_limit_minutes=0.0001"]
+    first = train(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Stopped at the time limit after step 2 of 4" in first.stdout
+    assert "train" not in runs.RunFolder(run_dir).phases()
+    second = train(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    want, got = _outputs(uninterrupted), _outputs(run_dir)
+    for name in want[0]:
+        np.testing.assert_array_equal(got[0][name], want[0][name], err_msg=name)
+    assert got[1:] == want[1:]
+    trained = runs.RunFolder(run_dir).done("train")
+    assert not trained["stopped_early"]
+    segments = json.loads((run_dir / "metrics.json").read_text())["segments"]
+    assert [(s["first_step"], s["last_step"]) for s in segments] == [(0, 2), (2, 4)]
+    assert all(s["cpu"] == records.host()["cpu"] and s["train_seconds"] > 0 for s in segments)
+    assert sum(s["train_seconds"] for s in segments) == pytest.approx(trained["train_seconds"],
+                                                                      abs=0.2)
+    whole = json.loads((uninterrupted / "metrics.json").read_text())["segments"]
+    assert [(s["first_step"], s["last_step"]) for s in whole] == [(0, 4)]
+
+
+def test_a_zoo_entry_shows_its_runs_pictures_and_training_time(uninterrupted):
+    entry = uninterrupted / "zoo" / "entry"
+    card = json.loads((entry / "model_card.json").read_text())
+    assert card["pictures"] == ["curves.png", "neighbours.png"]
+    for name in card["pictures"]:  # the run's pictures, listed with their hashes
+        assert (entry / name).read_bytes() == (uninterrupted / name).read_bytes()
+        assert name in card["files"]
+        assert f"]({name})" in (entry / "README.md").read_text()
+    train_seconds = json.loads((uninterrupted / "metrics.json").read_text())["train_seconds"]
+    assert card["pretraining"]["train_hours"] == round(train_seconds / 3600, 3)
+    assert len(card["pretraining"]["segments"]) == 1
+    assert records.host()["cpu"] in (entry / "README.md").read_text()
 
 
 def test_a_finished_run_publishes_when_asked_later(tmp_path):
