@@ -239,13 +239,16 @@ def publish(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_da
     return entry
 
 
+def _run_metrics(run_dir):
+    """The run's metrics.json (train.py's), or {} where there is none."""
+    path = pathlib.Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _recorded_training(run_dir):
     """{train_hours, segments} from the run's metrics.json (the processes that trained it:
     host CPU, steps, seconds), or {} for a run without them."""
-    path = pathlib.Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return {}
-    metrics = json.loads(path.read_text())
+    metrics = _run_metrics(run_dir)
     if "train_seconds" not in metrics:
         return {}
     return dict(train_hours=round(metrics["train_seconds"] / 3600, 3),
@@ -255,10 +258,7 @@ def _recorded_training(run_dir):
 def _recorded_knn(run_dir, train_examples, test_examples):
     """The kNN top-1 of the pretrained encoder that train.py recorded in the run's
     metrics.json with the zoo's protocol (k = 200, T = 0.1) on the same examples, or None."""
-    path = pathlib.Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    knn = json.loads(path.read_text()).get("knn") or {}
+    knn = _run_metrics(run_dir).get("knn") or {}
     same = (knn.get("k") == 200 and knn.get("temperature") == 0.1 and
             knn.get("train_examples") == train_examples and knn.get("test_examples") == test_examples)
     return knn.get("pretrained") if same else None

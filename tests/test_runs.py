@@ -123,6 +123,16 @@ def _outputs(run_dir):
             metrics["history"], metrics["knn"], (run_dir / "history.csv").read_text())
 
 
+def _assert_same_outputs(run_dir, reference_dir):
+    """The run's weights (bit for bit), history, kNN and history.csv equal the reference's;
+    returns the run's outputs."""
+    want, got = _outputs(reference_dir), _outputs(run_dir)
+    for name in want[0]:
+        np.testing.assert_array_equal(got[0][name], want[0][name], err_msg=name)
+    assert got[1:] == want[1:]
+    return got
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "whole"
@@ -142,10 +152,7 @@ def test_a_kill_in_any_phase_then_a_rerun_equals_an_uninterrupted_run(uninterrup
     result = train(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(runs.RunFolder(run_dir).phases()) == set(runs.PHASES)
-    want, got = _outputs(uninterrupted), _outputs(run_dir)
-    for name in want[0]:
-        np.testing.assert_array_equal(got[0][name], want[0][name], err_msg=name)
-    assert got[1:] == want[1:]
+    got = _assert_same_outputs(run_dir, uninterrupted)
     assert len(got[3].strip().splitlines()) == 1 + 2  # a header and one row per epoch
     version = run_dir / "export" / "byol_encoder"
     assert sorted(p.name for p in version.iterdir()) == ["1"]
@@ -170,10 +177,7 @@ def test_time_limited_segments_equal_an_uninterrupted_run(uninterrupted, tmp_pat
     assert "train" not in runs.RunFolder(run_dir).phases()
     second = train(*args)
     assert second.returncode == 0, second.stderr[-3000:]
-    want, got = _outputs(uninterrupted), _outputs(run_dir)
-    for name in want[0]:
-        np.testing.assert_array_equal(got[0][name], want[0][name], err_msg=name)
-    assert got[1:] == want[1:]
+    _assert_same_outputs(run_dir, uninterrupted)
     trained = runs.RunFolder(run_dir).done("train")
     assert not trained["stopped_early"]
     segments = json.loads((run_dir / "metrics.json").read_text())["segments"]
