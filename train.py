@@ -26,9 +26,11 @@ import pathlib
 import sys
 import time
 
-from absl import app, flags, logging
+PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds include it)
 
-import byol_tf  # before TensorFlow loads: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+from absl import app, flags, logging  # noqa: E402
+
+import byol_tf  # noqa: E402  (before TensorFlow loads: it picks its CPU kernels, byol_tf/runtime.py)
 
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")
@@ -195,7 +197,7 @@ def main(argv):
     from byol_tf.records import versions, write_json
 
     # ------------------------------------------------ validate: nothing is written before
-    process_started = time.time()
+    process_started = PROCESS_STARTED
     config = resolve_config()
     if FLAGS.time_limit_minutes is not None and FLAGS.time_limit_minutes <= 0:
         raise app.UsageError(f"--time_limit_minutes must be > 0; got {FLAGS.time_limit_minutes}")
@@ -207,7 +209,7 @@ def main(argv):
         tf.config.experimental.enable_op_determinism()
     strategy, is_chief = make_strategy(FLAGS.strategy, FLAGS.tpu)
     run = runs.RunFolder(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
-                         f"{time.strftime('%Y%m%d-%H%M%S')}", is_chief)
+                         f"{time.strftime('%Y%m%d-%H%M%S')}", is_chief, started=process_started)
     view1, view2 = methods.view_configs(config)
     # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
     try:
@@ -349,6 +351,7 @@ def main(argv):
                                               "history")})
     if evaluated:
         metrics["knn"] = evaluated["knn"]
+    metrics["phase_seconds"] = run.phase_seconds()
     write_json(run.path / "metrics.json", metrics)
     entry = publish_root / FLAGS.publish if FLAGS.publish else None
     if entry and (run.done("publish") or {}).get("entry") != str(entry):

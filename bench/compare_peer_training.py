@@ -68,6 +68,7 @@ def main(_):
                               knn_random_init=knn["random_init"],
                               knn_test_examples=knn["test_examples"],
                               last_loss=metrics["history"]["loss"][-1],
+                              phase_seconds=metrics["phase_seconds"],
                               config=json.loads((run_dir / "config.json").read_text())))
             print(json.dumps(lines[-1]), flush=True)
 

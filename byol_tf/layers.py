@@ -1,16 +1,17 @@
 """The layers byol_tf's networks are built of: `BatchNorm`, `WSConv2D` and the `MLP` head.
 
-`BatchNorm`: Keras BatchNormalization with TensorFlow's fused kernel in training mode.
+`BatchNorm`: Keras BatchNormalization with TensorFlow's fused kernel.
 
 Same variables, config, moving-statistics rule (biased batch variance, `momentum`) and
-results as `keras.layers.BatchNormalization`. In training mode on the TensorFlow backend,
-for float32 channels-last inputs (rank 2 or 4) without mask or renorm, and without global
-statistics over several replicas, it runs `FusedBatchNormV3` (oneDNN on CPU), which makes
-a ResNet-18 forward + backward ~25% faster here (bench/README.md). Other training-mode
-inputs use `keras.ops.moments` (synchronized over replicas when asked) and
-`ops.batch_normalization`; inference mode, masks and renorm are Keras' own code. Either
-way, per-replica statistics are averaged over replicas before the moving averages, so
-replicas stay identical.
+results as `keras.layers.BatchNormalization`. On the TensorFlow backend, for float32 or
+bfloat16 channels-last inputs (rank 2 or 4) without mask or renorm, it runs
+`FusedBatchNormV3` (oneDNN on CPU): in training mode (without global statistics over
+several replicas) that makes a ResNet-18 forward + backward ~25% faster here, and in
+inference mode (the moving statistics) feature extraction ~1.2× faster (bench/README.md).
+Other training-mode inputs use `keras.ops.moments` (synchronized over replicas when asked)
+and `ops.batch_normalization`; other inference-mode inputs, masks and renorm are Keras' own
+code. Either way, per-replica statistics are averaged over replicas before the moving
+averages, so replicas stay identical.
 
 Not under XLA (`jit_compile=True`, TPUs): XLA's lowering of the fused kernel's gradient
 differs from the exact one (7.7e-3 on a conv kernel gradient of a 4×4-pixel layer at batch 8,
@@ -28,9 +29,9 @@ HEAD_NORMS = ("batch_norm", "layer_norm", "none")
 
 @keras.saving.register_keras_serializable(package="byol_tf")
 class BatchNorm(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training mode
-    (float32, and bfloat16 inputs under `mixed_bfloat16`, whose statistics the kernel
-    computes in float32, as Keras does).
+    """`keras.layers.BatchNormalization` with TensorFlow's fused kernel in training and
+    inference mode (float32, and bfloat16 inputs under `mixed_bfloat16`, whose statistics
+    the kernel computes in float32, as Keras does).
 
     Args:
       synchronized: bool. Statistics over the global batch under a `tf.distribute`
@@ -51,17 +52,22 @@ class BatchNorm(keras.layers.BatchNormalization):
         return {**super().get_config(), "synchronized": self.sync_requested}
 
     def _can_fuse(self, inputs, training, mask):
-        return (training and self.trainable and not _in_xla_context()
-                and not self.renorm and not (self.synchronized and num_replicas() > 1)
-                and self.scale and self.center
+        """Whether this call runs the fused kernel (decided while tracing)."""
+        batch_statistics = training and self.trainable
+        return (mask is None and not _in_xla_context()
+                and not self.renorm and self.scale and self.center
+                and not (batch_statistics and self.synchronized and num_replicas() > 1)
                 and keras.backend.backend() == "tensorflow"
                 and self.axis in (-1, len(inputs.shape) - 1)
                 and len(inputs.shape) in (2, 4)
                 and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16"))
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or self.renorm \
-                or not (self.scale and self.center):
+        if not (training and self.trainable):  # the moving statistics
+            if self._can_fuse(inputs, training, mask):
+                return self._fused(inputs, is_training=False)[0]
+            return super().call(inputs, training=training, mask=mask)
+        if mask is not None or self.renorm or not (self.scale and self.center):
             return super().call(inputs, training=training, mask=mask)
         if self._can_fuse(inputs, training, mask):
             outputs, mean, variance = self._fused(inputs)
@@ -83,15 +89,22 @@ class BatchNorm(keras.layers.BatchNormalization):
             self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return outputs
 
-    def _fused(self, inputs):
+    def _fused(self, inputs, is_training=True):
+        """(outputs, batch mean, biased batch variance); in inference (`is_training`
+        False) the outputs of the moving statistics (the other two are those)."""
         import tensorflow as tf
 
         x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
+        if is_training:
+            mean = variance = tf.constant([], tf.float32)
+        else:
+            mean, variance = self.moving_mean.value, self.moving_variance.value
         y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=self.gamma.value, offset=self.beta.value,
-            mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
+            x=x, scale=self.gamma.value, offset=self.beta.value, mean=mean, variance=variance,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
-            is_training=True)
+            is_training=is_training)
+        if not is_training:
+            return (y if len(inputs.shape) == 4 else y[:, 0, 0, :]), mean, variance
         # The kernel returns the Bessel-corrected variance; Keras (and haiku) average the
         # biased one.
         n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)

@@ -1,6 +1,8 @@
 """The run folder: one home for what a run writes, and in which order.
 
-A run is a sequence of phases, each recorded in `phases.json` when it completes:
+A run is a sequence of phases, each recorded in `phases.json` when it completes (with its wall
+`seconds`: from the end of the previous phase in the same process, or from the process's start,
+so the train phase's include start-up):
 
     (validate the whole config — nothing is written before this succeeds)
     config.json → train → save → evaluate → export → publish
@@ -33,10 +35,13 @@ class RunFolder:
       path: the run folder.
       is_chief: bool. Whether this process writes (False on non-chief workers). Defaults
         to True.
+      started: the process's start (a `time.time()`), where the first phase's seconds count
+        from. Defaults to now.
     """
 
-    def __init__(self, path, is_chief=True):
+    def __init__(self, path, is_chief=True, started=None):
         self.path, self.is_chief = pathlib.Path(path).expanduser(), is_chief
+        self._last_finish = time.time() if started is None else started
 
     @property
     def config_path(self):
@@ -92,11 +97,18 @@ class RunFolder:
         return self.phases().get(phase)
 
     def finish(self, phase, **record):
-        """Records `phase` as complete (atomically), with `record`."""
+        """Records `phase` as complete (atomically), with `record` and its wall `seconds`."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}; phases: {PHASES}")
+        now = time.time()
+        seconds, self._last_finish = round(now - self._last_finish, 1), now
         if self.is_chief:
-            write_json(self.phases_path, {**self.phases(), phase: dict(record, time=time.ctime())})
+            write_json(self.phases_path, {**self.phases(), phase: dict(
+                record, seconds=seconds, time=time.ctime())})
+
+    def phase_seconds(self):
+        """{phase: wall seconds} of the completed phases (as recorded by `finish`)."""
+        return {phase: record.get("seconds") for phase, record in self.phases().items()}
 
     def save_keras(self, model, name):
         """`model.save(<run>/<name>)` through a temporary file renamed into place."""

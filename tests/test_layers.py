@@ -44,8 +44,50 @@ def test_moving_statistics_by_hand():
     np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-5)
     np.testing.assert_allclose(layer.moving_variance.numpy(),
                                0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
-    # Inference mode uses them; training=False never goes through the fused path.
-    assert not layer._can_fuse(x, False, None)
+    # Inference mode normalises with them (by hand), on the fused kernel too.
+    assert layer._can_fuse(x, False, None)
+    want = ((x - layer.moving_mean.numpy()) / np.sqrt(layer.moving_variance.numpy() + 1e-5)
+            * layer.gamma.numpy() + layer.beta.numpy())
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,dtype,frozen", [
+    ((16, 5, 5, 7), "float32", False), ((32, 9), "float32", False),
+    ((16, 5, 5, 7), "float32", True), ((16, 5, 5, 7), "mixed_bfloat16", False)])
+def test_fused_inference_matches_keras(shape, dtype, frozen):
+    """Inference mode (training=False, or a layer frozen with trainable=False, which Keras
+    runs in inference mode even when training): outputs and the gradients that fine-tuning
+    through a frozen batch norm needs (inputs, gamma, beta) equal Keras' layer; the moving
+    statistics stay untouched."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32))
+    ours = BatchNorm(epsilon=1e-5, dtype=dtype)
+    ref = keras.layers.BatchNormalization(epsilon=1e-5, dtype=dtype)
+    ours.build(shape), ref.build(shape)
+    for a, b in zip(ours.weights, ref.weights):
+        value = rng.normal(size=a.shape).astype(np.float32)
+        a.assign(np.abs(value) + 0.5 if "variance" in a.path else value)
+        b.assign(a.numpy())
+    compute = tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32
+    x = tf.cast(x, compute)
+    upstream = tf.cast(tf.constant(rng.normal(size=shape).astype(np.float32)), compute)
+    training = frozen  # a frozen layer in a training call
+    assert ours._can_fuse(x, training, None)
+    results = []
+    for layer in (ours, ref):
+        layer.trainable = not frozen
+        with tf.GradientTape() as tape:
+            tape.watch([x, layer.gamma.value, layer.beta.value])
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y * upstream, tf.float32))
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        assert y.dtype == compute
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance])
+    tolerance = 2e-2 if dtype == "mixed_bfloat16" else 1e-5
+    for a, b in zip(*results):
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        np.testing.assert_allclose(a, b, atol=tolerance * np.abs(b).max())
+    np.testing.assert_array_equal(ours.moving_mean.numpy(), ref.moving_mean.numpy())
 
 
 def test_xla_uses_the_composite_path_and_matches_keras():

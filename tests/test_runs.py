@@ -102,6 +102,18 @@ def test_a_run_draws_its_curves_and_neighbours(uninterrupted):
     assert png_size(uninterrupted / "neighbours.png") == _grid_size(rows=10)
 
 
+def test_a_run_records_where_its_time_went(uninterrupted):
+    """phases.json and metrics.json give each phase's wall seconds; they follow one another
+    within the process's own wall time, and the train phase holds the time inside `fit`."""
+    metrics = json.loads((uninterrupted / "metrics.json").read_text())
+    seconds = metrics["phase_seconds"]
+    assert list(seconds) == ["train", "save", "evaluate", "export"]  # (publish comes after)
+    assert all(s > 0 for s in seconds.values())
+    assert seconds["train"] >= metrics["train_seconds"]
+    publish = runs.RunFolder(uninterrupted).done("publish")["seconds"]
+    assert sum(seconds.values()) + publish <= WALL_SECONDS[uninterrupted]
+
+
 def _phase_kill(run_dir, args, after_phase):
     """Starts train.py and SIGKILLs it as soon as `after_phase` is recorded (so inside the
     next phase); returns the return code."""
@@ -133,10 +145,15 @@ def _assert_same_outputs(run_dir, reference_dir):
     return got
 
 
+WALL_SECONDS = {}  # run folder → wall seconds of the train.py process that made it
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "whole"
+    started = time.time()
     result = train(*SMALL, f"--run_dir={run_dir}", "--publish=entry")
+    WALL_SECONDS[run_dir] = time.time() - started
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
