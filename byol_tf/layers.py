@@ -7,7 +7,7 @@ results as `keras.layers.BatchNormalization`. On the TensorFlow backend, for flo
 bfloat16 channels-last inputs (rank 2 or 4) without mask or renorm, it runs
 `FusedBatchNormV3` (oneDNN on CPU): in training mode (without global statistics over
 several replicas) that makes a ResNet-18 forward + backward ~25% faster here, and in
-inference mode (the moving statistics) feature extraction ~1.2× faster (bench/README.md).
+inference mode (the moving statistics) feature extraction 1.0–1.25× as fast (two runs, bench/README.md).
 Other training-mode inputs use `keras.ops.moments` (synchronized over replicas when asked)
 and `ops.batch_normalization`; other inference-mode inputs, masks and renorm are Keras' own
 code. Either way, per-replica statistics are averaged over replicas before the moving
