@@ -30,7 +30,7 @@ PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds inc
 
 from absl import app, flags, logging  # noqa: E402
 
-import byol_tf  # noqa: E402  (before TensorFlow loads: it picks its CPU kernels, byol_tf/runtime.py)
+import byol_tf  # noqa: E402  (before TensorFlow: it picks its CPU kernels, byol_tf/runtime.py)
 
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")
@@ -197,7 +197,6 @@ def main(argv):
     from byol_tf.records import versions, write_json
 
     # ------------------------------------------------ validate: nothing is written before
-    process_started = PROCESS_STARTED
     config = resolve_config()
     if FLAGS.time_limit_minutes is not None and FLAGS.time_limit_minutes <= 0:
         raise app.UsageError(f"--time_limit_minutes must be > 0; got {FLAGS.time_limit_minutes}")
@@ -209,7 +208,7 @@ def main(argv):
         tf.config.experimental.enable_op_determinism()
     strategy, is_chief = make_strategy(FLAGS.strategy, FLAGS.tpu)
     run = runs.RunFolder(FLAGS.run_dir or f"runs/{pathlib.Path(FLAGS.dataset).name}-"
-                         f"{time.strftime('%Y%m%d-%H%M%S')}", is_chief, started=process_started)
+                         f"{time.strftime('%Y%m%d-%H%M%S')}", is_chief, started=PROCESS_STARTED)
     view1, view2 = methods.view_configs(config)
     # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
     try:
@@ -271,7 +270,7 @@ def main(argv):
         if knn and FLAGS.knn_every:
             measure = [evaluation.KnnEvery(eval_arrays(), FLAGS.knn_every, config["epochs"],
                                            k=FLAGS.knn_k)]
-        limit = (runs.TimeLimit(60 * FLAGS.time_limit_minutes, process_started)
+        limit = (runs.TimeLimit(60 * FLAGS.time_limit_minutes, PROCESS_STARTED)
                  if FLAGS.time_limit_minutes else None)
         callbacks = [keras.callbacks.TerminateOnNaN(), *measure, history,
                      SaveEvery(manager, FLAGS.checkpoint_every or steps_per_epoch,

@@ -7,7 +7,8 @@ results as `keras.layers.BatchNormalization`. On the TensorFlow backend, for flo
 bfloat16 channels-last inputs (rank 2 or 4) without mask or renorm, it runs
 `FusedBatchNormV3` (oneDNN on CPU): in training mode (without global statistics over
 several replicas) that makes a ResNet-18 forward + backward ~25% faster here, and in
-inference mode (the moving statistics) feature extraction 1.0–1.25× as fast (two runs, bench/README.md).
+inference mode (the moving statistics) feature extraction 1.0–1.25× as fast (two runs;
+bench/README.md).
 Other training-mode inputs use `keras.ops.moments` (synchronized over replicas when asked)
 and `ops.batch_normalization`; other inference-mode inputs, masks and renorm are Keras' own
 code. Either way, per-replica statistics are averaged over replicas before the moving
@@ -90,8 +91,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         return outputs
 
     def _fused(self, inputs, is_training=True):
-        """(outputs, batch mean, biased batch variance); in inference (`is_training`
-        False) the outputs of the moving statistics (the other two are those)."""
+        """(outputs, mean, variance): in training, the batch mean and biased batch
+        variance; in inference (`is_training` False), the moving statistics used."""
         import tensorflow as tf
 
         x = inputs if len(inputs.shape) == 4 else inputs[:, None, None, :]
@@ -103,13 +104,13 @@ class BatchNorm(keras.layers.BatchNormalization):
             x=x, scale=self.gamma.value, offset=self.beta.value, mean=mean, variance=variance,
             epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC",
             is_training=is_training)
+        y = y if len(inputs.shape) == 4 else y[:, 0, 0, :]
         if not is_training:
-            return (y if len(inputs.shape) == 4 else y[:, 0, 0, :]), mean, variance
+            return y, mean, variance
         # The kernel returns the Bessel-corrected variance; Keras (and haiku) average the
         # biased one.
         n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
-        variance = variance * (n - 1.0) / n
-        return (y if len(inputs.shape) == 4 else y[:, 0, 0, :]), mean, variance
+        return y, mean, variance * (n - 1.0) / n
 
 
 @keras.saving.register_keras_serializable(package="byol_tf")
