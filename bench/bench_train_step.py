@@ -1,5 +1,8 @@
 """Train-step and augmentation throughput on this machine (TF backend; KERAS_BACKEND=jax
-times the jitted JAX step instead, with --aug_steps=0).
+times the jitted JAX step instead, KERAS_BACKEND=torch the eager torch step, both with
+--aug_steps=0). byol_tf's train step exists for the TensorFlow and JAX backends; for the
+torch backend (an attempt measured in bench/README.md, not part of byol_tf) this file
+supplies one, `torch_train_step`, which runs the same method code under autograd.
 
     python bench/bench_train_step.py --encoder=resnet18_cifar --batch_size=128 --steps=10
 
@@ -33,30 +36,35 @@ def main(_):
     import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
     import keras
     import numpy as np
-    import tensorflow as tf
     from byol_tf.records import host
 
+    backend = keras.backend.backend()
     rng = np.random.default_rng(0)
     size, batch = FLAGS.image_size, FLAGS.batch_size
-    images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+    images = keras.ops.convert_to_tensor(rng.integers(0, 256, (batch, size, size, 3),
+                                                      dtype=np.uint8))
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
+    if backend == "torch":
+        byol_tf.BYOL.train_step = torch_train_step
     model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
-    if keras.backend.backend() == "jax":  # the step train.py's JAX trainer jits
+    if backend == "jax":  # the step train.py's JAX trainer jits
         import jax
 
         state = [model.jax_state()]
-        jitted, data = jax.jit(model.train_step, donate_argnums=0), jax.device_put(images.numpy())
+        jitted, data = jax.jit(model.train_step, donate_argnums=0), images
 
         def step():
             logs, state[0] = jitted(state[0], data)
             return logs
     else:
         model.make_train_function()
+        # Keras' TF trainer takes an iterator of batches, its torch trainer a list of them.
+        batches = (lambda: iter([images])) if backend == "tensorflow" else (lambda: [images])
 
         def step():
-            return model.train_function(iter([images]))
+            return model.train_function(batches())
 
     def run(n):
         start = time.perf_counter()
@@ -68,8 +76,10 @@ def main(_):
     run(FLAGS.warmup)
     train_rates = sorted(FLAGS.steps * batch / run(FLAGS.steps) for _ in range(FLAGS.repeats))
 
-    views = byol_tf.augment.TwoViews(size, seed=0)
-    aug_fn = tf.function(views, jit_compile=FLAGS.jit_compile)
+    if FLAGS.aug_steps:
+        import tensorflow as tf
+
+        aug_fn = tf.function(byol_tf.augment.TwoViews(size, seed=0), jit_compile=FLAGS.jit_compile)
 
     def run_augment():
         start = time.perf_counter()
@@ -91,13 +101,11 @@ def main(_):
         steps_per_run=FLAGS.steps,
         encoder_parameters=sum(int(np.prod(w.shape)) for w in model.online_encoder.trainable_weights),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        threads=dict(intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
-                     inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
-                     onednn=byol_tf.runtime.onednn_enabled()),
+        threads=threads(backend),
         augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1) if aug_rates else None,
         augment_runs=[round(r, 1) for r in aug_rates],
         **host(),
-        tensorflow=tf.__version__, keras=keras.__version__, keras_backend=keras.backend.backend(),
+        **{backend: _version(backend)}, keras=keras.__version__, keras_backend=backend,
         date=time.strftime("%Y-%m-%d"),
     )
     line = json.dumps(result)
@@ -105,6 +113,50 @@ def main(_):
     if FLAGS.out:
         with open(FLAGS.out, "a") as f:
             f.write(line + "\n")
+
+
+def torch_train_step(self, data):
+    """`TwoViewModel`'s step on the torch backend: the same `make_views`, `targets`,
+    `loss_with_probe`, optimizer `apply`, `after_update` and metrics as its TF step."""
+    import torch
+    from keras import ops
+
+    view1, view2, labels = self.make_views(data)
+    with torch.no_grad():
+        targets = self.targets(view1, view2)
+    variables = self._step_variables(labels)
+    self.zero_grad()
+    loss, logs = self.loss_with_probe(view1, view2, targets, labels)
+    loss.backward()
+    grads = [v.value.grad for v in variables]
+    scalars = self.step_scalars(self.optimizer.iterations)
+    learning_rate = ops.convert_to_tensor(self.optimizer.learning_rate)
+    with torch.no_grad():
+        self.optimizer.apply(grads, variables)
+        self.after_update(targets, scalars)
+    return self._record(logs, scalars, learning_rate)
+
+
+def threads(backend):
+    """The backend's CPU thread pools (and, for TensorFlow, whether oneDNN runs)."""
+    if backend == "tensorflow":
+        import byol_tf
+        import tensorflow as tf
+
+        return dict(intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
+                    inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
+                    onednn=byol_tf.runtime.onednn_enabled())
+    if backend == "torch":
+        import torch
+
+        return dict(intra_op=torch.get_num_threads(), inter_op=torch.get_num_interop_threads())
+    return {}
+
+
+def _version(backend):
+    import importlib
+
+    return importlib.import_module(backend).__version__
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ Precisions: float32, and mixed_bfloat16 as well where the CPU has native bfloat1
 Each run's JSON line (images/s, peak RSS, threads, versions) and a summary line (medians,
 ours / peer, the host's CPU model and ISA flags) go to stdout and, with --out, to a file.
 
+`--keras_torch` adds a third contender to every round: byol_tf's model code on Keras'
+torch backend (`bench_train_step.py`'s `torch_train_step`), run by the peer's Python
+(which has torch; Keras installed there too).
+
 The peer runs in its own environment (`bench/requirements-peer.txt`, e.g. `.venv-peer`):
 its dependencies are never byol_tf's.
 """
@@ -35,6 +39,7 @@ flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
 flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. --jit_compile.")
 flags.DEFINE_list("precisions", ["auto"], "float32 and/or mixed_bfloat16; auto: float32, and "
                   "mixed_bfloat16 too where the CPU has native bfloat16 (AVX512-BF16 or AMX).")
+flags.DEFINE_bool("keras_torch", False, "Also time byol_tf's step on Keras' torch backend.")
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
@@ -56,10 +61,14 @@ def compare(precision):
     ours = [sys.executable, "bench/bench_train_step.py", *common, "--aug_steps=0",
             *FLAGS.ours_flags]
     peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common]
-    lines, rates = [], {"byol_tf": [], "byol-pytorch": []}
+    contenders = [("byol_tf", ours, None), ("byol-pytorch", peer, None)]
+    if FLAGS.keras_torch:
+        contenders.append(("byol_tf[keras-torch]", [FLAGS.peer_python, *ours[1:]],
+                           dict(KERAS_BACKEND="torch", PYTHONPATH=str(ROOT))))
+    lines, rates = [], {name: [] for name, _, _ in contenders}
     for round_ in range(FLAGS.rounds):
-        for name, command in (("byol_tf", ours), ("byol-pytorch", peer)):
-            result = {"library": name, **last_json(run(command)[0]), "round": round_}
+        for name, command, env in contenders:
+            result = {"library": name, **last_json(run(command, env)[0]), "round": round_}
             rates[name].append(result["train_images_per_s"])
             lines.append(result)
             print(json.dumps(result), flush=True)
@@ -80,6 +89,11 @@ def compare(precision):
         encoder_parameters=ours_params, torch=lines[1]["torch"],
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))
+    if FLAGS.keras_torch:
+        torch_backend = statistics.median(rates["byol_tf[keras-torch]"])
+        summary.update(keras_torch_images_per_s=round(torch_backend, 2),
+                       keras_torch_over_peer=round(torch_backend / median["byol-pytorch"], 3),
+                       keras_torch_runs=rates["byol_tf[keras-torch]"])
     report(lines, summary, FLAGS.out)
 
 

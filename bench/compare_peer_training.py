@@ -65,7 +65,7 @@ def main(_):
             lines.append(dict(library="byol_tf", seed=int(seed), steps=metrics["final_step"],
                               loop_seconds=round(metrics["train_seconds"], 1),
                               run_seconds=round(wall, 1), knn_top1=knn["pretrained"],
-                              knn_random_init=knn["random_init"],
+                              knn_random_init=knn.get("random_init"),
                               knn_test_examples=knn["test_examples"],
                               last_loss=metrics["history"]["loss"][-1],
                               phase_seconds=metrics["phase_seconds"],

@@ -9,12 +9,13 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def run(command):
-    """Runs `command` from the repository root (TensorFlow's logs quiet); returns (its stdout,
-    wall seconds). A failure raises with the end of its stderr."""
+def run(command, env=None):
+    """Runs `command` from the repository root (TensorFlow's logs quiet; `env`: more
+    variables); returns (its stdout, wall seconds). A failure raises with the end of its
+    stderr."""
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return result.stdout, time.perf_counter() - start

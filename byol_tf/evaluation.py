@@ -98,7 +98,9 @@ def votes_accuracy(votes, y_test, top=1):
 class KnnEvery(keras.callbacks.Callback):
     """kNN top-1 of the model's image encoder every `every` epochs and after the last one,
     added to the epoch's logs as `knn_top1` (so the run's history, `history.csv` and
-    `curves.png` carry the learning curve).
+    `curves.png` carry the learning curve). The latest measurement's features stay in
+    `features` ([train [N, D], test [M, D]]), taken at optimizer step `features_step`, for
+    an evaluation of the same weights to reuse.
 
     Args:
       arrays: (x_train, y_train, x_test, y_test), as `knn_accuracy`.
@@ -111,11 +113,16 @@ class KnnEvery(keras.callbacks.Callback):
         super().__init__()
         self.arrays, self.every, self.last_epoch = arrays, every, last_epoch
         self.k, self.temperature = k, temperature
+        self.features, self.features_step = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and ((epoch + 1) % self.every == 0 or epoch + 1 == self.last_epoch):
-            logs["knn_top1"] = knn_accuracy(self.model.image_encoder(), *self.arrays, k=self.k,
-                                            temperature=self.temperature)
+            x_train, y_train, x_test, y_test = self.arrays
+            encoder = self.model.image_encoder()
+            self.features = [extract_features(encoder, x) for x in (x_train, x_test)]
+            self.features_step = int(self.model.optimizer.iterations)
+            logs["knn_top1"] = knn_accuracy_of_features(
+                self.features[0], y_train, self.features[1], y_test, self.k, self.temperature)
 
 
 # ------------------------------------------------------------------ supervised protocols

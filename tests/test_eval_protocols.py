@@ -79,6 +79,27 @@ def test_linear_eval_learns_a_separable_task_and_leaves_the_encoder_frozen():
         evaluation.supervised_eval(encoder, images, labels, images, labels, protocol="probe")
 
 
+def test_knn_every_scores_and_keeps_the_features_of_the_weights_it_measured():
+    """Epochs 2 and 3 (of 3) are measured; after fit the kept features are those of the final
+    weights, taken at the final step, and the last kNN point is their kNN (each recomputed
+    here from the trained model)."""
+    rng = np.random.default_rng(0)
+    x_train, x_test = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (64, 32))
+    y_train, y_test = rng.integers(0, 3, 64), rng.integers(0, 3, 32)
+    keras.utils.set_random_seed(0)
+    model = byol_tf.BYOL("tiny_resnet_cifar", projection_dim=16, hidden_dim=32, total_steps=6)
+    model.compile(optimizer=byol_tf.LARS(0.1))
+    measure = evaluation.KnnEvery((x_train, y_train, x_test, y_test), every=2, last_epoch=3, k=5)
+    history = model.fit(x_train[:32], batch_size=16, epochs=3, callbacks=[measure], verbose=0)
+    assert len(history.history["knn_top1"]) == 2  # epochs 2 and 3
+    assert measure.features_step == int(model.optimizer.iterations) == 6
+    want = [evaluation.extract_features(model.image_encoder(), x) for x in (x_train, x_test)]
+    for got, expected in zip(measure.features, want):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert history.history["knn_top1"][-1] == evaluation.knn_accuracy_of_features(
+        want[0], y_train, want[1], y_test, k=5)
+
+
 def test_centre_crop():
     small = np.zeros((2, 32, 32, 3), np.uint8)
     assert evaluation.centre_crop(small) is small

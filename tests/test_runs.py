@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 SMALL = ["--epochs=2", "--steps_per_epoch=2", "--batch_size=32", "--hidden_dim=32",
          "--projection_dim=16", "--deterministic", "--max_eval_examples=200",
-         "--publish_linear_epochs=1", "--knn_every=1"]
+         "--publish_linear_epochs=1", "--knn_every=1", "--noknn_random_init"]
 
 
 def train(*args, timeout=600):
@@ -93,10 +93,13 @@ def _grid_size(rows, k=8, side=32, zoom=3):
 def test_a_run_draws_its_curves_and_neighbours(uninterrupted):
     metrics = json.loads((uninterrupted / "metrics.json").read_text())
     # --knn_every=1: the learning curve has a kNN point per epoch, and the last one is the
-    # evaluate phase's kNN of the saved encoder.keras (same weights, same examples).
+    # evaluate phase's kNN (same weights, same examples: it reuses the last point's features;
+    # the kill-in-evaluate rerun, which recomputes them from encoder.keras, gets the same).
+    # --noknn_random_init: no random-init baseline.
     knn_curve = metrics["history"]["knn_top1"]
     assert len(knn_curve) == 2 and all(0 <= a <= 1 for a in knn_curve)
     assert knn_curve[-1] == metrics["knn"]["pretrained"]
+    assert "random_init" not in metrics["knn"]
     assert "knn_top1" in (uninterrupted / "history.csv").read_text().splitlines()[0]
     assert png_size(uninterrupted / "curves.png") == (1500, 300)
     assert png_size(uninterrupted / "neighbours.png") == _grid_size(rows=10)
