@@ -51,7 +51,7 @@ def curves(history, path, title=""):
                         markersize=3, label=key)
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 3-digit epochs fit
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=8)
