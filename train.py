@@ -54,7 +54,8 @@ flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (default: 
 flags.DEFINE_integer("seed", 0, "Seed of weights, augmentation and data order.")
 flags.DEFINE_string("run_dir", None, "Run folder (default runs/<dataset>-<time>).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (what a TPU needs).")
-flags.DEFINE_bool("knn", True, "kNN-evaluate pretrained and random-init encoders after training.")
+flags.DEFINE_bool("knn", True, "kNN-evaluate the pretrained encoder (and, unless "
+                  "--noknn_random_init, the same encoder at random init) after training.")
 flags.DEFINE_bool("knn_random_init", True, "With --knn: also kNN-evaluate the same encoder at "
                   "random init (the baseline; one more feature pass over the evaluation images).")
 flags.DEFINE_integer("knn_k", 200, "k of the kNN evaluation.")

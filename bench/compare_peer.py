@@ -43,6 +43,7 @@ flags.DEFINE_bool("keras_torch", False, "Also time byol_tf's step on Keras' torc
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
+KERAS_TORCH = "byol_tf[keras-torch]"  # the --keras_torch contender's name in the results
 
 
 def main(_):
@@ -63,7 +64,7 @@ def compare(precision):
     peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common]
     contenders = [("byol_tf", ours, None), ("byol-pytorch", peer, None)]
     if FLAGS.keras_torch:
-        contenders.append(("byol_tf[keras-torch]", [FLAGS.peer_python, *ours[1:]],
+        contenders.append((KERAS_TORCH, [FLAGS.peer_python, *ours[1:]],
                            dict(KERAS_BACKEND="torch", PYTHONPATH=str(ROOT))))
     lines, rates = [], {name: [] for name, _, _ in contenders}
     for round_ in range(FLAGS.rounds):
@@ -90,10 +91,10 @@ def compare(precision):
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))
     if FLAGS.keras_torch:
-        torch_backend = statistics.median(rates["byol_tf[keras-torch]"])
+        torch_backend = statistics.median(rates[KERAS_TORCH])
         summary.update(keras_torch_images_per_s=round(torch_backend, 2),
                        keras_torch_over_peer=round(torch_backend / median["byol-pytorch"], 3),
-                       keras_torch_runs=rates["byol_tf[keras-torch]"])
+                       keras_torch_runs=rates[KERAS_TORCH])
     report(lines, summary, FLAGS.out)
 
 
