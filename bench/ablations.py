@@ -14,7 +14,10 @@ spread out, → 0 when collapsed) and the final loss. Variants (data, below): th
 BYOL; no predictor; τ = 0 and τ = 1 held constant; β = 0.5 and 1 of InfoNCE^{α,β};
 batch norm in both heads (= BYOL) / projector only / predictor only / LayerNorm / none;
 no batch statistics anywhere (GN+WS encoder, LayerNorm heads); SimCLR; MoCo v2; the
-multi-view objective. Results are appended as JSON lines beside the table.
+multi-view objective; and recipe knobs for short runs (τ held at τ_base, crop area from 0.2;
+with `--preset=cifar10_cpu` the other view keys stay the preset's). `--train_flags` adds
+train.py flags to every run (e.g. `--base_lr=4e-3,--noknn_random_init`). Results, with the
+host's CPU, are appended as JSON lines beside the table.
 """
 
 import argparse
@@ -24,6 +27,8 @@ import pathlib
 import subprocess
 import sys
 import time
+
+from byol_tf import records
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -43,6 +48,10 @@ VARIANTS = {  # name → (method, method options, encoder suffix)
     "simclr": ("simclr", {"temperature": 0.5}, ""),
     "moco_v2": ("moco", {}, ""),  # queue_size from --moco_queue
     "multiview": ("multiview", {}, ""),
+    # Recipe knobs for short runs (views given in part keep the preset's other keys).
+    "tau_constant": ("byol", {"tau_schedule": "constant"}, ""),
+    "crop_area_0.2": ("byol", {"view1": {"crop_area": [0.2, 1.0]},
+                               "view2": {"crop_area": [0.2, 1.0]}}, ""),
 }
 
 
@@ -57,6 +66,9 @@ def parse(argv):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--moco_queue", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_flags", default="",
+                   help="comma-separated extra flags for every run, e.g. --base_lr=4e-3,--noknn_random_init")
     p.add_argument("--only", default="", help="comma-separated variant names")
     p.add_argument("--work_dir", default="runs/ablations")
     p.add_argument("--out", required=True, help="markdown table; JSON lines go to <out>.jsonl")
@@ -70,7 +82,8 @@ def run_variant(args, name):
     run_dir = pathlib.Path(args.work_dir) / name
     common = [f"--encoder={args.encoder}{suffix}", f"--epochs={args.epochs}",
               f"--batch_size={args.batch_size}", f"--method={method}",
-              f"--method_options={json.dumps(options)}", f"--run_dir={run_dir}"]
+              f"--method_options={json.dumps(options)}", f"--run_dir={run_dir}",
+              f"--seed={args.seed}", *[f for f in args.train_flags.split(",") if f]]
     if args.runner == "train":
         command = [sys.executable, str(ROOT / "train.py"), f"--dataset={args.dataset}", *common]
         if args.data_dir:
@@ -83,15 +96,18 @@ def run_variant(args, name):
     start = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     row = dict(variant=name, method=method, options=options, encoder=args.encoder + suffix,
-               seconds=round(time.time() - start, 1), command=" ".join(command[1:]))
+               seed=args.seed, seconds=round(time.time() - start, 1),
+               command=" ".join(command[1:]), **records.host())
     if result.returncode:
         row["error"] = result.stderr.strip().splitlines()[-1][:300]
         return row
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if args.runner == "train":
         history = metrics["history"]
-        row.update(knn_top1=metrics["knn"]["pretrained"], knn_random_init=metrics["knn"]["random_init"],
+        row.update(knn_top1=metrics["knn"]["pretrained"],
                    projection_std=history["projection_std"][-1], loss=history["loss"][-1])
+        if "random_init" in metrics["knn"]:  # (not with --noknn_random_init)
+            row["knn_random_init"] = metrics["knn"]["random_init"]
     else:
         last = metrics["epochs"][-1]
         row.update(knn_top1=metrics["knn_top1"], projection_std=last["projection_std"],
@@ -101,8 +117,10 @@ def run_variant(args, name):
 
 def table(rows, args):
     lines = [f"Ablations: runner={args.runner}, data={args.dataset if args.runner == 'train' else args.data}, "
-             f"encoder={args.encoder}, {args.epochs} epochs, batch {args.batch_size}, seed 0 "
-             f"({time.strftime('%Y-%m-%d')}).", "",
+             f"encoder={args.encoder}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}"
+             f"{', preset ' + args.preset if args.preset else ''}"
+             f"{', flags ' + args.train_flags if args.train_flags else ''} "
+             f"({time.strftime('%Y-%m-%d')}; {records.host()['cpu']}).", "",
              "| variant | method | options | kNN top-1 | kNN at random init | projection_std | final loss | s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

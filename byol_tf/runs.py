@@ -69,7 +69,8 @@ class RunFolder:
         return None if record is None else record["config"]
 
     def check(self, config):
-        """Raises ValueError when the folder holds a run with another training config."""
+        """Raises ValueError when the folder holds a run with another training config, or a
+        trained one whose saved models are missing."""
         previous = self.recorded_config()
         if previous is not None and previous != config:
             changed = sorted(k for k in set(previous) | set(config)
@@ -77,6 +78,11 @@ class RunFolder:
             raise ValueError(f"{self.path} holds a run with another config (differs in "
                              f"{changed}); rerun it with the same flags or choose another "
                              "run folder")
+        saved = self.done("save") or {}
+        missing = [name for name in saved.get("files", []) if not (self.path / name).exists()]
+        if missing:  # e.g. a published run whose folder kept only its records
+            raise ValueError(f"{self.path} holds a trained run whose saved models are gone "
+                             f"({', '.join(missing)}); to train again, choose another run folder")
 
     def start(self, config, command, versions):
         """Records the config (once: a resumed run keeps the first record)."""

@@ -5,7 +5,9 @@
 # checkpoint in runs/byol_tiny_resnet_cifar10/ and says how far the run got; call it again
 # (on this machine or, with that folder, on another) to continue. The call that finishes the
 # last epoch evaluates (kNN on the 10,000 test images), exports and publishes the entry into
-# models/. Extra arguments go to train.py.
+# models/. Extra arguments go to train.py: the published entry's run folder keeps only its
+# records (config, history, curves), so to train it again name a new run and entry, e.g.
+#   bash scripts/train_cifar10_zoo.sh 60 --run_dir=runs/my_cifar10 --publish=my_cifar10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-60}

@@ -320,3 +320,19 @@ def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(tmp_path):
                    "--batch_size=16", "--hidden_dim=32", "--noknn", f"--run_dir={tmp_path / 'r'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "without native bfloat16" in result.stderr and host()["cpu"] in result.stderr
+
+
+def test_a_trained_run_without_its_saved_models_is_refused(tmp_path):
+    """A folder that kept only a finished run's records (as the published CIFAR-10 run in
+    runs/ does) is named as such instead of failing later on a missing file."""
+    run, config = runs.RunFolder(tmp_path / "run"), {"epochs": 1}
+    run.start(config, ["train.py"], {})
+    run.finish("train")
+    for name in ("byol.keras", "encoder.keras"):
+        (run.path / name).write_bytes(b"saved")
+    run.finish("save", files=["byol.keras", "encoder.keras"])
+    run.check(config)
+    (run.path / "encoder.keras").unlink()
+    with pytest.raises(ValueError, match=r"saved models are gone \(encoder\.keras\); to train "
+                                         r"again, choose another run folder"):
+        run.check(config)

@@ -112,6 +112,20 @@ def test_committed_entries_load():
         assert out.shape == (4, card["representation_dim"]) and np.isfinite(out).all()
 
 
+@pytest.mark.slow
+def test_the_cifar10_entry_reproduces_its_cards_knn(cifar10_dir):
+    """The committed weights are the ones measured: the entry's kNN top-1 on the 10,000
+    CIFAR-10 test images (its card: measured at publish) comes out again from zoo.load."""
+    from byol_tf import evaluation
+
+    card = zoo.info("byol_tiny_resnet_cifar10")
+    cifar = np.load(cifar10_dir / "cifar10.npz")
+    top1 = evaluation.knn_accuracy(zoo.load("byol_tiny_resnet_cifar10"), cifar["x_train"],
+                                   cifar["y_train"], cifar["x_test"], cifar["y_test"], k=200)
+    assert card["results"]["test_examples"] == len(cifar["x_test"]) == 10_000
+    assert abs(top1 - card["results"]["knn_top1"]) <= 2e-4  # 2 test images of 10,000
+
+
 def test_overwrite_keeps_the_old_entry_until_the_new_one_is_complete(published_run, tmp_path,
                                                                       monkeypatch):
     run_dir, root = published_run
