@@ -46,6 +46,16 @@ def test_cifar10_cpu_changes_only_what_it_says():
     assert (recipe["optimizer"], recipe["warmup_epochs"]) == ("adamw", 0)
 
 
+def test_cifar10_cpu_short_differs_from_cifar10_cpu_only_in_crop_area_and_epochs():
+    long, short = presets.PRESETS["cifar10_cpu"], presets.PRESETS["cifar10_cpu_short"]
+    assert {k: v for k, v in short.items() if k not in ("epochs", "method_options")} == \
+        {k: v for k, v in long.items() if k not in ("epochs", "method_options")}
+    for name in ("view1", "view2"):
+        assert short["method_options"][name] == dict(long["method_options"][name],
+                                                     crop_area=[0.2, 1.0])
+    assert json.loads(json.dumps(short["method_options"])) == short["method_options"]
+
+
 @pytest.fixture
 def resolve():
     """train.py's resolve_config for a command line (its absl flags reset afterwards)."""
