@@ -92,7 +92,7 @@ HYPERPARAMETERS = ("encoder", "image_size", "epochs", "batch_size", "base_lr", "
 
 def resolve_config():
     """Preset for the dataset, overridden by every flag given on the command line."""
-    from byol_tf import augment, presets
+    from byol_tf import presets
 
     name = FLAGS.preset or FLAGS.dataset
     if FLAGS.preset and FLAGS.preset not in presets.PRESETS:
@@ -107,20 +107,12 @@ def resolve_config():
         raise app.UsageError(f"--method_options is not valid JSON: {e}") from None
     if not isinstance(options, dict):
         raise app.UsageError("--method_options must be a JSON object")
-    # A preset may carry method options (e.g. its views); the flag's keys override them, and
-    # a view given in part ('{"view1": {"crop_area": [0.2, 1.0]}}') changes only those keys
-    # of the preset's view (or of the paper's, byol_tf/augment.py).
-    preset_options = config.pop("method_options", {})
-    method_options = {**preset_options, **options}
-    for view, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
-        if view in options:
-            if not isinstance(options[view], dict):
-                raise app.UsageError(f"--method_options {view} must be a JSON object")
-            try:
-                method_options[view] = augment.check_config(
-                    {**preset_options.get(view, paper), **options[view]})
-            except ValueError as e:
-                raise app.UsageError(f"--method_options {view}: {e}") from None
+    # A preset may carry method options (e.g. its views); the flag's keys override them (a
+    # view given in part changes only those keys of the preset's view).
+    try:
+        method_options = presets.merge_method_options(config.pop("method_options", {}), options)
+    except ValueError as e:
+        raise app.UsageError(f"--method_options {e}") from None
     config.update(method=FLAGS.method, method_options=method_options)
     config.update(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split,
                   preset=name if FLAGS.preset or name in presets.PRESETS else "imagenet2012",

@@ -46,3 +46,21 @@ PRESETS["cifar10_cpu_short"] = dict(
 def for_dataset(name):
     """The preset for a dataset name; folders of images get the ImageNet recipe."""
     return dict(PRESETS.get(name, PRESETS["imagenet2012"]))
+
+
+def merge_method_options(preset_options, options):
+    """The method options of a run: `options` over the preset's; a view given in part
+    ({"view1": {"crop_area": [0.2, 1.0]}}) changes only those keys of the preset's view (or
+    of the paper's, augment.VIEW1 / VIEW2), in canonical (JSON) form. ValueError names a
+    bad view."""
+    merged = {**preset_options, **options}
+    for view, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
+        if view in options:
+            if not isinstance(options[view], dict):
+                raise ValueError(f"{view} must be a JSON object")
+            try:
+                merged[view] = augment.check_config({**preset_options.get(view, paper),
+                                                     **options[view]})
+            except ValueError as e:
+                raise ValueError(f"{view}: {e}") from None
+    return merged

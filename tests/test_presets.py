@@ -56,34 +56,18 @@ def test_cifar10_cpu_short_differs_from_cifar10_cpu_only_in_crop_area_and_epochs
     assert json.loads(json.dumps(short["method_options"])) == short["method_options"]
 
 
-@pytest.fixture
-def resolve():
-    """train.py's resolve_config for a command line (its absl flags reset afterwards)."""
-    import train
-
-    def parse(argv):
-        train.FLAGS.unparse_flags()
-        train.FLAGS(["train.py", *argv])
-        return train.resolve_config()
-
-    yield parse
-    train.FLAGS.unparse_flags()
-
-
-def test_a_view_given_in_part_changes_only_its_keys(resolve):
+def test_a_view_given_in_part_changes_only_its_keys():
     """--method_options may name a few keys of a view; the rest stay the preset's (or the
     paper's, for a preset without views), in the canonical form config.json holds."""
-    from absl import app
-
     preset = presets.PRESETS["cifar10_cpu"]["method_options"]
-    options = resolve(["--preset=cifar10_cpu", '--method_options={"view1": {"crop_area": [0.2, 1.0]}, '
-                       '"tau_schedule": "constant"}'])["method_options"]
+    options = presets.merge_method_options(
+        preset, json.loads('{"view1": {"crop_area": [0.2, 1.0]}, "tau_schedule": "constant"}'))
     assert options == dict(preset, view1=dict(preset["view1"], crop_area=[0.2, 1.0]),
                            tau_schedule="constant")
     assert options["view1"]["blur_prob"] == 0.0  # the preset's, not the paper's 1.0
-    options = resolve(['--method_options={"view2": {"solarize_prob": 0.0}}'])["method_options"]
+    options = presets.merge_method_options({}, {"view2": {"solarize_prob": 0.0}})
     assert options == {"view2": augment.check_config(dict(augment.VIEW2, solarize_prob=0.0))}
-    with pytest.raises(app.UsageError, match="crop_aera"):
-        resolve(['--method_options={"view1": {"crop_aera": [0.2, 1.0]}}'])
-    with pytest.raises(app.UsageError, match="view2 must be a JSON object"):
-        resolve(['--method_options={"view2": [0.2, 1.0]}'])
+    with pytest.raises(ValueError, match="crop_aera"):
+        presets.merge_method_options({}, {"view1": {"crop_aera": [0.2, 1.0]}})
+    with pytest.raises(ValueError, match="view2 must be a JSON object"):
+        presets.merge_method_options({}, {"view2": [0.2, 1.0]})

@@ -33,6 +33,7 @@ def train(*args, timeout=600):
 @pytest.mark.parametrize("bad,message", [
     ("--encoder=resnet_unknown", "resnet_unknown"),
     ('--method_options={"no_such_option": 1}', "no_such_option"),
+    ('--method_options={"view1": {"crop_aera": [0.2, 1.0]}}', "view1: view config: missing keys [], unknown keys ['crop_aera']"),
     ("--tau_base=2", "tau_base"),
     ("--epochs=0", "epochs"),
     ("--time_limit_minutes=0", "time_limit_minutes"),
