@@ -17,6 +17,25 @@ any flag given on the command line overrides it.
 
 from byol_tf import augment
 
+
+def merge_method_options(preset_options, options):
+    """The method options of a run: `options` over the preset's; a view given in part
+    ({"view1": {"crop_area": [0.2, 1.0]}}) changes only those keys of the preset's view (or
+    of the paper's, augment.VIEW1 / VIEW2), in canonical (JSON) form. ValueError names a
+    bad view."""
+    merged = {**preset_options, **options}
+    for view, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
+        if view in options:
+            if not isinstance(options[view], dict):
+                raise ValueError(f"{view} must be a JSON object")
+            try:
+                merged[view] = augment.check_config({**preset_options.get(view, paper),
+                                                     **options[view]})
+            except ValueError as e:
+                raise ValueError(f"{view}: {e}") from None
+    return merged
+
+
 PRESETS = {
     "imagenet2012": dict(encoder="resnet50", image_size=224, epochs=1000, batch_size=4096,
                          base_lr=0.2, weight_decay=1.5e-6, tau_base=0.996, warmup_epochs=10,
@@ -38,29 +57,11 @@ PRESETS["cifar10_cpu"] = dict(
         view1=augment.check_config(dict(augment.VIEW1, blur_prob=0.0)),
         view2=augment.check_config(dict(augment.VIEW2, blur_prob=0.0))))
 PRESETS["cifar10_cpu_short"] = dict(
-    PRESETS["cifar10_cpu"], epochs=10, method_options=dict(
-        view1=augment.check_config(dict(augment.VIEW1, blur_prob=0.0, crop_area=(0.2, 1.0))),
-        view2=augment.check_config(dict(augment.VIEW2, blur_prob=0.0, crop_area=(0.2, 1.0)))))
+    PRESETS["cifar10_cpu"], epochs=10, method_options=merge_method_options(
+        PRESETS["cifar10_cpu"]["method_options"],
+        dict(view1=dict(crop_area=[0.2, 1.0]), view2=dict(crop_area=[0.2, 1.0]))))
 
 
 def for_dataset(name):
     """The preset for a dataset name; folders of images get the ImageNet recipe."""
     return dict(PRESETS.get(name, PRESETS["imagenet2012"]))
-
-
-def merge_method_options(preset_options, options):
-    """The method options of a run: `options` over the preset's; a view given in part
-    ({"view1": {"crop_area": [0.2, 1.0]}}) changes only those keys of the preset's view (or
-    of the paper's, augment.VIEW1 / VIEW2), in canonical (JSON) form. ValueError names a
-    bad view."""
-    merged = {**preset_options, **options}
-    for view, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
-        if view in options:
-            if not isinstance(options[view], dict):
-                raise ValueError(f"{view} must be a JSON object")
-            try:
-                merged[view] = augment.check_config({**preset_options.get(view, paper),
-                                                     **options[view]})
-            except ValueError as e:
-                raise ValueError(f"{view}: {e}") from None
-    return merged
