@@ -9,6 +9,8 @@ Every function here takes the encoder as an `ImageEncoder` (images → embedding
 one by `as_image_encoder`.
 """
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -21,15 +23,38 @@ def extract_features(model, images, batch_size=256):
     through the model's own input contract, batch norm in inference mode."""
     if len(images) == 0:
         raise ValueError("extract_features: no images")
-    model = as_image_encoder(model)
-    forward = lambda x: model(x, training=False)  # noqa: E731
+    forward = _inference_forward(model)
+    batch_size = min(batch_size, len(images))
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size])
+        if len(batch) < batch_size:  # one batch shape, one trace (samples are independent)
+            batch = np.concatenate([batch, np.zeros_like(batch[:batch_size - len(batch)])])
+        out.append(np.asarray(forward(batch))[:len(images) - start])
+    return np.concatenate(out).astype(np.float32)
+
+
+_LAST_FORWARD = [None, None]  # [weak reference to the last model, its forward]
+
+
+def _inference_forward(model):
+    """images → features of `model` in inference mode; on TensorFlow one traced graph. The
+    last model's is kept, so the calls for its train and test images trace once (the
+    next model's replaces it: at most one model is held here)."""
+    ref, forward = _LAST_FORWARD
+    if ref is not None and ref() is model:
+        return forward
+    encoder = as_image_encoder(model)
+    forward = lambda x: encoder(x, training=False)  # noqa: E731
     if keras.backend.backend() == "tensorflow":  # one graph instead of eager layer calls
         import tensorflow as tf
 
         forward = tf.function(forward, reduce_retracing=True)
-    out = [np.asarray(forward(images[start:start + batch_size]))
-           for start in range(0, len(images), batch_size)]
-    return np.concatenate(out).astype(np.float32)
+    try:
+        _LAST_FORWARD[:] = weakref.ref(model), forward
+    except TypeError:  # (not weakly referable: not kept)
+        _LAST_FORWARD[:] = None, None
+    return forward
 
 
 def nearest(train_features, test_features, k, chunk=1024):
@@ -40,7 +65,7 @@ def nearest(train_features, test_features, k, chunk=1024):
     train, indices, similarities = unit(np.asarray(train_features)), [], []
     for start in range(0, len(test_features), chunk):
         similarity = unit(np.asarray(test_features[start:start + chunk])) @ train.T
-        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        top = np.argpartition(similarity, similarity.shape[1] - k, axis=1)[:, -k:]
         top_similarity = np.take_along_axis(similarity, top, axis=1)
         order = np.argsort(-top_similarity, axis=1, kind="stable")
         indices.append(np.take_along_axis(top, order, axis=1))

@@ -56,6 +56,30 @@ def test_tfds_pipeline_and_errors(cifar10_dir):
         data.pretrain_dataset("sample", 4096)
 
 
+def test_cifar10_decoded_once_gives_the_same_stream_as_its_files(cifar10_dir):
+    """The in-memory path (the split decoded once, kept read-only and shared with the
+    evaluation arrays) yields exactly the batches of decoding the files every epoch, also
+    from a resume point (`skip`) and across the reshuffled second pass."""
+    tfds_dir = cifar10_dir / "tfds"
+    assert data.fits_in_memory("cifar10", "train", 50_000)
+    assert not data.fits_in_memory("stl10", "unlabelled", 100_000)  # 2.8 GB streams
+    kept, _ = data.pretrain_dataset("cifar10", 500, data_dir=tfds_dir, seed=3, repeat=True)
+    files, _ = data.pretrain_dataset("cifar10", 500, data_dir=tfds_dir, seed=3, repeat=True,
+                                     in_memory=False)
+    for skip in (0, 99):  # batch 100 starts the second pass
+        for (x1, y1), (x2, y2) in zip(kept.skip(skip).take(2), files.skip(skip).take(2)):
+            np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+            np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+    x_train, y_train, x_test, y_test = data.load_arrays("cifar10", tfds_dir)
+    shared = data.decoded_split("cifar10", "train", tfds_dir)
+    assert x_train.base is shared[0] or x_train is shared[0]  # one copy in memory
+    assert not x_train.flags.writeable
+    full = np.load(cifar10_dir / "cifar10.npz")  # the prepared arrays, in another order
+    pairs = lambda x, y: sorted(zip(map(bytes, x), y.tolist()))  # noqa: E731
+    assert pairs(x_test, y_test) == pairs(full["x_test"], full["y_test"])
+    assert x_train.shape == (50_000, 32, 32, 3) and np.bincount(y_train).tolist() == [5000] * 10
+
+
 def test_folder_pipeline_makes_two_augmented_views(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("cats", "dogs"):

@@ -133,3 +133,27 @@ def test_eval_py_refuses_bad_input_with_a_clear_message(encoder_file, tmp_path):
     result = run(f"--model={tmp_path / 'gray.keras'}")
     assert result.returncode != 0 and "cannot encode RGB images" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_extract_features_is_each_models_own_forward_in_any_batch_split(uint8_images):
+    """Batches that do not divide the images (the last is padded, then cut) give the model's
+    own per-image outputs; a second model, or the first after its weights change, gets its
+    own features (the traced forward kept for the last model is not reused wrongly)."""
+    from byol_tf.image_encoder import ImageEncoder
+
+    images = uint8_images[:11]
+    keras.utils.set_random_seed(0)
+    first, second = (ImageEncoder(byol_tf.encoders.get("tiny_resnet_cifar")) for _ in range(2))
+    for model in (first, second, first):
+        expected = np.asarray(model(images, training=False))
+        for batch_size in (4, 11, 256):
+            got = evaluation.extract_features(model, images, batch_size=batch_size)
+            assert got.shape == expected.shape and got.dtype == np.float32
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    before = evaluation.extract_features(first, images, batch_size=4)
+    kernel = first.encoder.trainable_weights[0]
+    kernel.assign(kernel * 2.0)
+    after = evaluation.extract_features(first, images, batch_size=4)
+    np.testing.assert_allclose(after, np.asarray(first(images, training=False)), rtol=1e-5,
+                               atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3
