@@ -108,25 +108,37 @@ class BYOL(TwoViewModel):
             outs.append(ops.stop_gradient(self.target_projector(h, training=True)))
         return outs
 
+    def online(self, view):
+        """Float view → (h, z, q): online representation, projection and prediction
+        (q = z without a predictor), z and q in at least float32."""
+        h, z = self.encode(view, self.online_projector)
+        q = self.online_predictor(z, training=True) if self.use_predictor else z
+        return h, z, at_least_float32(q)
+
     def ssl_loss(self, view1, view2, targets):
         """loss = mean 2−2cos(q(z(v1)), z'(v2)) + mean 2−2cos(q(z(v2)), z'(v1)) (β = 0), or
         the paper's InfoNCE^{α,β} with the target projections as keys (β > 0)."""
-        target1, target2 = targets
-        outs = []
-        for view in (view1, view2):
-            h, z = self.encode(view, self.online_projector)
-            q = self.online_predictor(z, training=True) if self.use_predictor else z
-            outs.append((h, z, q))
-        (h1, z1, q1), (_, _, q2) = outs
-        f32 = at_least_float32  # the loss in float32 (or float64) under mixed precision
-        q1, q2, target1, target2 = f32(q1), f32(q2), f32(target1), f32(target2)
-        if self.beta:
-            (t1_all, offset), (t2_all, _) = gather_replicas(target1), gather_replicas(target2)
-            loss = beta_infonce(q1, q2, target1, target2, self.beta, self.alpha,
-                                t1_all, t2_all, offset)
-        else:
-            loss = ops.mean(regression_loss(q1, target2)) + ops.mean(regression_loss(q2, target1))
+        if not self.beta:
+            (loss1, logs, h1), (loss2, _, _) = (self.view_loss(i, view, targets)
+                                                for i, view in enumerate((view1, view2)))
+            return loss1 + loss2, logs, h1
+        (h1, z1, q1), (_, _, q2) = self.online(view1), self.online(view2)
+        # The loss in float32 (or float64) under mixed precision.
+        target1, target2 = (at_least_float32(t) for t in targets)
+        (t1_all, offset), (t2_all, _) = gather_replicas(target1), gather_replicas(target2)
+        loss = beta_infonce(q1, q2, target1, target2, self.beta, self.alpha, t1_all, t2_all,
+                            offset)
         return loss, {"projection_std": projection_std(z1)}, h1
+
+    def separable_views(self):
+        return not self.beta  # β > 0 contrasts each prediction with both views' keys
+
+    def view_loss(self, index, view, targets):
+        """View `index`'s term mean 2−2cos(q(z(v)), z'(other view)), its logs (view 1: the
+        projections' std), and its online representation."""
+        h, z, q = self.online(view)
+        loss = ops.mean(regression_loss(q, at_least_float32(targets[1 - index])))
+        return loss, ({"projection_std": projection_std(z)} if index == 0 else {}), h
 
     # ------------------------------------------------------------------- target
     def tau(self, step):

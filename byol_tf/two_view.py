@@ -142,6 +142,18 @@ class TwoViewModel(keras.Model):
         weights. Subclasses implement it."""
         raise NotImplementedError
 
+    def separable_views(self):
+        """Whether the loss is a sum of one term per view, each computed from that view's
+        online forward alone (BYOL's); then `view_loss` gives the terms and the TensorFlow
+        step takes the views' gradients one after the other, holding one view's activations
+        at a time instead of both (same gradients, less memory)."""
+        return False
+
+    def view_loss(self, index, view, targets):
+        """(term of view `index` (0 or 1), its logs, that view's online representation h),
+        for a model whose `separable_views()`; the loss is the terms' sum."""
+        raise NotImplementedError
+
     def step_scalars(self, step):
         """Scalars of this step read before the optimizer moves (e.g. {"tau": τ_k})."""
         return {}
@@ -194,6 +206,11 @@ class TwoViewModel(keras.Model):
     def loss_with_probe(self, view1, view2, targets, labels=None):
         """The method's loss (+ the probe's cross-entropy when labels are given) and logs."""
         loss, logs, h1 = self.ssl_loss(view1, view2, targets)
+        return self.add_probe_loss(loss, logs, h1, labels)
+
+    def add_probe_loss(self, loss, logs, h1, labels):
+        """(loss + the probe's cross-entropy on stop-gradient h1 when labels are given, logs
+        with "loss" the method's own loss)."""
         logs = {"loss": loss, **logs}
         if self.probe is not None and labels is not None:
             logits = at_least_float32(self.probe(ops.stop_gradient(h1)))
@@ -266,12 +283,26 @@ class TwoViewModel(keras.Model):
             inputs.assert_image_values(data)
         targets = self.targets(view1, view2)
         variables = self._step_variables(labels)
-        with tf.GradientTape() as tape:
-            loss, logs = self.loss_with_probe(view1, view2, targets, labels)
-            # Gradients are summed over replicas: average the loss over the global batch.
-            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(scaled)  # loss scaling under mixed_float16
-        grads = tape.gradient(scaled, variables)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+        def gradients(loss_fn):
+            with tf.GradientTape() as tape:
+                loss, logs = loss_fn()
+                # Gradients are summed over replicas: average the loss over the global batch.
+                scaled = self.optimizer.scale_loss(loss / replicas)  # (loss scaling: float16)
+            return tape.gradient(scaled, variables), logs
+
+        if not self.separable_views():
+            grads, logs = gradients(lambda: self.loss_with_probe(view1, view2, targets, labels))
+        else:  # view 1's forward and backward, then view 2's: one view's activations held
+            grads, logs = gradients(lambda: self.add_probe_loss(
+                *self.view_loss(0, view1, targets), labels))
+            with tf.control_dependencies([g for g in grads if g is not None]):
+                grads2, logs2 = gradients(lambda: self.add_probe_loss(
+                    *self.view_loss(1, view2, targets), None))
+            grads = [a if b is None else b if a is None else a + b
+                     for a, b in zip(grads, grads2)]
+            logs = {**logs, "loss": logs["loss"] + logs2["loss"]}
         scalars = self.step_scalars(self.optimizer.iterations)
         learning_rate = self.optimizer.learning_rate
         self.optimizer.apply(grads, variables)
