@@ -104,7 +104,7 @@ def decoded_split(name, split, data_dir=None):
     key = _decoded_key(name, split, data_dir)
     if key not in _DECODED:
         tfds = _tfds()
-        _, info = _tfds_load(tfds, name, split, data_dir)  # (its errors name what is missing)
+        _tfds_load(tfds, name, split, data_dir)  # (its errors name what is missing)
         builder = tfds.builder(name, data_dir=key[2])
         x, y = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True,
                                                 shuffle_files=False))
@@ -172,9 +172,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         here for variable-size sources, which crop per image in tf.data.
       skip_bad_images: folders only: leave out (with a warning) files that are not
         readable images instead of raising a ValueError that names them.
-      in_memory: fixed-size TFDS datasets: read the examples from the split decoded once
-        (`decoded_split`) instead of decoding its files every epoch; None: when the split
-        fits in `IN_MEMORY_BYTES`. The stream of batches is the same either way.
+      in_memory: fixed-size TFDS datasets (others ignore it): read the examples from the
+        split decoded once (`decoded_split`) instead of decoding its files every epoch; None:
+        when the split fits in `IN_MEMORY_BYTES`. The stream of batches is the same either way.
       repeat: an endless stream, reshuffled every pass; with a fixed seed the stream is
         the same in every run and from every iterator, so `dataset.skip(k)` resumes it
         exactly at batch k.
@@ -200,7 +200,7 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         num_classes = builder_info.features["label"].num_classes if labelled else None
         info = dict(num_examples=num, image_size=side, premade_views=side is None,
                     num_classes=num_classes)
-        if in_memory if in_memory is not None else fits_in_memory(name, split, num):
+        if side and (in_memory if in_memory is not None else fits_in_memory(name, split, num)):
             # The same examples in the same order as the files' stream (so the same
             # shuffled batches), decoded once instead of every epoch.
             ds = tf.data.Dataset.from_tensor_slices(decoded_split(name, split, data_dir))
