@@ -8,7 +8,7 @@ both running the same method code:
     view1, view2, labels = make_views(data)
     targets = self.targets(view1, view2)                # no gradient (EMA networks, keys)
     loss, logs, h1 = self.ssl_loss(view1, view2, targets)   # differentiable; h1 feeds the probe
-    optimizer step on the trainable variables
+    optimizer step on the trainable variables   # (TF, `separable_views()`: one view at a time)
     self.after_update(targets, scalars)                 # EMA targets, queues
     scalars = self.step_scalars(step)                   # e.g. τ, read before the step
 
