@@ -222,8 +222,16 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
         # yields the same endless stream, however many were made before (a resume at batch
         # k is `skip(k)` on a fresh iterator).
         examples = ds
-        ds = tf.data.Dataset.range(2**62).flat_map(lambda p: examples.shuffle(
-            buffer, seed=seed * 1_000_003 + p, reshuffle_each_iteration=False))
+
+        def one_pass(p):
+            # A tensor seed must not meet a global seed (`keras.utils.set_random_seed`): with
+            # global seed 0 TensorFlow fails on it (tensorflow#17284), with another it
+            # changes the stream. Traced without one, the stream is the same either way.
+            tf.compat.v1.get_default_graph().seed = None
+            return examples.shuffle(buffer, seed=seed * 1_000_003 + p,
+                                    reshuffle_each_iteration=False)
+
+        ds = tf.data.Dataset.range(2**62).flat_map(one_pass)
     else:
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if info["premade_views"]:
