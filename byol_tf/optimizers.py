@@ -89,7 +89,66 @@ def get(name, learning_rate, weight_decay):
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate)
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        return AdamW(learning_rate, weight_decay=weight_decay)
     if name == "lamb":
         return keras.optimizers.Lamb(learning_rate)
     raise ValueError(f"Unknown optimizer {name!r}; known: lars, sgd, adamw, lamb")
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW (decoupled weight decay, then Adam), the same update, built to trace and
+    run in fewer ops on the TensorFlow backend:
+
+        w ← w − wd·lr·w                       (not for excluded variables)
+        m ← m + (1−β1)(g − m);  v ← v + (1−β2)(g² − v)
+        w ← w − lr·√(1−β2ᵏ)/(1−β1ᵏ) · m / (√v + ε)
+
+    The learning rate is read once per step for the weight decay (Keras evaluates the
+    schedule again for every variable), and each variable's Adam update is TensorFlow's fused
+    kernel (`ResourceApplyAdam`, the same formula; Keras builds ~20 ops per variable). That
+    kernel forms 1−β1 and 1−β2 in float32, Keras in float64 and then rounds: the moments'
+    rates differ by ≤ 5e-5 relative (β2 = 0.999). Other backends, and `amsgrad`, run Keras'
+    own update."""
+
+    def _apply_weight_decay(self, variables):
+        if keras.backend.backend() != "tensorflow" or self.weight_decay is None:
+            return super()._apply_weight_decay(variables)
+        import tensorflow as tf
+
+        def decay(distribution, variables):
+            rates = {}  # dtype → (wd, lr), read once
+
+            def decay_one(variable):
+                if self._use_weight_decay(variable):
+                    if variable.dtype not in rates:
+                        rates[variable.dtype] = (tf.cast(self.weight_decay, variable.dtype),
+                                                 tf.cast(self.learning_rate, variable.dtype))
+                    wd, lr = rates[variable.dtype]
+                    variable.assign_sub(variable * wd * lr)
+
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, decay_one, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            decay, self._distribution_strategy, variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if keras.backend.backend() != "tensorflow" or self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        import tensorflow as tf
+
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        handle = lambda x: (x.value if isinstance(x, keras.Variable) else x).handle  # noqa: E731
+        tf.raw_ops.ResourceApplyAdam(
+            var=handle(variable), m=handle(m), v=handle(v),
+            beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
+            beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
+            lr=tf.cast(learning_rate, dtype), beta1=tf.cast(self.beta_1, dtype),
+            beta2=tf.cast(self.beta_2, dtype), epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype))

@@ -44,6 +44,18 @@ def test_mirrored_strategy_with_global_batch_norm_equals_one_device(tmp_path):
     assert float(data["mirrored_loss"]) == pytest.approx(float(data["single_loss"]), abs=1e-9)
 
 
+@pytest.mark.slow  # ~25 s
+def test_mirrored_strategy_with_fused_adamw_equals_one_device(tmp_path):
+    """byol_tf's AdamW (TensorFlow's fused Adam kernel on each replica's copy of the moments)
+    under MirroredStrategy: 2 replicas of 8 = one device with 16, to 1e-9 (float64)."""
+    data, names = mirrored_run(tmp_path, "--float64", "--optimizer=adamw")
+    assert int(data["mirrored_steps"]) == 3
+    for name in names:
+        copies = data[f"mirrored::{name}"]
+        np.testing.assert_array_equal(copies[0], copies[1], err_msg=f"replicas differ: {name}")
+        np.testing.assert_allclose(copies[0], data[f"single::{name}"][0], atol=1e-9, err_msg=name)
+
+
 @pytest.mark.slow  # ~30 s; the float64 comparison stays in the default suite
 def test_mirrored_strategy_float32(tmp_path):
     """float32: replicas stay bit-identical and the loss matches; the weights differ from one

@@ -2,10 +2,12 @@
 logical CPUs, same initial weights and global batches; writes the weights to an .npz.
 
     python tests/helpers/mirrored_run.py OUT.npz [--sync_bn=1] [--jit=0] [--method=byol]
+        [--optimizer=lars]
 
 --float64: weights, data and computations in float64.
 --method: byol, byol_beta (β-InfoNCE, negatives gathered across replicas), simclr
 (NT-Xent over the global batch), moco (keys of every replica enqueued), multiview.
+--optimizer: lars, or adamw (byol_tf.optimizers.AdamW: TensorFlow's fused Adam kernel).
 """
 
 import sys
@@ -23,7 +25,7 @@ import keras  # noqa: E402
 GLOBAL_BATCH, STEPS = 16, 3
 
 
-def build(sync, method="byol"):
+def build(sync, method="byol", optimizer="lars"):
     keras.utils.set_random_seed(0)
     encoder = byol_tf.encoders.ResNet(depth=10, stem="cifar", base_width=8, sync_batch_norm=sync)
     common = dict(projection_dim=16, hidden_dim=32, total_steps=10, augment=False, num_classes=10)
@@ -36,7 +38,8 @@ def build(sync, method="byol"):
         model = byol_tf.MoCo(encoder, queue_size=64, momentum=0.9, **common)
     else:
         model = byol_tf.MultiView(encoder, sync_batch_norm=sync, **common)
-    model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4))
+    model.compile(optimizer=byol_tf.LARS(0.5, weight_decay=1e-4) if optimizer == "lars" else
+                  byol_tf.optimizers.AdamW(1e-2, weight_decay=1e-2))
     return model
 
 
@@ -58,12 +61,12 @@ def weights(model):
     return out
 
 
-def main(out, sync=True, method="byol"):
-    single = build(sync, method)
+def main(out, sync=True, method="byol", optimizer="lars"):
+    single = build(sync, method, optimizer)
     single_logs = single.fit(views(), verbose=0).history
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        mirrored = build(sync, method)
+        mirrored = build(sync, method, optimizer)
     mirrored_logs = mirrored.fit(views(), verbose=0).history
     assert strategy.num_replicas_in_sync == 2
     np.savez(out, **{f"single::{k}": v for k, v in weights(single).items()},
@@ -78,4 +81,6 @@ if __name__ == "__main__":
         keras.config.set_floatx("float64")
         keras.config.set_dtype_policy("float64")
     methods = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--method=")]
-    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv, method=(methods or ["byol"])[0])
+    optimizers = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--optimizer=")]
+    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv, method=(methods or ["byol"])[0],
+         optimizer=(optimizers or ["lars"])[0])
