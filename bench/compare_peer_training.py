@@ -7,8 +7,10 @@ For each seed, one after the other: `train.py` (the sample preset's recipe on th
 train set: tiny ResNet, batch 128, `--epochs`, its online probe, checkpoints, the kNN of the
 pretrained and of the random-init encoder, saving, SavedModel export), then
 `bench/peer_train_cifar10.py` for the same number of steps (its training loop, then
-features for the kNN). Wall seconds are whole commands, process start to exit; loop
-seconds are the training loops alone. Both encoders are scored by one numpy kNN
+features for the kNN). Wall seconds are whole commands, process start to exit, plus for
+the peer the kNN on its features that this driver computes (`knn_seconds`; ours runs inside
+train.py; `process_seconds` is the peer's process alone); loop seconds are the training
+loops alone. Both encoders are scored by one numpy kNN
 (`byol_tf.evaluation.knn_predict`, k = 200, temperature 0.1, all 50,000 train and
 10,000 test images). Needs CIFAR-10 prepared in `--data` (scripts/prepare_cifar10.py).
 `--our_epochs` gives train.py another number of epochs than the peer's `--epochs` (for a
@@ -77,10 +79,13 @@ def main(_):
                                f"--npz={data / 'cifar10.npz'}", f"--steps={steps}",
                                f"--seed={seed}", f"--features={features}", *FLAGS.peer_flags])
             peer = last_json(out)
+            knn_start = time.perf_counter()  # the peer's kNN counts in its command, as ours does
             f = np.load(features)
             predicted = knn_predict(f["train"], f["y_train"], f["test"], 10, k=200,
                                     temperature=0.1)
-            peer.update(seed=int(seed), run_seconds=round(wall, 1),
+            knn_seconds = time.perf_counter() - knn_start
+            peer.update(seed=int(seed), run_seconds=round(wall + knn_seconds, 1),
+                        process_seconds=round(wall, 1), knn_seconds=round(knn_seconds, 1),
                         knn_top1=float(np.mean(predicted == f["y_test"])),
                         knn_test_examples=len(f["y_test"]))
             lines.append(peer)

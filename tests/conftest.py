@@ -9,6 +9,16 @@ import pathlib  # noqa: E402
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache(tmp_path_factory):
+    """The tests' own cache of decoded TFDS splits (byol_tf.data.CACHE_ENV), not the user's."""
+    from byol_tf import data
+
+    if data.CACHE_ENV not in os.environ:
+        os.environ[data.CACHE_ENV] = str(tmp_path_factory.mktemp("decoded_cache"))
+    return pathlib.Path(os.environ[data.CACHE_ENV])
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir():
     """DEST of `scripts/prepare_cifar10.py` ($BYOL_DATA_DIR or ~/.cache/byol_data).

@@ -87,6 +87,52 @@ def test_cifar10_decoded_once_gives_the_same_stream_as_its_files(cifar10_dir):
     assert x_train.shape == (50_000, 32, 32, 3) and np.bincount(y_train).tolist() == [5000] * 10
 
 
+def test_decoded_split_is_kept_on_disk_checked_and_decoded_again_when_damaged(
+        cifar10_dir, tmp_path, monkeypatch, caplog):
+    """A decoded split is written once and read back by the next process without decoding;
+    a damaged or altered file is reported, ignored and rewritten; "off" keeps nothing."""
+    import tensorflow_datasets as tfds
+
+    tfds_dir = cifar10_dir / "tfds"
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    decodes = []
+    as_numpy = tfds.as_numpy
+    monkeypatch.setattr(tfds, "as_numpy", lambda *a, **k: decodes.append(1) or as_numpy(*a, **k))
+
+    def fresh_process():
+        monkeypatch.setattr(data, "_DECODED", {})
+        return data.decoded_split("cifar10", "test", tfds_dir)
+
+    x, y = fresh_process()
+    [cached] = (tmp_path / "decoded").glob("cifar10-*-test-*.npz")
+    assert len(decodes) == 1 and x.shape == (10_000, 32, 32, 3) and y.dtype == np.int64
+    x2, y2 = fresh_process()
+    assert len(decodes) == 1  # read from the file
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
+
+    altered = x.copy()
+    altered[0, 0, 0, 0] ^= 1
+    with open(cached, "wb") as f:  # a valid file whose pixels were altered
+        np.savez(f, x=altered, y=y, sha256=data._digest(x, y))
+    for damage in ("altered", "flipped byte"):
+        if damage == "flipped byte":  # a byte of the file (the zip's CRC fails)
+            raw = bytearray(cached.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            cached.write_bytes(bytes(raw))
+        caplog.clear()
+        before = len(decodes)
+        x3, _ = fresh_process()
+        assert len(decodes) == before + 1 and "damaged" in caplog.text, damage
+        np.testing.assert_array_equal(x3, x)
+    fresh_process()  # the rewritten file is read again
+    assert len(decodes) == 3
+    monkeypatch.setenv(data.CACHE_ENV, "off")
+    cached.unlink()
+    fresh_process()
+    assert not list((tmp_path / "decoded").glob("*.npz"))
+
+
 def test_folder_pipeline_makes_two_augmented_views(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("cats", "dogs"):
