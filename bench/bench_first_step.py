@@ -50,6 +50,7 @@ def measure(optimizer_class):
     rng = np.random.default_rng(0)
     data = (tf.constant(rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)),
             tf.constant(rng.integers(0, 10, (batch,)), tf.int64))
+    model.optimizer.build(model.trainable_variables)  # as `fit` does before its first step
     model.make_train_function()
     built = time.perf_counter()
     float(model.train_function(iter([data]))["loss"])
