@@ -128,7 +128,7 @@ def decoded_split(name, split, data_dir=None):
 
 def _cache_file(builder, split):
     """Where `split`'s decoded arrays are kept: named by the dataset, version, split and the
-    names, sizes and modification times of its TFDS files (so new files miss it), and the
+    names, sizes and modification times (seconds) of its TFDS files (so new files miss it), and the
     layout's version (v1: x uint8 [N, H, W, 3], y int64 [N], their sha256)."""
     root = os.environ.get(CACHE_ENV, "~/.cache/byol_tf")
     if root.lower() in ("", "0", "off", "none"):
@@ -136,10 +136,13 @@ def _cache_file(builder, split):
     import hashlib
     import json
 
-    files = sorted(p for p in pathlib.Path(builder.data_dir).iterdir()
-                   if p.name.startswith(f"{builder.name}-{split}."))
+    import tensorflow as tf
+
+    folder = str(builder.data_dir)  # (tf.io.gfile: local or gs://)
+    files = sorted(f for f in tf.io.gfile.listdir(folder) if f.startswith(f"{builder.name}-{split}."))
+    stats = [tf.io.gfile.stat(f"{folder}/{f}") for f in files]
     stamp = hashlib.sha256(json.dumps(
-        [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]).encode()).hexdigest()
+        [(f, s.length, s.mtime_nsec) for f, s in zip(files, stats)]).encode()).hexdigest()
     return (pathlib.Path(root).expanduser() / "decoded" /
             f"{builder.name}-{builder.version}-{split}-{stamp[:16]}-v1.npz")
 
