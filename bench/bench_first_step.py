@@ -6,7 +6,8 @@ run a fresh process, alternating the settings compared.
         --out=bench/results/first_step_cpu_2core.jsonl
 
 --optimizers: byol_tf (what `byol_tf.optimizers.get` returns) and keras (Keras' own class of
-the same name, e.g. keras.optimizers.AdamW), to measure what byol_tf's optimizer saves.
+the same name, e.g. keras.optimizers.AdamW), to measure what byol_tf's optimizer saves;
+--grappler=default,lean: TensorFlow's graph optimiser with some passes off (an attempt).
 One CIFAR-sized batch of random uint8 images and labels, fed as `fit` does (an iterator).
 """
 
@@ -20,14 +21,22 @@ from absl import app, flags
 
 flags.DEFINE_string("preset", "cifar10_cpu_short", "Recipe (byol_tf/presets.py).")
 flags.DEFINE_list("optimizers", ["byol_tf", "keras"], "Optimizer classes to alternate.")
+flags.DEFINE_list("grappler", ["default"], "Grappler settings to alternate: default, and lean "
+                  "(its layout, constant-folding, loop, arithmetic, dependency and shape passes "
+                  "off; remapping, which makes oneDNN's fused kernels, and pruning kept).")
 flags.DEFINE_integer("rounds", 2, "Runs of each setting (fresh processes, alternated).")
 flags.DEFINE_integer("steps", 20, "Timed steps after the first (median reported).")
-flags.DEFINE_string("child", None, "(internal) the optimizer class to run in this process.")
+flags.DEFINE_string("child", None, "(internal) 'optimizer,grappler' to run in this process.")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
 
 
-def measure(optimizer_class):
+LEAN_GRAPPLER = dict(layout_optimizer=False, constant_folding=False, loop_optimization=False,
+                     arithmetic_optimization=False, dependency_optimization=False,
+                     shape_optimization=False)
+
+
+def measure(optimizer_class, grappler):
     started = time.perf_counter()
     import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
     import keras
@@ -37,6 +46,8 @@ def measure(optimizer_class):
     from byol_tf.records import host
 
     imported = time.perf_counter()
+    if grappler == "lean":
+        tf.config.optimizer.set_experimental_options(LEAN_GRAPPLER)
     config = dict(presets.PRESETS[FLAGS.preset], image_size=32, seed=0)
     batch, total = config["batch_size"], 780
     if optimizer_class == "keras":  # Keras' class of the same name in place of byol_tf's
@@ -60,7 +71,9 @@ def measure(optimizer_class):
         start = time.perf_counter()
         float(model.train_function(iter([data]))["loss"])
         steps.append(time.perf_counter() - start)
-    return dict(preset=FLAGS.preset, optimizer=f"{type(optimizer).__module__}.{type(optimizer).__name__}",
+    kind = type(optimizer)
+    return dict(preset=FLAGS.preset, optimizer=f"{kind.__module__}.{kind.__name__}",
+                grappler=grappler,
                 import_s=round(imported - started, 2), build_s=round(built - imported, 2),
                 first_step_s=round(first, 2), step_ms=round(1000 * float(np.median(steps)), 1),
                 **host(), tensorflow=tf.__version__, keras=keras.__version__,
@@ -69,12 +82,13 @@ def measure(optimizer_class):
 
 def main(_):
     if FLAGS.child:
-        print(json.dumps(measure(FLAGS.child)))
+        print(json.dumps(measure(*FLAGS.child.split(","))))
         return
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    settings = [(o, g) for o in FLAGS.optimizers for g in FLAGS.grappler]
     for _ in range(FLAGS.rounds):
-        for name in FLAGS.optimizers:
-            result = subprocess.run([sys.executable, __file__, f"--child={name}",
+        for name, grappler in settings:
+            result = subprocess.run([sys.executable, __file__, f"--child={name},{grappler}",
                                      f"--preset={FLAGS.preset}", f"--steps={FLAGS.steps}"],
                                     env=env, capture_output=True, text=True, check=True)
             line = result.stdout.strip().splitlines()[-1]
