@@ -139,7 +139,8 @@ def _cache_file(builder, split):
     import tensorflow as tf
 
     folder = str(builder.data_dir)  # (tf.io.gfile: local or gs://)
-    files = sorted(f for f in tf.io.gfile.listdir(folder) if f.startswith(f"{builder.name}-{split}."))
+    prefix = f"{builder.name}-{split}."
+    files = sorted(f for f in tf.io.gfile.listdir(folder) if f.startswith(prefix))
     stats = [tf.io.gfile.stat(f"{folder}/{f}") for f in files]
     stamp = hashlib.sha256(json.dumps(
         [(f, s.length, s.mtime_nsec) for f, s in zip(files, stats)]).encode()).hexdigest()
