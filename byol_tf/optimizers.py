@@ -1,4 +1,5 @@
-"""LARS as in DeepMind's BYOL (`byol/utils/optimizers.py`), as a Keras 3 optimizer.
+"""LARS as in DeepMind's BYOL (`byol/utils/optimizers.py`), as a Keras 3 optimizer; and
+`AdamW`, Keras' AdamW built in fewer ops on TensorFlow (its docstring says how).
 
 For every variable w with gradient g (lr = the schedule's value at this step):
 
