@@ -92,8 +92,8 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
 IN_MEMORY_BYTES = 1 << 30
 _DECODED = {}
 # ... and kept decoded on disk between processes, under $BYOL_TF_CACHE (default
-# ~/.cache/byol_tf; "off" keeps nothing): CIFAR-10's 60,000 PNGs take ~7 s of wall time (12 s
-# of CPU) to decode on 2 cores, its arrays ~0.3 s to read and check.
+# ~/.cache/byol_tf; "off" keeps nothing): CIFAR-10's 60,000 PNGs take ~7 s of wall time (11 s
+# of CPU) to decode on 2 cores, its arrays ~0.7 s to read and check.
 CACHE_ENV = "BYOL_TF_CACHE"
 
 
@@ -127,9 +127,9 @@ def decoded_split(name, split, data_dir=None):
 
 
 def _cache_file(builder, split):
-    """Where `split`'s decoded arrays are kept: named by the dataset, version, split and the
-    names, sizes and modification times (seconds) of its TFDS files (so new files miss it), and the
-    layout's version (v1: x uint8 [N, H, W, 3], y int64 [N], their sha256)."""
+    """Where `split`'s decoded arrays are kept: named by the dataset, version, split, the
+    names, sizes and modification times (seconds) of its TFDS files (so new files miss it)
+    and the layout's version (v1: x uint8 [N, H, W, 3], y int64 [N], their sha256)."""
     root = os.environ.get(CACHE_ENV, "~/.cache/byol_tf")
     if root.lower() in ("", "0", "off", "none"):
         return None
