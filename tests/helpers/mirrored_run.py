@@ -80,7 +80,8 @@ if __name__ == "__main__":
     if "--float64" in sys.argv:  # rounding out of the way: isolates the distributed semantics
         keras.config.set_floatx("float64")
         keras.config.set_dtype_policy("float64")
-    methods = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--method=")]
-    optimizers = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--optimizer=")]
-    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv, method=(methods or ["byol"])[0],
-         optimizer=(optimizers or ["lars"])[0])
+    def option(name, default):
+        return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), default)
+
+    main(sys.argv[1], sync="--sync_bn=0" not in sys.argv, method=option("method", "byol"),
+         optimizer=option("optimizer", "lars"))
