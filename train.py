@@ -193,6 +193,21 @@ def _warn_if_bfloat16_is_emulated(precision, strategy):
             ", ".join(cpu["isa"]) or "no AVX2")
 
 
+def finish_together(strategy):
+    """Multi-worker: returns once every worker has called it (an all-reduce of ones), so that
+    no worker exits while the chief still works: TensorFlow's coordination service leaves a
+    worker that exited first hanging at exit when the chief leaves. A worker whose peer left
+    as soon as its own copy of the sum was complete sees the connection closed: that too
+    means every worker got here."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        try:
+            strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+        except tf.errors.UnavailableError as error:
+            logging.info("finish_together: a worker left first (%s)", str(error)[:200])
+
+
 def main(argv):
     del argv
     import keras
@@ -305,7 +320,8 @@ def main(argv):
             step = int(model.optimizer.iterations.numpy())
             if model.stop_training:  # TerminateOnNaN
                 break
-        if step not in manager.steps():
+        # The same decision on every worker: saving reads the metrics, an all-reduce each.
+        if step not in (start_step, manager.last_saved_step):
             manager.save(model, step, history.state())
         if limit and limit.stopped and step < total_steps:
             print(f"Stopped at the time limit after step {step} of {total_steps} (epoch "
@@ -321,61 +337,73 @@ def main(argv):
     if FLAGS.final_weights_npz:  # every worker: for checking replicas and workers agree
         np.savez(FLAGS.final_weights_npz, **{v.path: np.asarray(v.numpy()) for v in model.weights},
                  step=step)
-    if not is_chief:
+    if not is_chief:  # the chief alone saves, evaluates, exports and publishes
+        finish_together(strategy)
         return
-    if not run.done("save"):
-        run.save_keras(model, "byol.keras")
-        run.save_keras(model.image_encoder(), "encoder.keras")
-        run.finish("save", files=["byol.keras", "encoder.keras"])
-    image_encoder = keras.models.load_model(run.path / "encoder.keras")
 
-    evaluated = run.done("evaluate")
-    if knn and not evaluated:
-        x_train, y_train, x_test, y_test = eval_arrays()
-        if knn_every and knn_every.features_step == step:  # measured on these weights already
-            features = knn_every.features
-        else:
-            features = [evaluation.extract_features(image_encoder, x) for x in (x_train, x_test)]
-        scores = dict(pretrained=evaluation.knn_accuracy_of_features(
-            features[0], y_train, features[1], y_test, k=FLAGS.knn_k))
-        if FLAGS.knn_random_init:
-            scores["random_init"] = evaluation.knn_accuracy(
-                random_init_encoder, x_train, y_train, x_test, y_test, k=FLAGS.knn_k)
-        pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
-                                data.class_names(config["dataset"], config["data_dir"],
-                                                 FLAGS.eval_dataset),
-                                run.path / "neighbours.png")
-        evaluated = dict(knn=dict(scores, k=FLAGS.knn_k, temperature=0.1,
-                                  train_examples=len(x_train), test_examples=len(x_test)),
-                         pictures=["curves.png", "neighbours.png"])
-        run.finish("evaluate", **evaluated)
-        print(f"kNN top-1 (k={FLAGS.knn_k}): pretrained {scores['pretrained']:.4f}" + (
-            f", same encoder at random init {scores['random_init']:.4f}"
-            if "random_init" in scores else ""))
+    def chief_phases():
+        if not run.done("save"):
+            run.save_keras(model, "byol.keras")
+            run.save_keras(model.image_encoder(), "encoder.keras")
+            run.finish("save", files=["byol.keras", "encoder.keras"])
+        image_encoder = keras.models.load_model(run.path / "encoder.keras")
 
-    saved_model = run.path / "export" / "byol_encoder" / "1"
-    if not run.done("export"):
-        if not saved_model.exists():  # (an export is atomic: a folder there is complete)
-            export.export_encoder(image_encoder, saved_model)
-        run.finish("export", saved_model=str(saved_model))
+        evaluated = run.done("evaluate")
+        if knn and not evaluated:
+            x_train, y_train, x_test, y_test = eval_arrays()
+            if knn_every and knn_every.features_step == step:  # measured on these weights already
+                features = knn_every.features
+            else:
+                features = [evaluation.extract_features(image_encoder, x)
+                            for x in (x_train, x_test)]
+            scores = dict(pretrained=evaluation.knn_accuracy_of_features(
+                features[0], y_train, features[1], y_test, k=FLAGS.knn_k))
+            if FLAGS.knn_random_init:
+                scores["random_init"] = evaluation.knn_accuracy(
+                    random_init_encoder, x_train, y_train, x_test, y_test, k=FLAGS.knn_k)
+            pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
+                                    data.class_names(config["dataset"], config["data_dir"],
+                                                     FLAGS.eval_dataset),
+                                    run.path / "neighbours.png")
+            evaluated = dict(knn=dict(scores, k=FLAGS.knn_k, temperature=0.1,
+                                      train_examples=len(x_train), test_examples=len(x_test)),
+                             pictures=["curves.png", "neighbours.png"])
+            run.finish("evaluate", **evaluated)
+            print(f"kNN top-1 (k={FLAGS.knn_k}): pretrained {scores['pretrained']:.4f}" + (
+                f", same encoder at random init {scores['random_init']:.4f}"
+                if "random_init" in scores else ""))
 
-    metrics = dict(saved_model=str(saved_model), segments=trained.get("segments", []),
-                   **{k: trained[k] for k in ("train_seconds", "final_step", "resumed_from_step",
-                                              "history")})
-    if evaluated:
-        metrics["knn"] = evaluated["knn"]
-    metrics["phase_seconds"] = run.phase_seconds()
-    write_json(run.path / "metrics.json", metrics)
-    entry = publish_root / FLAGS.publish if FLAGS.publish else None
-    if entry and (run.done("publish") or {}).get("entry") != str(entry):
-        if not published_here:  # (a publish is atomic: an entry from this run is complete)
-            zoo.publish(run.path, FLAGS.publish, root=publish_root,
-                        linear_epochs=FLAGS.publish_linear_epochs, eval_dataset=FLAGS.eval_dataset)
-        results = zoo.info(FLAGS.publish, entry.parent)["results"]
-        run.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
-                   linear_top1=results["linear_top1"])
-        print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, linear {results['linear_top1']:.4f})")
-    print(f"Run folder: {run.path}")
+        saved_model = run.path / "export" / "byol_encoder" / "1"
+        if not run.done("export"):
+            if not saved_model.exists():  # (an export is atomic: a folder there is complete)
+                export.export_encoder(image_encoder, saved_model)
+            run.finish("export", saved_model=str(saved_model))
+
+        metrics = dict(saved_model=str(saved_model), segments=trained.get("segments", []),
+                       **{k: trained[k] for k in ("train_seconds", "final_step",
+                                                  "resumed_from_step",
+                                                  "history")})
+        if evaluated:
+            metrics["knn"] = evaluated["knn"]
+        metrics["phase_seconds"] = run.phase_seconds()
+        write_json(run.path / "metrics.json", metrics)
+        entry = publish_root / FLAGS.publish if FLAGS.publish else None
+        if entry and (run.done("publish") or {}).get("entry") != str(entry):
+            if not published_here:  # (a publish is atomic: an entry from this run is complete)
+                zoo.publish(run.path, FLAGS.publish, root=publish_root,
+                            linear_epochs=FLAGS.publish_linear_epochs,
+                            eval_dataset=FLAGS.eval_dataset)
+            results = zoo.info(FLAGS.publish, entry.parent)["results"]
+            run.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
+                       linear_top1=results["linear_top1"])
+            print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, "
+                  f"linear {results['linear_top1']:.4f})")
+        print(f"Run folder: {run.path}")
+
+    try:
+        chief_phases()
+    finally:
+        finish_together(strategy)
 
 
 if __name__ == "__main__":

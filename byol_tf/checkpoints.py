@@ -43,6 +43,7 @@ class CheckpointManager:
         if keep < 1:
             raise ValueError(f"keep must be ≥ 1; got {keep}")
         self.directory, self.keep, self.is_chief = pathlib.Path(directory), keep, is_chief
+        self.last_saved_step = None  # by this process (every worker saves, the chief keeps)
 
     def steps(self):
         """Steps of the checkpoints with a manifest, newest first."""
@@ -54,6 +55,7 @@ class CheckpointManager:
     def save(self, model, step, state=None):
         """Writes checkpoint `step`; `state` (JSON-able, e.g. the run's history) goes into
         its manifest and comes back as `self.state` after `restore`."""
+        self.last_saved_step = int(step)
         target = self.directory if self.is_chief else pathlib.Path(tempfile.mkdtemp())
         target.mkdir(parents=True, exist_ok=True)
         weights = target / f"ckpt-{step}.weights.h5"
