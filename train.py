@@ -337,11 +337,9 @@ def main(argv):
     if FLAGS.final_weights_npz:  # every worker: for checking replicas and workers agree
         np.savez(FLAGS.final_weights_npz, **{v.path: np.asarray(v.numpy()) for v in model.weights},
                  step=step)
-    if not is_chief:  # the chief alone saves, evaluates, exports and publishes
-        finish_together(strategy)
-        return
-
-    def chief_phases():
+    try:  # every worker ends in finish_together, the chief after its phases
+        if not is_chief:  # the chief alone saves, evaluates, exports and publishes
+            return
         if not run.done("save"):
             run.save_keras(model, "byol.keras")
             run.save_keras(model.image_encoder(), "encoder.keras")
@@ -399,9 +397,6 @@ def main(argv):
             print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, "
                   f"linear {results['linear_top1']:.4f})")
         print(f"Run folder: {run.path}")
-
-    try:
-        chief_phases()
     finally:
         finish_together(strategy)
 
