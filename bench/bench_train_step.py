@@ -14,10 +14,11 @@ Writes a JSON line to stdout and, with --out, to a file.
 """
 
 import json
-import resource
 import time
 
 from absl import app, flags
+
+from memory import memory_mb
 
 flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -104,7 +105,7 @@ def main(_):
         train_images_per_s_runs=[round(r, 2) for r in train_rates],
         steps_per_run=FLAGS.steps,
         encoder_parameters=sum(int(np.prod(w.shape)) for w in model.online_encoder.trainable_weights),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **memory_mb(),
         threads=threads(backend),
         augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1) if aug_rates else None,
         augment_runs=[round(r, 1) for r in aug_rates],

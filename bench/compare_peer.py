@@ -27,7 +27,7 @@ import time
 from absl import app, flags
 
 from byol_tf.records import host
-from peer_runs import ROOT, last_json, report, run
+from peer_runs import ROOT, drop_page_cache, last_json, report, run
 
 flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset (a basic-block CIFAR ResNet).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
@@ -40,6 +40,8 @@ flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. -
 flags.DEFINE_list("precisions", ["auto"], "float32 and/or mixed_bfloat16; auto: float32, and "
                   "mixed_bfloat16 too where the CPU has native bfloat16 (AVX512-BF16 or AMX).")
 flags.DEFINE_bool("keras_torch", False, "Also time byol_tf's step on Keras' torch backend.")
+flags.DEFINE_bool("drop_caches", False, "Empty the page cache before every run (root; "
+                  "makes the peak RSS of both libraries comparable, see bench/memory.py).")
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
@@ -69,6 +71,8 @@ def compare(precision):
     lines, rates = [], {name: [] for name, _, _ in contenders}
     for round_ in range(FLAGS.rounds):
         for name, command, env in contenders:
+            if FLAGS.drop_caches:
+                drop_page_cache()
             result = {"library": name, **last_json(run(command, env)[0]), "round": round_}
             rates[name].append(result["train_images_per_s"])
             lines.append(result)
@@ -87,6 +91,9 @@ def compare(precision):
         byol_tf_runs=rates["byol_tf"], peer_runs=rates["byol-pytorch"],
         byol_tf_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol_tf"),
         peer_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol-pytorch"),
+        byol_tf_rss_anon_mb=max(r.get("rss_anon_mb", 0) for r in lines if r["library"] == "byol_tf"),
+        peer_rss_anon_mb=max(r.get("rss_anon_mb", 0) for r in lines if r["library"] == "byol-pytorch"),
+        page_cache_dropped=FLAGS.drop_caches,
         encoder_parameters=ours_params, torch=lines[1]["torch"],
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))

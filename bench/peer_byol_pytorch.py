@@ -19,12 +19,13 @@ thread count and versions.
 import argparse
 import contextlib
 import json
-import resource
 import time
 from importlib.metadata import version
 
 import torch
 from torch import nn
+
+from memory import memory_mb
 
 DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 ENCODERS = {  # byol_tf.encoders.PRESETS, basic-block CIFAR nets
@@ -121,8 +122,7 @@ def main():
         batch_size=args.batch_size, precision=args.precision,
         encoder_parameters=sum(p.numel() for p in net.parameters()),
         train_images_per_s=rates[len(rates) // 2], train_images_per_s_runs=[round(r, 2) for r in rates],
-        steps_per_run=args.steps, peak_rss_mb=round(resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        steps_per_run=args.steps, **memory_mb(),
         threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
         torch=torch.__version__, byol_pytorch=version("byol-pytorch"), torchvision=version("torchvision"),
         mkldnn=torch.backends.mkldnn.is_available())))

@@ -21,6 +21,17 @@ def run(command, env=None):
     return result.stdout, time.perf_counter() - start
 
 
+def drop_page_cache():
+    """Empties Linux's page cache (root only), so that every run maps its libraries'
+    code from the same state; see bench/memory.py for why peak RSS depends on it."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError as e:
+        raise RuntimeError(f"--drop_caches needs root on Linux: {e}") from e
+
+
 def last_json(stdout):
     """The JSON object on the last line of a bench process's stdout."""
     return json.loads(stdout.strip().splitlines()[-1])

