@@ -13,11 +13,14 @@ case "${1:-runtime}" in
   *) echo "usage: $0 [runtime|test]" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+stamp="$VENV/.byol_installed"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$REQUIREMENTS" ]; then
+  "$PYTHON" -m venv --clear "$VENV"  # set up from other requirements (e.g. with the test-only ones)
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.byol_installed"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$REQUIREMENTS" ] || [ requirements.txt -nt "$stamp" ] \
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] \
    || [ "$REQUIREMENTS" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
