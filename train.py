@@ -379,8 +379,7 @@ def main(argv):
 
         metrics = dict(saved_model=str(saved_model), segments=trained.get("segments", []),
                        **{k: trained[k] for k in ("train_seconds", "final_step",
-                                                  "resumed_from_step",
-                                                  "history")})
+                                                  "resumed_from_step", "history")})
         if evaluated:
             metrics["knn"] = evaluated["knn"]
         metrics["phase_seconds"] = run.phase_seconds()
