@@ -95,8 +95,10 @@ def main(argv):
         raise app.UsageError(f"--label_fraction must be in (0, 1]; got {FLAGS.label_fraction}")
     import numpy as np
 
-    from byol_tf import data, evaluation, pictures
-    from byol_tf.records import versions, write_json
+    from byol_tf import data, evaluation
+    from byol_tf.files import write_json
+    from byol_tf.records import versions
+    from byol_tf.training import pictures
 
     encoder = load_encoder(FLAGS.model)
     try:

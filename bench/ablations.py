@@ -2,11 +2,11 @@
 
     python bench/ablations.py --dataset=sample --encoder=tiny_resnet_cifar --epochs=10 \
         --out=bench/results/ablations_cpu_sample.md                       # TF, CPU
-    KERAS_BACKEND=jax python bench/ablations.py --runner=jax --data=/tmp/cifar10.npz \
-        --encoder=resnet18_cifar --epochs=50 --out=/tmp/out/ablations_h100_cifar10.md   # GPU
+    KERAS_BACKEND=jax python bench/ablations.py --dataset=cifar10 --data_dir=DIR \
+        --encoder=resnet18_cifar --epochs=50 --out=/tmp/out/ablations_cifar10.md   # JAX
 
-Each variant is a full run of train.py (TF backend) or scripts/pretrain_jax.py (JAX backend,
-for machines without TensorFlow) with the same data, encoder, budget and seed; the table
+Each variant is a full run of train.py (on the backend KERAS_BACKEND names) with the same
+data, encoder, budget and seed; the table
 gives kNN top-1 on the test set (k = 200, cosine, T = 0.1), kNN of the same encoder at
 random initialisation (train.py runs), the collapse metric `projection_std` of the last
 epoch (std over the batch of l2-normalised projections, mean over dimensions: ≈ 1/√d when
@@ -57,10 +57,8 @@ VARIANTS = {  # name → (method, method options, encoder suffix)
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--runner", default="train", choices=["train", "jax"])
     p.add_argument("--dataset", default="sample", help="train.py --dataset")
     p.add_argument("--data_dir", default=None)
-    p.add_argument("--data", default="sample", help="pretrain_jax.py --data (npz)")
     p.add_argument("--preset", default=None)
     p.add_argument("--encoder", default="tiny_resnet_cifar")
     p.add_argument("--epochs", type=int, default=10)
@@ -84,13 +82,9 @@ def run_variant(args, name):
               f"--batch_size={args.batch_size}", f"--method={method}",
               f"--method_options={json.dumps(options)}", f"--run_dir={run_dir}",
               f"--seed={args.seed}", *[f for f in args.train_flags.split(",") if f]]
-    if args.runner == "train":
-        command = [sys.executable, str(ROOT / "train.py"), f"--dataset={args.dataset}", *common]
-        if args.data_dir:
-            command.append(f"--data_dir={args.data_dir}")
-    else:
-        command = [sys.executable, str(ROOT / "scripts/pretrain_jax.py"), f"--data={args.data}",
-                   *common]
+    command = [sys.executable, str(ROOT / "train.py"), f"--dataset={args.dataset}", *common]
+    if args.data_dir:
+        command.append(f"--data_dir={args.data_dir}")
     if args.preset:
         command.append(f"--preset={args.preset}")
     start = time.time()
@@ -102,21 +96,16 @@ def run_variant(args, name):
         row["error"] = result.stderr.strip().splitlines()[-1][:300]
         return row
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    if args.runner == "train":
-        history = metrics["history"]
-        row.update(knn_top1=metrics["knn"]["pretrained"],
-                   projection_std=history["projection_std"][-1], loss=history["loss"][-1])
-        if "random_init" in metrics["knn"]:  # (not with --noknn_random_init)
-            row["knn_random_init"] = metrics["knn"]["random_init"]
-    else:
-        last = metrics["epochs"][-1]
-        row.update(knn_top1=metrics["knn_top1"], projection_std=last["projection_std"],
-                   loss=last["loss"])
+    history = metrics["history"]
+    row.update(knn_top1=metrics["knn"]["pretrained"], projection_std=history["projection_std"][-1],
+               loss=history["loss"][-1], backend=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    if "random_init" in metrics["knn"]:  # (not with --noknn_random_init)
+        row["knn_random_init"] = metrics["knn"]["random_init"]
     return row
 
 
 def table(rows, args):
-    lines = [f"Ablations: runner={args.runner}, data={args.dataset if args.runner == 'train' else args.data}, "
+    lines = [f"Ablations: backend={os.environ.get('KERAS_BACKEND', 'tensorflow')}, data={args.dataset}, "
              f"encoder={args.encoder}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}"
              f"{', preset ' + args.preset if args.preset else ''}"
              f"{', flags ' + args.train_flags if args.train_flags else ''} "

@@ -34,7 +34,9 @@ SMOKE = [("tiny_cifar32", "tiny_resnet_cifar", 32, 16)]
 def _time_step(model, data, steps, warmup):
     import jax
 
-    state = model.jax_state()
+    from byol_tf.steps.jax_step import initial_state
+
+    state = initial_state(model)
     step = jax.jit(model.train_step, donate_argnums=0)
     for _ in range(warmup):
         logs, state = step(state, data)

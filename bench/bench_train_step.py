@@ -1,15 +1,12 @@
 """Train-step and augmentation throughput on this machine (TF backend; KERAS_BACKEND=jax
-times the jitted JAX step instead, KERAS_BACKEND=torch the eager torch step, both with
---aug_steps=0). byol_tf's train step exists for the TensorFlow and JAX backends; for the
-torch backend (an attempt measured in bench/README.md, not part of byol_tf) this file
-supplies one, `torch_train_step`, which runs the same method code under autograd.
+times the jitted JAX step instead, with --aug_steps=0).
 
     python bench/bench_train_step.py --encoder=resnet18_cifar --batch_size=128 --steps=10
 
 Train step: ResNet-18 CIFAR stem, 32 px, batch 128, LARS, augmentation inside the step
 (two views, per sample), the full BYOL update (online fwd+bwd on both views, target fwd,
 EMA). Images/s counts input images (each makes two views). The first `--warmup` steps
-(tracing, compilation) are not timed. Augmentation: `TwoViews` alone on the same batch.
+(tracing, compilation) are not timed. Augmentation: `byol_tf.Augmenter` alone on the same batch.
 Writes a JSON line to stdout and, with --out, to a file.
 """
 
@@ -48,16 +45,15 @@ def main(_):
                                                       dtype=np.uint8))
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
-    if backend == "torch":
-        byol_tf.BYOL.train_step = torch_train_step
-    if FLAGS.joint_views:
-        byol_tf.BYOL.separable_views = lambda self: False
     model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
+    model.per_view_gradients = not FLAGS.joint_views
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
     if backend == "jax":  # the step train.py's JAX trainer jits
         import jax
 
-        state = [model.jax_state()]
+        from byol_tf.steps.jax_step import initial_state
+
+        state = [initial_state(model)]
         jitted, data = jax.jit(model.train_step, donate_argnums=0), images
 
         def step():
@@ -65,11 +61,8 @@ def main(_):
             return logs
     else:
         model.make_train_function()
-        # Keras' TF trainer takes an iterator of batches, its torch trainer a list of them.
-        batches = (lambda: iter([images])) if backend == "tensorflow" else (lambda: [images])
-
         def step():
-            return model.train_function(batches())
+            return model.train_function(iter([images]))
 
     def run(n):
         start = time.perf_counter()
@@ -84,7 +77,7 @@ def main(_):
     if FLAGS.aug_steps:
         import tensorflow as tf
 
-        aug_fn = tf.function(byol_tf.augment.TwoViews(size, seed=0), jit_compile=FLAGS.jit_compile)
+        aug_fn = tf.function(byol_tf.Augmenter(size, seed=0), jit_compile=FLAGS.jit_compile)
 
     def run_augment():
         start = time.perf_counter()
@@ -120,28 +113,6 @@ def main(_):
             f.write(line + "\n")
 
 
-def torch_train_step(self, data):
-    """`TwoViewModel`'s step on the torch backend: the same `make_views`, `targets`,
-    `loss_with_probe`, optimizer `apply`, `after_update` and metrics as its TF step."""
-    import torch
-    from keras import ops
-
-    view1, view2, labels = self.make_views(data)
-    with torch.no_grad():
-        targets = self.targets(view1, view2)
-    variables = self._step_variables(labels)
-    self.zero_grad()
-    loss, logs = self.loss_with_probe(view1, view2, targets, labels)
-    loss.backward()
-    grads = [v.value.grad for v in variables]
-    scalars = self.step_scalars(self.optimizer.iterations)
-    learning_rate = ops.convert_to_tensor(self.optimizer.learning_rate)
-    with torch.no_grad():
-        self.optimizer.apply(grads, variables)
-        self.after_update(targets, scalars)
-    return self._record(logs, scalars, learning_rate)
-
-
 def threads(backend):
     """The backend's CPU thread pools (and, for TensorFlow, whether oneDNN runs)."""
     if backend == "tensorflow":
@@ -150,11 +121,7 @@ def threads(backend):
 
         return dict(intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
                     inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
-                    onednn=byol_tf.runtime.onednn_enabled())
-    if backend == "torch":
-        import torch
-
-        return dict(intra_op=torch.get_num_threads(), inter_op=torch.get_num_interop_threads())
+                    onednn=byol_tf.compat.onednn_enabled())
     return {}
 
 

@@ -44,7 +44,7 @@ def main(_):
                    model.online_predictor.trainable_variables)
 
     def target(views):
-        h = model.target_encoder(model.normalize(views), training=True)
+        h = model.target_encoder(model.converter(views), training=True)
         return model.target_projector(h, training=True)
 
     def online_grads(views, keys):

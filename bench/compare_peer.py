@@ -11,15 +11,16 @@ Precisions: float32, and mixed_bfloat16 as well where the CPU has native bfloat1
 Each run's JSON line (images/s, peak RSS, threads, versions) and a summary line (medians,
 ours / peer, the host's CPU model and ISA flags) go to stdout and, with --out, to a file.
 
-`--keras_torch` adds a third contender to every round: byol_tf's model code on Keras'
-torch backend (`bench_train_step.py`'s `torch_train_step`), run by the peer's Python
-(which has torch; Keras installed there too).
+`--baseline=DIR` adds a third contender to every round: the byol_tf of another checkout
+(e.g. the last release, `git worktree add DIR TAG`), its own `bench/bench_train_step.py`
+in this Python, so a change's effect on speed and memory is measured in the same sitting.
 
 The peer runs in its own environment (`bench/requirements-peer.txt`, e.g. `.venv-peer`):
 its dependencies are never byol_tf's.
 """
 
 import json
+import pathlib
 import statistics
 import sys
 import time
@@ -39,13 +40,13 @@ flags.DEFINE_string("peer_python", str(ROOT / ".venv-peer/bin/python"),
 flags.DEFINE_list("ours_flags", [], "Extra flags for bench_train_step.py, e.g. --jit_compile.")
 flags.DEFINE_list("precisions", ["auto"], "float32 and/or mixed_bfloat16; auto: float32, and "
                   "mixed_bfloat16 too where the CPU has native bfloat16 (AVX512-BF16 or AMX).")
-flags.DEFINE_bool("keras_torch", False, "Also time byol_tf's step on Keras' torch backend.")
+flags.DEFINE_string("baseline", None, "A checkout of another byol_tf version to time too.")
 flags.DEFINE_bool("drop_caches", False, "Empty the page cache before every run (root; "
                   "makes the peak RSS of both libraries comparable, see bench/memory.py).")
 flags.DEFINE_string("label", "", "What this comparison varies (kept in the summary).")
 flags.DEFINE_string("out", None, "Append the JSON lines to this file.")
 FLAGS = flags.FLAGS
-KERAS_TORCH = "byol_tf[keras-torch]"  # the --keras_torch contender's name in the results
+BASELINE = "byol_tf@baseline"  # the --baseline contender's name in the results
 
 
 def main(_):
@@ -65,9 +66,10 @@ def compare(precision):
             *FLAGS.ours_flags]
     peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common]
     contenders = [("byol_tf", ours, None), ("byol-pytorch", peer, None)]
-    if FLAGS.keras_torch:
-        contenders.append((KERAS_TORCH, [FLAGS.peer_python, *ours[1:]],
-                           dict(KERAS_BACKEND="torch", PYTHONPATH=str(ROOT))))
+    if FLAGS.baseline:
+        baseline = pathlib.Path(FLAGS.baseline).resolve()
+        contenders.append((BASELINE, [sys.executable, str(baseline / ours[1]), *ours[2:]],
+                           dict(PYTHONPATH=str(baseline))))
     lines, rates = [], {name: [] for name, _, _ in contenders}
     for round_ in range(FLAGS.rounds):
         for name, command, env in contenders:
@@ -97,11 +99,13 @@ def compare(precision):
         encoder_parameters=ours_params, torch=lines[1]["torch"],
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         keras=lines[0].get("keras"), **host(), date=time.strftime("%Y-%m-%d %H:%M"))
-    if FLAGS.keras_torch:
-        torch_backend = statistics.median(rates[KERAS_TORCH])
-        summary.update(keras_torch_images_per_s=round(torch_backend, 2),
-                       keras_torch_over_peer=round(torch_backend / median["byol-pytorch"], 3),
-                       keras_torch_runs=rates[KERAS_TORCH])
+    if FLAGS.baseline:
+        summary.update(baseline=FLAGS.baseline,
+                       baseline_images_per_s=round(statistics.median(rates[BASELINE]), 2),
+                       baseline_over_peer=round(statistics.median(rates[BASELINE]) /
+                                                median["byol-pytorch"], 3),
+                       baseline_runs=rates[BASELINE], baseline_peak_rss_mb=max(
+                           r["peak_rss_mb"] for r in lines if r["library"] == BASELINE))
     report(lines, summary, FLAGS.out)
 
 

@@ -5,20 +5,32 @@ from byol_tf import runtime
 runtime.choose_cpu_kernels()  # before anything imports TensorFlow (byol_tf/runtime.py)
 runtime.warn_if_eigen_kernels()
 
-from byol_tf import augment, encoders, optimizers, schedules, zoo
-from byol_tf.byol import BYOL
-from byol_tf.image_encoder import ImageEncoder
-from byol_tf.layers import MLP
-from byol_tf.losses import regression_loss
-from byol_tf.moco import MoCo
-from byol_tf.multiview import MultiView
-from byol_tf.optimizers import LARS
-from byol_tf.preprocessing import ImageConverter
-from byol_tf.schedules import WarmupCosine, target_decay
-from byol_tf.simclr import SimCLR
-from byol_tf.two_view import TwoViewModel, projection_std
+import importlib  # noqa: E402
+
+from byol_tf import augment, encoders, optimizers, schedules  # noqa: E402
+from byol_tf.augmenter import Augmenter  # noqa: E402
+from byol_tf.byol import BYOL  # noqa: E402
+from byol_tf.image_encoder import ImageEncoder  # noqa: E402
+from byol_tf.layers import MLP  # noqa: E402
+from byol_tf.losses import regression_loss  # noqa: E402
+from byol_tf.moco import MoCo  # noqa: E402
+from byol_tf.multiview import MultiView  # noqa: E402
+from byol_tf.optimizers import LARS  # noqa: E402
+from byol_tf.preprocessing import ImageConverter  # noqa: E402
+from byol_tf.schedules import WarmupCosine, target_ema  # noqa: E402
+from byol_tf.simclr import SimCLR  # noqa: E402
+from byol_tf.two_view import TwoViewModel, projection_std  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["BYOL", "ImageConverter", "ImageEncoder", "LARS", "MLP", "MoCo", "MultiView", "SimCLR",
-           "TwoViewModel", "WarmupCosine", "augment", "encoders", "optimizers", "projection_std",
-           "regression_loss", "runtime", "schedules", "target_decay", "zoo"]
+# Imported on first use (`byol_tf.zoo.load(...)` works after `import byol_tf`).
+_LAZY = ("convert", "data", "distribute", "evaluation", "export", "training", "zoo")
+__all__ = ["Augmenter", "BYOL", "ImageConverter", "ImageEncoder", "LARS", "MLP", "MoCo",
+           "MultiView", "SimCLR", "TwoViewModel", "WarmupCosine", "augment", "encoders",
+           "optimizers", "projection_std", "regression_loss", "runtime", "schedules",
+           "target_ema", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"byol_tf.{name}")
+    raise AttributeError(f"module 'byol_tf' has no attribute {name!r}")

@@ -18,7 +18,7 @@ import math
 import keras
 from keras import ops
 
-from byol_tf.preprocessing import to_float_images
+from byol_tf.inputs import to_float_images
 
 VIEW1 = dict(
     crop_area=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5,
@@ -59,17 +59,31 @@ _ORDER = slice(2 * _CROP_ATTEMPTS + 12, 2 * _CROP_ATTEMPTS + 16)
 NUM_DRAWS = 2 * _CROP_ATTEMPTS + 16
 
 
+def uniform_draws(batch_size, seed, replica=None):
+    """`[B, NUM_DRAWS]` uniform draws in [0, 1), one row per sample; `seed` a
+    `keras.random.SeedGenerator` or an int. `replica`: optional (index, count) under a
+    multi-replica strategy: the draws for all `count` local batches are made and replica
+    `index` takes its own slice, so replicas sharing one (mirrored) seed still augment
+    independently."""
+    if replica is None:
+        return keras.random.uniform((batch_size, NUM_DRAWS), seed=seed)
+    index, count = replica
+    return ops.take(keras.random.uniform((count, batch_size, NUM_DRAWS), seed=seed), index, axis=0)
+
+
 def sample_params(batch_size, image_shape, config, seed, replica=None):
-    """Draws one view's random parameters, independently for every sample.
+    """One view's random parameters, drawn independently for every sample
+    (`view_params` of `uniform_draws`)."""
+    return view_params(uniform_draws(batch_size, seed, replica), image_shape, config)
+
+
+def view_params(u, image_shape, config):
+    """One view's parameters from the uniform draws `u [B, NUM_DRAWS]`.
 
     Args:
-      batch_size: B (int or scalar tensor).
-      image_shape: (H, W) of the input images, Python ints.
+      u: `[B, NUM_DRAWS]` uniform draws in [0, 1).
+      image_shape: (H, W) of the input images (ints, or scalar tensors).
       config: a view config such as `VIEW1`.
-      seed: a `keras.random.SeedGenerator` or an int.
-      replica: optional (index, count) under a multi-replica strategy: the draws for
-        all `count` local batches are made and replica `index` takes its own slice, so
-        replicas sharing one (mirrored) seed still augment independently.
     Returns:
       dict of `[B]` tensors (`crop_y, crop_x, crop_h, crop_w` int32 pixels, `flip`,
       `jitter`, `grayscale`, `blur`, `solarize` booleans, `brightness` delta,
@@ -77,12 +91,6 @@ def sample_params(batch_size, image_shape, config, seed, replica=None):
       `order` `[B, 4]` int32, a permutation of (brightness, contrast, saturation, hue).
     """
     height, width = image_shape
-    if replica is None:
-        u = keras.random.uniform((batch_size, NUM_DRAWS), seed=seed)
-    else:
-        index, count = replica
-        u = keras.random.uniform((count, batch_size, NUM_DRAWS), seed=seed)
-        u = ops.take(u, index, axis=0)
     params = crop_window(u, height, width, config)
 
     def uniform(col, low, high):
@@ -157,8 +165,9 @@ def resize_matrix(start, length, in_size, out_size, flip=None):
 
 
 def crop_resize_flip(images, params, out_size):
-    """`[B, H, W, C]` → `[B, out_size, out_size, C]`: crop, bicubic resize, flip."""
-    height, width = images.shape[1], images.shape[2]
+    """`[B, H, W, C]` → `[B, out_size, out_size, C]`: crop, bicubic resize, flip (H and W
+    may be known only at run time)."""
+    height, width = ops.shape(images)[1], ops.shape(images)[2]
     rows = resize_matrix(params["crop_y"], params["crop_h"], height, out_size)
     cols = resize_matrix(params["crop_x"], params["crop_w"], width, out_size, params["flip"])
     out = ops.einsum("boh,bhwc,bpw->bopc", rows, images, cols)
@@ -253,8 +262,7 @@ def fused(fn):
     """`fn` XLA-compiled on the TensorFlow backend, as is elsewhere (JAX fuses by itself).
 
     Colour jitter is some 200 element-wise ops on the whole batch; compiled, they run as a
-    few fused loops: two views of 128 CIFAR images took 63 ms of jitter on a 2-core CPU, 11 ms
-    compiled (bench/README.md). Runs inside the (not compiled) train step, in `tf.data`
+    few fused loops instead of 200 passes over the batch. Runs inside the (not compiled) train step, in `tf.data`
     maps and eagerly; inside an XLA-compiled step it is simply part of that step."""
     if keras.backend.backend() != "tensorflow":
         return fn
@@ -286,18 +294,3 @@ def augment(images, config, out_size, seed, replica=None):
     params = sample_params(ops.shape(images)[0], images.shape[1:3], config, seed, replica)
     return apply_view(images, params, config, out_size)
 
-
-class TwoViews:
-    """`images → (view1, view2)`, for `tf.data.Dataset.map` (TF backend) or eager use.
-
-    >>> ds = ds.batch(256).map(TwoViews(out_size=32, seed=0))
-    """
-
-    def __init__(self, out_size, seed=None, view1=VIEW1, view2=VIEW2):
-        self.out_size, self.view1, self.view2 = out_size, view1, view2
-        self.seed = keras.random.SeedGenerator(seed)
-
-    def __call__(self, images, *rest):
-        views = (augment(images, self.view1, self.out_size, self.seed),
-                 augment(images, self.view2, self.out_size, self.seed))
-        return (views, *rest) if rest else views

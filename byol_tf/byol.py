@@ -12,8 +12,9 @@ import keras
 from keras import ops
 
 from byol_tf.layers import MLP
-from byol_tf.losses import beta_infonce, gather_replicas, regression_loss
-from byol_tf.schedules import target_decay
+from byol_tf.distribute import gather_replicas
+from byol_tf.losses import beta_infonce, regression_loss
+from byol_tf.schedules import target_ema
 from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 
@@ -100,11 +101,15 @@ class BYOL(TwoViewModel):
         return [(t, o) for t, o in zip(targets, onlines) if o.trainable]
 
     # -------------------------------------------------------------------- losses
-    def targets(self, view1, view2):
+    @property
+    def separable_views(self):
+        return not self.beta  # β > 0 contrasts each prediction with both views' keys
+
+    def target_forward(self, view1, view2):
         """Target projections z'(v1), z'(v2), each view its own batch (training-mode BN)."""
         outs = []
         for view in (view1, view2):
-            h = self.target_encoder(self.normalize(view), training=True)
+            h = self.target_encoder(self.converter(view), training=True)
             outs.append(ops.stop_gradient(self.target_projector(h, training=True)))
         return outs
 
@@ -115,30 +120,25 @@ class BYOL(TwoViewModel):
         q = self.online_predictor(z, training=True) if self.use_predictor else z
         return h, z, at_least_float32(q)
 
-    def ssl_loss(self, view1, view2, targets):
-        """loss = mean 2−2cos(q(z(v1)), z'(v2)) + mean 2−2cos(q(z(v2)), z'(v1)) (β = 0), or
-        the paper's InfoNCE^{α,β} with the target projections as keys (β > 0)."""
-        if not self.beta:
-            (loss1, logs, h1), (loss2, _, _) = (self.view_loss(i, view, targets)
-                                                for i, view in enumerate((view1, view2)))
-            return loss1 + loss2, logs, h1
-        (h1, z1, q1), (_, _, q2) = self.online(view1), self.online(view2)
-        # The loss in float32 (or float64) under mixed precision.
-        target1, target2 = (at_least_float32(t) for t in targets)
-        (t1_all, offset), (t2_all, _) = gather_replicas(target1), gather_replicas(target2)
-        loss = beta_infonce(q1, q2, target1, target2, self.beta, self.alpha, t1_all, t2_all,
-                            offset)
-        return loss, {"projection_std": projection_std(z1)}, h1
-
-    def separable_views(self):
-        return not self.beta  # β > 0 contrasts each prediction with both views' keys
-
-    def view_loss(self, index, view, targets):
-        """View `index`'s term mean 2−2cos(q(z(v)), z'(other view)), its logs (view 1: the
-        projections' std), and its online representation."""
-        h, z, q = self.online(view)
-        loss = ops.mean(regression_loss(q, at_least_float32(targets[1 - index])))
-        return loss, ({"projection_std": projection_std(z)} if index == 0 else {}), h
+    def compute_ssl_loss(self, view1, view2, targets):
+        """β = 0: mean 2−2cos(q(z(v1)), z'(v2)) + mean 2−2cos(q(z(v2)), z'(v1)), a term per
+        view (a view given as None leaves its term out). β > 0: the paper's InfoNCE^{α,β}
+        with the target projections as keys."""
+        target1, target2 = (at_least_float32(t) for t in targets)  # the loss in ≥ float32
+        if self.beta:
+            (h1, z1, q1), (_, _, q2) = self.online(view1), self.online(view2)
+            (t1_all, offset), (t2_all, _) = gather_replicas(target1), gather_replicas(target2)
+            loss = beta_infonce(q1, q2, target1, target2, self.beta, self.alpha, t1_all,
+                                t2_all, offset)
+            return loss, {"projection_std": projection_std(z1)}, h1
+        loss, logs, h1 = 0.0, {}, None
+        if view1 is not None:
+            h1, z1, q1 = self.online(view1)
+            loss, logs = ops.mean(regression_loss(q1, target2)), {"projection_std": projection_std(z1)}
+        if view2 is not None:
+            _, _, q2 = self.online(view2)
+            loss = loss + ops.mean(regression_loss(q2, target1))
+        return loss, logs, h1
 
     # ------------------------------------------------------------------- target
     def tau(self, step):
@@ -146,7 +146,7 @@ class BYOL(TwoViewModel):
         dtype = self.target_pairs[0][0].dtype if self.target_pairs else "float32"
         if self.tau_schedule == "constant":
             return ops.convert_to_tensor(self.tau_base, dtype)
-        return target_decay(step, self.tau_base, self.total_steps, dtype)
+        return target_ema(step, self.tau_base, self.total_steps, dtype)
 
     def step_scalars(self, step):
         return {"tau": self.tau(step)}

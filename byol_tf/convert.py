@@ -389,7 +389,8 @@ def convert(checkpoint, out_dir, model_name=None, version=1):
       conversion.json (source sha256, step, architecture, versions).
     Refuses an existing `out_dir` that is not empty. Returns the `Converted`."""
     from byol_tf import export
-    from byol_tf.records import sha256_file, versions, write_json
+    from byol_tf.files import sha256_file, write_json
+    from byol_tf.records import versions
 
     out = pathlib.Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -157,7 +157,7 @@ def _classifier(model, num_classes, image_size, train_encoder, seed):
     import keras
 
     from byol_tf import augment
-    from byol_tf.preprocessing import to_float_images
+    from byol_tf.inputs import to_float_images
 
     class Classifier(keras.Model):
         def __init__(self):
@@ -186,16 +186,15 @@ def copy_image_encoder(model):
 
 
 def centre_crop(images, fraction=0.875):
-    """Test-time view: 32-px data as is; larger images centre-cropped to `fraction` of
-    the shorter side and resized back (the official 224-px protocol)."""
-    import tensorflow as tf
-
-    height, width = images.shape[1:3]
-    if min(height, width) <= 32:
+    """Test-time view: 32-px data as is; larger square images centre-cropped to `fraction` of
+    their side and resized back (the official 224-px protocol), by the `ImageConverter`'s
+    crop; uint8 stays uint8 (rounded)."""
+    side = images.shape[1]
+    if min(images.shape[1:3]) <= 32:
         return images
-    side = int(round(min(height, width) * fraction))
-    cropped = tf.image.resize_with_crop_or_pad(images, side, side)
-    return tf.cast(tf.image.resize(cropped, (height, width), "bicubic", antialias=True), images.dtype)
+    crop = ImageConverter(side, crop_fraction=fraction, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out = np.asarray(crop(images))
+    return np.round(out * 255).astype(np.uint8) if images.dtype == np.uint8 else out
 
 
 def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear", epochs=80,

@@ -16,9 +16,9 @@ format: an error naming the element, `encoded[i]`; a truncated image: a decode e
 the request with a message, never the server.
 """
 
-import os
 import pathlib
-import shutil
+
+from byol_tf.files import atomic_path
 
 
 def export_encoder(model, path, classifier=None):
@@ -89,18 +89,12 @@ def export_encoder(model, path, classifier=None):
             return self.outputs(x)
 
     module = Serving()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     try:
-        tf.saved_model.save(module, str(partial), signatures={
-            "serving_default": module.serve, "serve_encoded": module.serve_encoded})
-        os.rename(partial, path)
-    except BaseException as error:
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(error, (OSError, tf.errors.OpError)):  # e.g. ResourceExhausted: disk full
-            reason = getattr(error, "strerror", None) or str(error).split("; ")[-1]
-            raise OSError(getattr(error, "errno", None), f"export to {path} failed, nothing "
-                                                         f"was written: {reason}") from error
-        raise
+        with atomic_path(path) as partial:
+            tf.saved_model.save(module, str(partial), signatures={
+                "serving_default": module.serve, "serve_encoded": module.serve_encoded})
+    except (OSError, tf.errors.OpError) as error:  # e.g. ResourceExhausted: disk full
+        reason = getattr(error, "strerror", None) or str(error).split("; ")[-1]
+        raise OSError(getattr(error, "errno", None), f"export to {path} failed, nothing "
+                                                     f"was written: {reason}") from error
     return path

@@ -77,11 +77,9 @@ def as_image_encoder(model, image_size=None):
       a default converter at `image_size` (default: its static input size).
     Raises ValueError for a model whose output is not `[B, D]` (e.g. a classifier's
     softmax is refused only by the caller, who knows the number of classes)."""
-    from byol_tf.two_view import TwoViewModel
-
     if isinstance(model, ImageEncoder):
         return model
-    if isinstance(model, TwoViewModel):
+    if callable(getattr(model, "image_encoder", None)):  # a TwoViewModel
         return model.image_encoder()
     if not isinstance(model, keras.Model):
         raise ValueError(f"expected a keras.Model encoder; got {type(model).__name__}")

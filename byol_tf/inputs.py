@@ -8,10 +8,22 @@ A batch is one of
 (Keras' optional third element, sample weights, is accepted and ignored.)
 """
 
+import contextlib
+
 import keras
 import numpy as np
+from keras import ops
 
 CHECK_TAG = "byol_tf input check"  # marks in-graph check messages, see `in_graph_check_message`
+
+
+def to_float_images(images):
+    """uint8 [0, 255] → float32 [0, 1]; 16-bit float images → float32; float32 and float64
+    images unchanged."""
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype == "uint8":
+        return ops.cast(images, "float32") / 255.0
+    return images if dtype in ("float32", "float64") else ops.cast(images, "float32")
 
 
 def split_batch(data):
@@ -108,6 +120,37 @@ def assert_image_values(data):
             tf.logical_and(tf.reduce_min(t32) >= 0.0, tf.reduce_max(t32) <= 1.0),
             [f"{CHECK_TAG}: float images must be in [0, 1]; min/max:",
              tf.reduce_min(t32), tf.reduce_max(t32)])
+
+
+def checked_batch(data):
+    """A batch at the dataset→model boundary → (float images [0, 1] or (view1, view2),
+    labels or None), checked: its structure and static spec (ValueError, while tracing) and,
+    on the TF backend outside XLA, its float values (in-graph; `reported_as_value_errors`
+    turns a failure into a ValueError)."""
+    from byol_tf.compat import in_xla_context
+
+    x, labels = split_batch(data)
+    for what, tensor in image_tensors(x):
+        check_image_spec(tensor, what)
+    if keras.backend.backend() == "tensorflow" and not in_xla_context():
+        assert_image_values(data)
+    if isinstance(x, tuple):
+        return tuple(to_float_images(v) for v in x), labels
+    return to_float_images(x), labels
+
+
+@contextlib.contextmanager
+def reported_as_value_errors(x):
+    """Around `fit(x)`: the first batch checked eagerly (structure, shape, dtype, range,
+    an empty dataset), and a failed in-graph check of a later batch raised as ValueError."""
+    check_first_batch(x)
+    try:
+        yield
+    except Exception as error:
+        message = in_graph_check_message(error)
+        if message:
+            raise ValueError(message) from None
+        raise
 
 
 def in_graph_check_message(error):

@@ -3,10 +3,9 @@
 Shapes: B samples per replica, P projection dims. Every loss returns a scalar averaged over
 the local batch; under a multi-replica strategy the caller divides by the replica count
 (the gradients are summed), and the `*_all` arguments hold the keys of every replica
-(`gather_replicas`), local replica first at `offset`.
+(`byol_tf.distribute.gather_replicas`), local replica first at `offset`.
 """
 
-import keras
 from keras import ops
 
 
@@ -107,18 +106,4 @@ def forward_predictive(reconstruction, target):
 def inverse_predictive(z1, z2):
     """Tsai et al.'s L_IP: `‖z_x − z_s‖²`, mean over samples."""
     return ops.mean(ops.sum(ops.square(z1 - z2), axis=-1))
-
-
-def gather_replicas(x):
-    """`[B, ...]` on each replica → (`[N, ...]` all replicas' rows in replica order, the
-    local rows' offset). Without a multi-replica TF strategy: (x, 0). Differentiable."""
-    if keras.backend.backend() != "tensorflow":
-        return x, 0
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return x, 0
-    gathered = context.all_gather(x, axis=0)
-    return gathered, context.replica_id_in_sync_group * tf.shape(x)[0]
 

@@ -16,7 +16,8 @@ import keras
 from keras import ops
 
 from byol_tf.layers import MLP
-from byol_tf.losses import gather_replicas, l2_normalize, moco_infonce
+from byol_tf.distribute import gather_replicas
+from byol_tf.losses import l2_normalize, moco_infonce
 from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 
@@ -70,12 +71,12 @@ class MoCo(TwoViewModel):
         queries = self.online_encoder.weights + self.head.weights
         return [(k, q) for k, q in zip(keys, queries) if all_weights or q.trainable]
 
-    def targets(self, view1, view2):
+    def target_forward(self, view1, view2):
         """l2-normalised keys of view 2 `[B, P]` from the momentum networks."""
-        h = self.key_encoder(self.normalize(view2), training=True)
+        h = self.key_encoder(self.converter(view2), training=True)
         return ops.stop_gradient(l2_normalize(at_least_float32(self.key_head(h, training=True))))
 
-    def ssl_loss(self, view1, view2, keys):
+    def compute_ssl_loss(self, view1, view2, keys):
         h1, q = self.encode(view1, self.head)
         queue = ops.cast(ops.stop_gradient(self.queue), q.dtype)
         return (moco_infonce(q, keys, queue, self.temperature),

@@ -20,8 +20,8 @@ import keras
 from keras import layers, ops
 
 from byol_tf.layers import MLP
-from byol_tf.losses import (forward_predictive, gather_replicas, infonce, inverse_predictive,
-                            l2_normalize)
+from byol_tf.distribute import gather_replicas
+from byol_tf.losses import forward_predictive, infonce, inverse_predictive, l2_normalize
 from byol_tf.two_view import TwoViewModel, at_least_float32, projection_std
 
 
@@ -68,11 +68,11 @@ class MultiView(TwoViewModel):
 
     def _small(self, view):
         """The view, normalised and average-pooled to reconstruct_size² pixels."""
-        x = self.normalize(view)
+        x = self.converter(view)
         pool = ops.shape(x)[1] // self.reconstruct_size
         return ops.average_pool(x, pool, pool, padding="valid")
 
-    def ssl_loss(self, view1, view2, targets):
+    def compute_ssl_loss(self, view1, view2, targets):
         (h1, z1), (h2, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
         (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
         loss_cl = (infonce(z1, z2, self.temperature, z2_all, offset) +

@@ -17,6 +17,8 @@ import re
 import keras
 from keras import ops
 
+from byol_tf import compat
+
 DEFAULT_EXCLUDE = (r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"norm", r"_bn\d*(/|$)")
 
 
@@ -64,7 +66,7 @@ class LARS(keras.optimizers.Optimizer):
         # Python float would round it to float32 first: 0.9 → 0.8999999761581421).
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
-        index = self._get_variable_index(variable)
+        index = compat.variable_index(self, variable)
         if not self._excluded[index]:
             g = g + self.lars_weight_decay * variable
             w_norm = ops.sqrt(ops.sum(ops.square(variable)))
@@ -121,7 +123,7 @@ class AdamW(keras.optimizers.AdamW):
             rates = {}  # dtype → (wd, lr), read once
 
             def decay_one(variable):
-                if self._use_weight_decay(variable):
+                if compat.uses_weight_decay(self, variable):
                     if variable.dtype not in rates:
                         rates[variable.dtype] = (tf.cast(self.weight_decay, variable.dtype),
                                                  tf.cast(self.learning_rate, variable.dtype))
@@ -133,8 +135,7 @@ class AdamW(keras.optimizers.AdamW):
                     variable = variable.value
                 distribution.extended.update(variable, decay_one, group=False)
 
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            decay, self._distribution_strategy, variables)
+        compat.merge_call(decay, self, variables)
 
     def update_step(self, gradient, variable, learning_rate):
         if keras.backend.backend() != "tensorflow" or self.amsgrad:
@@ -143,8 +144,7 @@ class AdamW(keras.optimizers.AdamW):
 
         dtype = variable.dtype
         step = tf.cast(self.iterations + 1, dtype)
-        index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
+        m, v = compat.adam_slots(self, compat.variable_index(self, variable))
         handle = lambda x: (x.value if isinstance(x, keras.Variable) else x).handle  # noqa: E731
         tf.raw_ops.ResourceApplyAdam(
             var=handle(variable), m=handle(m), v=handle(v),

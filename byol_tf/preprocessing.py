@@ -18,19 +18,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from byol_tf.inputs import check_image_spec
+from byol_tf.inputs import check_image_spec, to_float_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def to_float_images(images):
-    """uint8 [0, 255] → float32 [0, 1]; 16-bit float images → float32; float32 and float64
-    images unchanged."""
-    dtype = keras.backend.standardize_dtype(images.dtype)
-    if dtype == "uint8":
-        return ops.cast(images, "float32") / 255.0
-    return images if dtype in ("float32", "float64") else ops.cast(images, "float32")
 
 
 def crop_side(height, width, crop_fraction):

@@ -1,7 +1,5 @@
-"""What every run writes next to its outputs: library versions and atomic JSON files."""
+"""What every run records next to its outputs: the host's CPU and the library versions."""
 
-import hashlib
-import json
 import os
 import pathlib
 import platform
@@ -30,22 +28,19 @@ def host():
 
 
 def versions():
-    """Python, platform, library versions, the host's CPU and the git commit of the
-    checkout, if any."""
+    """Python, platform, library versions (TensorFlow, TFDS and JAX where this process
+    imported them), the host's CPU and the git commit of the checkout, if any."""
     import keras
     import numpy
-    import tensorflow as tf
 
     import byol_tf
 
     out = dict(python=sys.version.split()[0], platform=platform.platform(),
-               tensorflow=tf.__version__, keras=keras.__version__, numpy=numpy.__version__,
-               byol_tf=byol_tf.__version__, keras_backend=keras.backend.backend(), host=host())
-    try:
-        import tensorflow_datasets as tfds
-        out["tensorflow_datasets"] = tfds.__version__
-    except ImportError:
-        pass
+               keras=keras.__version__, numpy=numpy.__version__, byol_tf=byol_tf.__version__,
+               keras_backend=keras.backend.backend(), host=host())
+    for name in ("tensorflow", "tensorflow_datasets", "jax"):  # those this process uses
+        if name in sys.modules:
+            out[name] = sys.modules[name].__version__
     try:
         out["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -54,19 +49,3 @@ def versions():
         pass
     return out
 
-
-def write_json(path, payload):
-    """Write atomically: a crash never leaves a half-written file in place."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
-
-
-def sha256_file(path):
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -2,8 +2,8 @@
 
 TensorFlow 2.21 turns its oneDNN kernels on by itself only on x86 CPUs with AVX512-VNNI,
 AVX512-BF16 or AMX; on others (AVX2-only hosts, AVX-512 CPUs without VNNI) it runs Eigen's.
-On a 2-core AVX2-only AMD EPYC the BYOL step with oneDNN was 1.9× (tiny ResNet) and 1.7×
-(ResNet-18) faster than with Eigen (bench/README.md). `import byol_tf` therefore sets
+On AVX2-only CPUs the BYOL step runs markedly faster with oneDNN than with Eigen (the
+benchmarks' results record by how much). `import byol_tf` therefore sets
 `TF_ENABLE_ONEDNN_OPTS=1` on x86-64 unless the variable is set already (set it to 0 to keep
 Eigen's kernels) — which only works while TensorFlow is not imported yet: import byol_tf
 first, or set the variable in the shell. Nothing here imports TensorFlow.
@@ -13,6 +13,8 @@ import os
 import platform
 import sys
 import warnings
+
+from byol_tf import compat
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
@@ -26,18 +28,11 @@ def choose_cpu_kernels():
     return os.environ.get(ONEDNN)
 
 
-def onednn_enabled():
-    """Whether TensorFlow runs its oneDNN kernels in this process (imports TensorFlow)."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
 def warn_if_eigen_kernels():
     """Warns when TensorFlow was imported before byol_tf, without the variable, on an x86-64
     CPU where it then runs Eigen's slower kernels."""
     if (ONEDNN not in os.environ and "tensorflow" in sys.modules and X86_64
-            and not onednn_enabled()):
+            and not compat.onednn_enabled()):
         warnings.warn(
             "TensorFlow was imported before byol_tf and runs its Eigen CPU kernels: on CPUs "
             "without AVX512-VNNI/BF16 its oneDNN kernels trained BYOL 1.7-1.9× faster. Set "

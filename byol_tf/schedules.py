@@ -1,4 +1,4 @@
-"""Learning-rate and target-decay schedules (DeepMind's `byol/utils/schedules.py`)."""
+"""Learning-rate and target-EMA schedules (DeepMind's `byol/utils/schedules.py`)."""
 
 import math
 
@@ -12,7 +12,7 @@ def cosine_decay(step, total_steps, initial_value, dtype="float32"):
     return initial_value * 0.5 * (1.0 + ops.cos(math.pi * step / float(total_steps)))
 
 
-def target_decay(step, tau_base, total_steps, dtype="float32"):
+def target_ema(step, tau_base, total_steps, dtype="float32"):
     """BYOL's EMA rate τ_k = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2: τ_base at k = 0, 1 at k = K.
     Computed in `dtype` (the target weights' dtype)."""
     return 1.0 - (1.0 - tau_base) * cosine_decay(step, total_steps, 1.0, dtype)

@@ -8,7 +8,8 @@ projections are gathered (differentiably) so each anchor sees all 2N − 2 negat
 import keras
 
 from byol_tf.layers import MLP
-from byol_tf.losses import gather_replicas, nt_xent
+from byol_tf.distribute import gather_replicas
+from byol_tf.losses import nt_xent
 from byol_tf.two_view import TwoViewModel, projection_std
 
 
@@ -41,7 +42,7 @@ class SimCLR(TwoViewModel):
                              sync_batch_norm, name="projector")
         self.built = True
 
-    def ssl_loss(self, view1, view2, targets):
+    def compute_ssl_loss(self, view1, view2, targets):
         (h1, z1), (_, z2) = self.encode(view1, self.projector), self.encode(view2, self.projector)
         (z1_all, offset), (z2_all, _) = gather_replicas(z1), gather_replicas(z2)
         loss = nt_xent(z1, z2, self.temperature, z1_all, z2_all, offset)

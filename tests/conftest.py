@@ -53,11 +53,11 @@ def tiny_byol():
 @pytest.fixture(scope="session")
 def published_run(tmp_path_factory):
     """A short train.py run on the bundled sample (1 epoch of 3 steps, no kNN) published
-    with zoo.publish as `tiny_sample`: (run folder, zoo root)."""
+    with `byol_tf.training.publish.publish_run` as `tiny_sample`: (run folder, zoo root)."""
     import subprocess
     import sys
 
-    from byol_tf import zoo
+    from byol_tf.training import publish
 
     root_dir = pathlib.Path(__file__).resolve().parents[1]
     base = tmp_path_factory.mktemp("published")
@@ -69,5 +69,5 @@ def published_run(tmp_path_factory):
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     root = base / "models"
-    zoo.publish(run_dir, "tiny_sample", root=root, linear_epochs=1)
+    publish.publish_run(run_dir, "tiny_sample", root=root, linear_epochs=1)
     return run_dir, root

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import byol_tf
 from byol_tf import augment as A
 
 N = 4000  # samples for the statistical checks
@@ -90,7 +91,7 @@ def test_crop_windows(draws):
 def test_samples_in_a_batch_get_different_draws():
     image = np.random.default_rng(0).uniform(size=(1, 32, 32, 3)).astype(np.float32)
     batch = np.repeat(image, 8, axis=0)
-    v1, v2 = A.TwoViews(32, seed=3)(batch)
+    v1, v2 = byol_tf.Augmenter(32, seed=3)(batch)
     for view in (np.asarray(v1), np.asarray(v2)):
         flat = view.reshape(8, -1)
         distances = np.abs(flat[:, None] - flat[None]).max(-1)
@@ -117,7 +118,7 @@ def test_replicas_draw_their_own_slice():
 
 def test_output_range_dtype_shape_and_uint8_input():
     images = np.random.default_rng(1).integers(0, 256, (16, 40, 40, 3)).astype(np.uint8)
-    v1, v2 = A.TwoViews(24, seed=0)(images)
+    v1, v2 = byol_tf.Augmenter(24, seed=0)(images)
     for v in (v1, v2):
         assert v.shape == (16, 24, 24, 3) and v.dtype == tf.float32
         assert float(tf.reduce_min(v)) >= 0.0 and float(tf.reduce_max(v)) <= 1.0
@@ -243,7 +244,7 @@ def test_solarize():
 # ------------------------------------------------------------------ where it runs
 def test_runs_in_tf_data_map_and_under_xla():
     images = np.random.default_rng(4).integers(0, 256, (12, 32, 32, 3)).astype(np.uint8)
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(4).map(A.TwoViews(32, seed=1))
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(4).map(byol_tf.Augmenter(32, seed=1))
     batches = list(ds)
     assert len(batches) == 3 and batches[0][0].shape == (4, 32, 32, 3)
     assert not np.allclose(batches[0][0].numpy(), batches[0][1].numpy())
@@ -252,3 +253,28 @@ def test_runs_in_tf_data_map_and_under_xla():
     xla = tf.function(lambda x: A.augment(x, A.VIEW2, 32, seed), jit_compile=True)
     out = xla(tf.constant(images)).numpy()
     assert out.shape == (12, 32, 32, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_stream_draws_depend_on_the_position_alone():
+    """The tf.data path (sources of varying image size): each crop and each batch's draws
+    are functions of (seed, position), so the same position gives the same views in any
+    order and any process, and other positions or seeds give others."""
+    rng = np.random.default_rng(5)
+    image = tf.constant(rng.integers(0, 256, (37, 45, 3)).astype(np.uint8))
+    augmenter = byol_tf.Augmenter(24, seed=3)
+    later = [np.asarray(v) for v in augmenter.crop_each(image, tf.constant(9, tf.int64))]
+    first = [np.asarray(v) for v in augmenter.crop_each(image, tf.constant(2, tf.int64))]
+    again = [np.asarray(v) for v in byol_tf.Augmenter(24, seed=3).crop_each(
+        image, tf.constant(9, tf.int64))]
+    other_seed = np.asarray(byol_tf.Augmenter(24, seed=4).crop_each(
+        image, tf.constant(9, tf.int64))[0])
+    np.testing.assert_array_equal(later[0], again[0])
+    np.testing.assert_array_equal(later[1], again[1])
+    assert later[0].shape == (24, 24, 3) and 0 <= later[0].min() and later[0].max() <= 1
+    assert not np.allclose(later[0], first[0]) and not np.allclose(later[0], other_seed)
+    views = tuple(tf.constant(rng.uniform(size=(4, 24, 24, 3)).astype(np.float32))
+                  for _ in range(2))
+    done = [np.asarray(v) for v in augmenter.finish(views, tf.constant(5, tf.int64))]
+    redone = [np.asarray(v) for v in augmenter.finish(views, tf.constant(5, tf.int64))]
+    np.testing.assert_array_equal(done[0], redone[0])
+    assert not np.allclose(done[0], np.asarray(augmenter.finish(views, tf.constant(6, tf.int64))[0]))

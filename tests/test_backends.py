@@ -123,3 +123,43 @@ def _kind(key):
     kind = next((k for k in ("moving_mean", "moving_variance", "beta", "gamma", "kernel", "bias")
                  if k in key.rsplit("/", 1)[-1]), "other")
     return key[:key.index("/") + 1] + kind
+
+
+def test_train_py_on_jax_is_the_same_trainer(tmp_path):
+    """train.py under KERAS_BACKEND=jax resolves the preset as on TensorFlow (the model gets
+    the preset's views), records the same metrics, and the same command on TensorFlow then
+    adds the export to the same run folder."""
+    pytest.importorskip("jax")
+    import json
+    import zipfile
+
+    from byol_tf.training import presets
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train.py"), "--preset=cifar10_cpu", "--dataset=sample",
+               "--epochs=1", "--steps_per_epoch=2", "--batch_size=32", "--hidden_dim=64",
+               "--max_eval_examples=200", "--noknn_random_init", f"--run_dir={run_dir}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    jax_run = subprocess.run(command, env=dict(env, KERAS_BACKEND="jax"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert jax_run.returncode == 0, jax_run.stderr[-3000:]
+    with zipfile.ZipFile(run_dir / "byol.keras") as saved:
+        model_config = json.loads(saved.read("config.json"))["config"]
+    preset_views = presets.PRESETS["cifar10_cpu"]["method_options"]
+    assert model_config["view1"] == preset_views["view1"] and model_config["view1"]["blur_prob"] == 0
+    assert model_config["view2"] == preset_views["view2"]
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["versions"]["keras_backend"] == "jax" and "jax" in record["versions"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_seconds"] > 0 and metrics["final_step"] == 2
+    assert 0 <= metrics["knn"]["pretrained"] <= 1 and metrics["knn"]["test_examples"] == 200
+    assert "export" not in json.loads((run_dir / "phases.json").read_text())
+    assert "KERAS_BACKEND=tensorflow" in jax_run.stdout
+
+    tf_run = subprocess.run(command, env=dict(env, KERAS_BACKEND="tensorflow"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert tf_run.returncode == 0, tf_run.stderr[-3000:]
+    phases = json.loads((run_dir / "phases.json").read_text())
+    assert set(phases) == {"train", "save", "evaluate", "export"}
+    assert (run_dir / "export/byol_encoder/1/saved_model.pb").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["knn"] == metrics["knn"]

@@ -111,7 +111,7 @@ def test_one_step_matches_independent_computation(images, k):
 
     # The gradient TF takes, for the exactness check of the update rule.
     with tf.GradientTape() as tape:
-        loss, _ = model.loss_with_probe(images, images, model.targets(images, images))
+        loss, _ = model.loss_and_logs(images, images, model.target_forward(images, images))
     tf_grads = dict(zip(online_params(model), tape.gradient(loss, list(online_params(model).values()))))
     target_bn_mean0 = model.target_projector.get_layer("bn").moving_mean.numpy()
 
@@ -158,11 +158,11 @@ def test_target_network_structure():
 
 
 def test_tau_schedule_values():
-    from byol_tf.schedules import target_decay
-    assert float(target_decay(0, 0.996, 1000)) == pytest.approx(0.996)
-    assert float(target_decay(500, 0.996, 1000)) == pytest.approx(0.998)
-    assert float(target_decay(1000, 0.996, 1000)) == pytest.approx(1.0)
-    assert float(target_decay(5000, 0.996, 1000)) == pytest.approx(1.0)
+    from byol_tf.schedules import target_ema
+    assert float(target_ema(0, 0.996, 1000)) == pytest.approx(0.996)
+    assert float(target_ema(500, 0.996, 1000)) == pytest.approx(0.998)
+    assert float(target_ema(1000, 0.996, 1000)) == pytest.approx(1.0)
+    assert float(target_ema(5000, 0.996, 1000)) == pytest.approx(1.0)
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_float64_lars_and_ema_step_equals_the_official_rule(images, float64_kera
     online0 = [v.numpy().copy() for v in variables]
     target0 = [t.numpy().copy() for t, _ in model.target_pairs]
     with tf.GradientTape() as tape:
-        loss, _ = model.loss_with_probe(x, x, model.targets(x, x))
+        loss, _ = model.loss_and_logs(x, x, model.target_forward(x, x))
     grads = [g.numpy() for g in tape.gradient(loss, variables)]
     model.fit(x, batch_size=B, epochs=1, shuffle=False, verbose=0)
 

@@ -361,7 +361,7 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
 
 # ------------------------------------------------------------------ zoo entries
 def test_imported_zoo_entry_fetches_verifies_converts_and_caches(tree, tmp_path, monkeypatch):
-    from byol_tf import records, zoo
+    from byol_tf import files, zoo
 
     params, state = tree
     checkpoint = tmp_path / "pretrain_res50x1.pkl"
@@ -389,7 +389,7 @@ def test_imported_zoo_entry_fetches_verifies_converts_and_caches(tree, tmp_path,
                                np.asarray(expected), atol=1e-5)
 
     # A card with the file's sha256 accepts it; any other sha256 is refused.
-    card["source"]["sha256"] = records.sha256_file(checkpoint)
+    card["source"]["sha256"] = files.sha256_file(checkpoint)
     (root / card["name"] / "model_card.json").write_text(json.dumps(card))
     assert zoo.load(card["name"], root=root, trainable=True).trainable_weights
     card["source"]["sha256"] = "0" * 64

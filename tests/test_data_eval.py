@@ -100,7 +100,7 @@ def test_decoded_split_is_kept_on_disk_checked_and_decoded_again_when_damaged(
     monkeypatch.setattr(tfds, "as_numpy", lambda *a, **k: decodes.append(1) or as_numpy(*a, **k))
 
     def fresh_process():
-        monkeypatch.setattr(data, "_DECODED", {})
+        monkeypatch.setattr(data.tfds, "_DECODED", {})
         return data.decoded_split("cifar10", "test", tfds_dir)
 
     x, y = fresh_process()
@@ -114,7 +114,7 @@ def test_decoded_split_is_kept_on_disk_checked_and_decoded_again_when_damaged(
     altered = x.copy()
     altered[0, 0, 0, 0] ^= 1
     with open(cached, "wb") as f:  # a valid file whose pixels were altered
-        np.savez(f, x=altered, y=y, sha256=data._digest(x, y))
+        np.savez(f, x=altered, y=y, sha256=data.tfds._digest(x, y))
     for damage in ("altered", "flipped byte"):
         if damage == "flipped byte":  # a byte of the file (the zip's CRC fails)
             raw = bytearray(cached.read_bytes())
@@ -185,7 +185,8 @@ def test_unlabelled_folder_uses_the_given_view_configs(tmp_path):
     """A folder without class sub-folders yields (view1, view2) pairs; the view configs a
     run gives its model (method_options) reach the per-image crop and the per-batch rest:
     with every augmentation off, each view is the image's bicubic resize."""
-    from byol_tf import augment, methods
+    from byol_tf import augment
+    from byol_tf.training.config import view_configs
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (36, 40, 3), dtype=np.uint8) for _ in range(4)]
@@ -193,7 +194,7 @@ def test_unlabelled_folder_uses_the_given_view_configs(tmp_path):
         (tmp_path / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
     identity = dict(augment.VIEW1, crop_area=[1.0, 1.0], crop_ratio=[40 / 36, 40 / 36],
                     flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
-    view1, view2 = methods.view_configs({"method_options": {"view1": identity, "view2": identity}})
+    view1, view2 = view_configs({"method_options": {"view1": identity, "view2": identity}})
     assert view1 == augment.check_config(identity)
     ds, info = data.pretrain_dataset(str(tmp_path), batch_size=4, image_size=24, seed=0,
                                      view1=view1, view2=view2)
@@ -202,7 +203,8 @@ def test_unlabelled_folder_uses_the_given_view_configs(tmp_path):
     expected = tf.clip_by_value(tf.image.resize(np.stack(images) / 255.0, (24, 24), "bicubic"), 0, 1)
     got = sorted(v1.numpy(), key=lambda v: v.sum())
     want = sorted(expected.numpy().astype(np.float32), key=lambda v: v.sum())
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    # The crop evaluates the exact Keys kernel; TF's non-antialiased one reads a table (~5e-4).
+    np.testing.assert_allclose(got, want, atol=2e-3)
     np.testing.assert_allclose(v1.numpy(), v2.numpy(), atol=1e-6)
     # The paper's views differ from each other.
     ds, _ = data.pretrain_dataset(str(tmp_path), batch_size=4, image_size=24, seed=0)

@@ -1,5 +1,6 @@
 """A killed train.py resumes exactly; a corrupt newest checkpoint falls back to the one before."""
 
+import functools
 import json
 import os
 import pathlib
@@ -11,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from byol_tf.checkpoints import CheckpointManager
+from byol_tf.training.checkpoints import CheckpointManager
 from helpers.models import tiny_byol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,18 +22,40 @@ ARGS = ["--epochs=4", "--steps_per_epoch=5", "--batch_size=32", "--hidden_dim=64
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def train_command(run_dir, weights):
-    return [sys.executable, str(ROOT / "train.py"), *ARGS, f"--run_dir={run_dir}",
-            f"--final_weights_npz={weights}"]
+def image_folder(root, count=160):
+    """`count` PNGs of varying size (36–52 px), in two class sub-folders."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        side = 36 + i % 17
+        image = rng.integers(0, 256, (side, side + i % 5, 3), dtype=np.uint8)
+        path = root / f"class{i % 2}" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tf.io.encode_png(image).numpy())
+    return root
 
 
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
-    reference = subprocess.run(train_command(tmp_path / "ref", tmp_path / "ref.npz"), cwd=ROOT,
+def train_command(run_dir, weights, dataset_args=()):
+    return [sys.executable, str(ROOT / "train.py"), *ARGS, *dataset_args,
+            f"--run_dir={run_dir}", f"--final_weights_npz={weights}"]
+
+
+@pytest.mark.parametrize("source", ["sample", "folder"])
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, source):
+    """The bundled sample (views drawn in the step, from the checkpointed seed state) and a
+    folder of images of varying size (crops drawn in tf.data from the stream position)."""
+    dataset_args = ()
+    if source == "folder":
+        dataset_args = (f"--dataset={image_folder(tmp_path / 'images')}", "--image_size=32")
+    command = functools.partial(train_command, dataset_args=dataset_args)
+
+    reference = subprocess.run(command(tmp_path / "ref", tmp_path / "ref.npz"), cwd=ROOT,
                                env=ENV, capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen(train_command(run_dir, tmp_path / "killed.npz"), cwd=ROOT, env=ENV,
+    process = subprocess.Popen(command(run_dir, tmp_path / "killed.npz"), cwd=ROOT, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manager = CheckpointManager(run_dir / "checkpoints")
     deadline = time.time() + 300
@@ -50,7 +73,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
-    resumed = subprocess.run(train_command(run_dir, tmp_path / "killed.npz"), cwd=ROOT, env=ENV,
+    resumed = subprocess.run(command(run_dir, tmp_path / "killed.npz"), cwd=ROOT, env=ENV,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"ckpt-{steps[0]}.weights.h5 is unusable: sha256 mismatch" in resumed.stderr
@@ -84,7 +107,7 @@ def test_checkpoint_manager_keeps_last_n_and_skips_bad_ones(tmp_path, caplog):
         manager.save(model, step)
         saved[step] = [w.numpy().copy() for w in model.weights]
     assert manager.steps() == [3, 2]  # the oldest is gone
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob(".*partial*"))  # no temporary file left
     (tmp_path / "ckpt-3.weights.h5").write_bytes(b"truncated")
     fresh = tiny_byol(total_steps=10)
     with caplog.at_level("WARNING"):

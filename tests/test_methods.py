@@ -74,8 +74,8 @@ def test_moco_queue_is_a_fifo_ring_of_past_keys_never_the_own_batch():
     for step in range(3):
         v1, v2 = _views(4, step)
         queue_before = model.queue.numpy().copy()
-        keys = np.asarray(model.targets(v1, v2))  # the momentum networks before the step
-        query = np.asarray(model.head(model.online_encoder(model.normalize(v1), training=True),
+        keys = np.asarray(model.target_forward(v1, v2))  # the momentum networks before the step
+        query = np.asarray(model.head(model.online_encoder(model.converter(v1), training=True),
                                       training=True))
         expected = float(losses.moco_infonce(query, keys, queue_before, model.temperature))
         with_own = float(losses.moco_infonce(query, keys, np.concatenate([keys, queue_before[4:]]),

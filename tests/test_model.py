@@ -107,7 +107,7 @@ def test_keras_save_load_round_trip(tmp_path):
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2
     # The encoder alone, for downstream use.
     encoder = loaded.online_encoder
-    np.testing.assert_array_equal(encoder(model.normalize(x)), model(x))
+    np.testing.assert_array_equal(encoder(model.converter(x)), model(x))
     # Loaded model keeps training, with target weights still off the optimizer's list.
     assert len(loaded.trainable_variables) == len(model.trainable_variables)
     loaded.fit(images(8), batch_size=8, verbose=0)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from byol_tf import evaluation, pictures
+from byol_tf import evaluation
+from byol_tf.training import pictures
 from helpers.png import png_size
 
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from byol_tf import augment, encoders, optimizers, presets
+from byol_tf import augment, encoders, optimizers
+from byol_tf.training import presets
 
 KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_decay", "tau_base",
         "warmup_epochs", "optimizer", "hidden_dim", "projection_dim"}

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf import export, pictures, records, runs
+from byol_tf import export, records
+from byol_tf.training import pictures
+from byol_tf.training import run_folder as runs
 from helpers.png import png_size
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

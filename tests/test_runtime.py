@@ -57,7 +57,7 @@ import numpy as np
 import byol_tf, keras
 sys.path.insert(0, "tests")
 from helpers.models import tiny_byol
-from byol_tf.runtime import onednn_enabled
+from byol_tf.compat import onednn_enabled
 model = tiny_byol()
 before = [w.numpy().copy() for w in model.online_encoder.trainable_weights]
 images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

@@ -12,6 +12,7 @@ import pytest
 
 import byol_tf
 from byol_tf import data, zoo
+from byol_tf.training import publish
 from helpers.reference import reference_embedding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def test_publish_list_info_and_card(published_run):
     with pytest.raises(ValueError, match="No zoo entry 'nope'"):
         zoo.info("nope", root)
     with pytest.raises(FileExistsError):
-        zoo.publish(run_dir, "tiny_sample", root=root)
+        publish.publish_run(run_dir, "tiny_sample", root=root)
 
 
 def test_loaded_frozen_features_equal_the_original_encoder(published_run):
@@ -139,7 +140,7 @@ def test_overwrite_keeps_the_old_entry_until_the_new_one_is_complete(published_r
 
     monkeypatch.setattr(evaluation, "supervised_eval", failing_eval)
     with pytest.raises(RuntimeError, match="evaluation failed"):
-        zoo.publish(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
+        publish.publish_run(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
     after = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()
              and not p.relative_to(copy).parts[0].startswith(".")}
     assert after == before  # the old entry, untouched
@@ -147,7 +148,7 @@ def test_overwrite_keeps_the_old_entry_until_the_new_one_is_complete(published_r
     zoo.load("tiny_sample", root=copy)
 
     monkeypatch.undo()
-    zoo.publish(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
+    publish.publish_run(run_dir, "tiny_sample", root=copy, linear_epochs=1, overwrite=True)
     assert sorted(p.name for p in copy.iterdir()) == ["tiny_sample"]
     assert zoo.info("tiny_sample", copy)["date"] and zoo.load("tiny_sample", root=copy)
 
@@ -159,11 +160,11 @@ def test_publish_reuses_the_knn_train_py_measured_on_the_same_examples(published
     recorded = dict(pretrained=0.123, random_init=0.1, k=200, temperature=0.1,
                     train_examples=2000, test_examples=500)
     (copy / "metrics.json").write_text(json.dumps({"knn": recorded}))
-    zoo.publish(copy, "reused", root=tmp_path / "zoo", linear_epochs=1)
+    publish.publish_run(copy, "reused", root=tmp_path / "zoo", linear_epochs=1)
     assert zoo.info("reused", tmp_path / "zoo")["results"]["knn_top1"] == 0.123
     # Measured on other examples (train.py --max_eval_examples): measured again.
     (copy / "metrics.json").write_text(json.dumps({"knn": dict(recorded, test_examples=400)}))
-    zoo.publish(copy, "measured", root=tmp_path / "zoo", linear_epochs=1)
+    publish.publish_run(copy, "measured", root=tmp_path / "zoo", linear_epochs=1)
     assert zoo.info("measured", tmp_path / "zoo")["results"]["knn_top1"] != 0.123
 
 

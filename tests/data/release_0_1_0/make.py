@@ -4,7 +4,7 @@ sys.path.insert(0, "tests")
 import byol_tf
 import numpy as np, tensorflow as tf, keras
 from byol_tf import data
-from byol_tf.checkpoints import CheckpointManager
+from byol_tf.checkpoints import CheckpointManager  # (0.1.0; now byol_tf.training.checkpoints)
 from helpers.models import tiny_byol
 
 out = pathlib.Path(sys.argv[1])

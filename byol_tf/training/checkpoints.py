@@ -13,7 +13,6 @@ chief's copy lands in `directory`, the others write to a temporary folder they d
 """
 
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -23,7 +22,7 @@ import time
 import keras
 from absl import logging
 
-from byol_tf.records import sha256_file
+from byol_tf.files import atomic_path, sha256_file, write_text
 
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
@@ -59,15 +58,12 @@ class CheckpointManager:
         target = self.directory if self.is_chief else pathlib.Path(tempfile.mkdtemp())
         target.mkdir(parents=True, exist_ok=True)
         weights = target / f"ckpt-{step}.weights.h5"
-        tmp = target / f".tmp-ckpt-{step}.weights.h5"
-        model.save_weights(tmp)
-        manifest = dict(step=int(step), sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
-                        seed_state=[int(x) for x in model.seed_generator.state.numpy()],
-                        time=time.time(), state=state or {})
-        os.replace(tmp, weights)
-        tmp_manifest = target / f".tmp-ckpt-{step}.json"
-        tmp_manifest.write_text(json.dumps(manifest))
-        os.replace(tmp_manifest, target / f"ckpt-{step}.json")
+        with atomic_path(weights) as tmp:
+            model.save_weights(tmp)
+            manifest = dict(step=int(step), sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
+                            seed_state=[int(x) for x in model.seed_generator.state.numpy()],
+                            time=time.time(), state=state or {})
+        write_text(target / f"ckpt-{step}.json", json.dumps(manifest))
         if not self.is_chief:
             shutil.rmtree(target, ignore_errors=True)
             return None
@@ -121,7 +117,7 @@ class SaveEvery(keras.callbacks.Callback):
 
     A step that ends an epoch (a multiple of `steps_per_epoch`) is saved at the epoch's
     end, after the callbacks listed before this one have recorded the epoch (`state`, e.g.
-    `byol_tf.runs.RunHistory.state`, then holds it)."""
+    `byol_tf.training.run_folder.RunHistory.state`, then holds it)."""
 
     def __init__(self, manager, every, steps_per_epoch=None, state=None):
         super().__init__()
@@ -129,6 +125,8 @@ class SaveEvery(keras.callbacks.Callback):
         self.steps_per_epoch, self.state = steps_per_epoch, state or (lambda: None)
 
     def _step(self):
+        if hasattr(self.model, "jax_state_sync"):  # JAX: the variables are held by `fit`
+            self.model.jax_state_sync()
         return int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):

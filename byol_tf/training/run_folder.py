@@ -7,7 +7,7 @@ so the train phase's include start-up):
     (validate the whole config — nothing is written before this succeeds)
     config.json → train → save → evaluate → export → publish
 
-`train` is checkpointed (`byol_tf.checkpoints`); its per-epoch history, the training time
+`train` is checkpointed (`byol_tf.training.checkpoints`); its per-epoch history, the training time
 and the metrics of a half-done epoch are part of every checkpoint, so the history after any
 number of resumes equals an uninterrupted run's. Every other phase writes its files under a
 temporary name and renames them into place, then records itself; a rerun of the same
@@ -17,13 +17,13 @@ publish options may change between reruns (e.g. add `--publish` to a finished ru
 """
 
 import json
-import os
 import pathlib
 import time
 
 import keras
 
-from byol_tf.records import host, write_json
+from byol_tf.files import atomic_path, write_json, write_text
+from byol_tf.records import host
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
 
@@ -51,7 +51,20 @@ class RunFolder:
     def phases_path(self):
         return self.path / "phases.json"
 
-    def record(self):
+    @property
+    def export_path(self):
+        """The encoder's SavedModel, as TF Serving loads it (model name, version 1)."""
+        return self.path / "export" / "byol_encoder" / "1"
+
+    def metrics(self):
+        """`metrics.json` (history, kNN, seconds), or {} before the run wrote it."""
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_metrics(self, metrics):
+        write_json(self.path / "metrics.json", metrics)
+
+    def config_record(self):
         """`config.json` (config, versions, command), or None for a new folder."""
         if not self.config_path.exists():
             return None
@@ -65,7 +78,7 @@ class RunFolder:
 
     def recorded_config(self):
         """The training config in `config.json`, or None for a new folder."""
-        record = self.record()
+        record = self.config_record()
         return None if record is None else record["config"]
 
     def check(self, config):
@@ -117,15 +130,10 @@ class RunFolder:
         return {phase: record.get("seconds") for phase, record in self.phases().items()}
 
     def save_keras(self, model, name):
-        """`model.save(<run>/<name>)` through a temporary file renamed into place."""
-        path = self.path / name
-        tmp = path.with_name(f".{path.stem}.partial.keras")
-        try:
+        """`model.save(<run>/<name>)`, atomically."""
+        with atomic_path(self.path / name) as tmp:
             model.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return self.path / name
 
     def write_history_csv(self, history):
         """`history.csv`: one row per completed epoch (written whole, atomically)."""
@@ -135,19 +143,16 @@ class RunFolder:
         lines = [",".join(["epoch", *keys])]
         lines += [",".join([str(i), *(repr(row.get(k, "")) for k in keys)])
                   for i, row in enumerate(history)]
-        tmp = self.path / ".history.csv.tmp"
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, self.path / "history.csv")
+        write_text(self.path / "history.csv", "\n".join(lines) + "\n")
 
     def write_curves(self, history):
-        """`curves.png`: the per-epoch history as pictures (`byol_tf.pictures.curves`)."""
+        """`curves.png`: the per-epoch history as pictures (`byol_tf.training.pictures`)."""
         if not history or not self.is_chief:
             return
-        from byol_tf import pictures
+        from byol_tf.training import pictures
 
-        tmp = self.path / ".curves.png.tmp"
-        pictures.curves(history, tmp, title=self.path.name)
-        os.replace(tmp, self.path / "curves.png")
+        with atomic_path(self.path / "curves.png") as tmp:
+            pictures.curves(history, tmp, title=self.path.name)
 
 
 class RunHistory(keras.callbacks.Callback):

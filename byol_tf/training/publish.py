@@ -1,0 +1,188 @@
+"""Publishing zoo entries: an encoder and its results → a folder `byol_tf.zoo` loads.
+
+    publish(encoder, card, name, root, saved_model=None, pictures=())   # objects → entry
+    publish_run(run_dir, name, root, ...)                               # a finished run → entry
+
+An entry holds `encoder.keras`, `saved_model/` (the run's export, copied; exported once when
+there is none), the run's pictures, `model_card.json` (the caller's card completed with the
+date, versions, signatures and every file's sha256) and `README.md`. It is built under a
+hidden name beside the zoo and renamed into place only when complete, so a failed publish
+loses nothing (an entry being replaced is kept until then).
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import shutil
+
+import keras
+
+from byol_tf import data, evaluation, export, zoo
+from byol_tf.files import sha256_file, write_json, write_text
+from byol_tf.image_encoder import as_image_encoder
+from byol_tf.training.config import ConfigError
+from byol_tf.records import versions
+from byol_tf.training.run_folder import RunFolder
+
+PICTURES = ("curves.png", "neighbours.png")  # a run's pictures that its entry shows
+SIGNATURES = dict(serving_default="images uint8 [B,H,W,3] → embedding float32 [B,D]",
+                  serve_encoded="encoded string [B] (JPEG/PNG) → embedding")
+
+
+def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=False):
+    """Writes the entry `root/name`; returns its folder.
+
+    Args:
+      encoder: the `ImageEncoder` (or anything `as_image_encoder` accepts).
+      card: dict, what the entry is (architecture, dataset, pretraining, results, ...).
+      saved_model: the encoder's SavedModel folder to copy; None: exported here.
+      pictures: image files to copy into the entry (listed in the card).
+      overwrite: replace an existing entry.
+    """
+    entry = pathlib.Path(root) / name
+    if entry.exists() and not overwrite:
+        raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
+    encoder = as_image_encoder(encoder)
+    staging = entry.with_name(f".{name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    encoder.save(staging / "encoder.keras")
+    if saved_model is not None:
+        shutil.copytree(saved_model, staging / "saved_model")
+    else:
+        export.export_encoder(encoder, staging / "saved_model")
+    for picture in pictures:
+        shutil.copyfile(picture, staging / pathlib.Path(picture).name)
+    files = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(staging.rglob("*")) if p.is_file()}
+    card = dict(card, name=name, representation_dim=int(encoder.representation_dim),
+                pictures=[pathlib.Path(p).name for p in pictures],
+                date=datetime.date.today().isoformat(), versions=versions(), files=files,
+                signatures=SIGNATURES)
+    write_json(staging / zoo.CARD, card)
+    write_text(staging / "README.md", _readme(card))
+    zoo.verified_files(staging.name, staging.parent)
+    _swap_into_place(staging, entry)
+    return entry
+
+
+def check_name(name, run_dir, root):
+    """Raises ConfigError when entry `root/name` exists and was not published from `run_dir`
+    (checked before a run trains)."""
+    if (pathlib.Path(root) / name).exists() and not published_from(name, run_dir, root):
+        raise ConfigError(f"--publish: zoo entry {pathlib.Path(root) / name} exists and was "
+                          "not published from this run; choose another name")
+
+
+def published_from(name, run_dir, root):
+    """True if entry `name` exists and was published from the run folder `run_dir`."""
+    try:
+        card = zoo.info(name, root)
+    except ValueError:
+        return False
+    return card.get("pretraining", {}).get("run_dir") == str(pathlib.Path(run_dir).resolve())
+
+
+def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None):
+    """Publishes a finished `train.py` run as `root/name` (default `<run_dir>/zoo`): its
+    encoder, its SavedModel and pictures, the kNN it measured (measured here when it did not
+    measure it on the whole evaluation data) and a linear evaluation. Returns the entry."""
+    folder = RunFolder(run_dir)
+    record = folder.config_record()
+    if record is None:
+        raise ValueError(f"{run_dir} is not a run folder (no config.json)")
+    config, metrics = record["config"], folder.metrics()
+    encoder = as_image_encoder(keras.models.load_model(folder.path / "encoder.keras"),
+                               config["image_size"])
+    x_train, y_train, x_test, y_test = data.load_arrays(
+        config["dataset"], config["data_dir"], eval_folder=eval_dataset,
+        image_size=config["image_size"])
+    knn = metrics.get("knn") or {}
+    if (knn.get("train_examples"), knn.get("test_examples")) != (len(x_train), len(x_test)):
+        knn = dict(pretrained=evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test),
+                   k=200, temperature=0.1)
+    linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
+                                        protocol="linear", epochs=linear_epochs,
+                                        batch_size=min(256, len(x_train)))
+    pretraining = dict(
+        epochs=config["epochs"], batch_size=config["batch_size"], steps=config["total_steps"],
+        recipe={k: config[k] for k in ("optimizer", "base_lr", "weight_decay", "tau_base",
+                                       "warmup_epochs", "hidden_dim", "projection_dim", "seed")},
+        method=config.get("method", "byol"), method_options=config.get("method_options", {}),
+        command=" ".join(record.get("command", [])), run_dir=str(folder.path.resolve()),
+        versions=record.get("versions", {}))
+    if "train_seconds" in metrics:
+        pretraining.update(train_hours=round(metrics["train_seconds"] / 3600, 3),
+                           segments=metrics.get("segments", []))
+    card = dict(
+        architecture=config["encoder"], image_size=config["image_size"],
+        dataset=config["dataset"], pretraining=pretraining,
+        results=dict(
+            knn_top1=knn["pretrained"],
+            knn_protocol=f"k={knn['k']}, cosine, T={knn['temperature']}, frozen encoder",
+            linear_top1=linear["top1"], linear_top5=linear["top5"],
+            linear_protocol=f"frozen encoder, SGD Nesterov 0.9, cosine LR 0.2·batch/256, "
+                            f"crop+flip, {linear_epochs} epochs",
+            train_examples=len(x_train), test_examples=len(x_test),
+            command=f"byol_tf.training.publish.publish_run({str(run_dir)!r}, {name!r}, "
+                    f"linear_epochs={linear_epochs})"))
+    exported = folder.done("export") and folder.export_path.is_dir()
+    return publish(encoder, card, name, root or folder.path / "zoo",
+                   saved_model=folder.export_path if exported else None,
+                   pictures=[folder.path / p for p in PICTURES if (folder.path / p).is_file()],
+                   overwrite=overwrite)
+
+
+def _swap_into_place(staging, entry):
+    """Renames the complete `staging` folder to `entry`; an existing entry is moved aside
+    first and removed only after the rename succeeded (restored if it failed)."""
+    old = entry.with_name(f".{entry.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if entry.exists():
+        os.rename(entry, old)
+    try:
+        os.rename(staging, entry)
+    except BaseException:
+        if old.exists() and not entry.exists():
+            os.rename(old, entry)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _host_text(host):
+    if not host:
+        return ""
+    return f" ({host['cpu']}, {host['cores']} cores, {', '.join(host['isa']) or 'no AVX2'})"
+
+
+def _training_text(pretraining):
+    """'Training took H hours … (h on host; …)' from the card's segments ('' without them)."""
+    segments = pretraining.get("segments") or []
+    if not segments:
+        return ""
+    hours_on = {}  # host text → hours
+    for segment in segments:
+        name = _host_text(segment).strip(" ()")
+        hours_on[name] = hours_on.get(name, 0.0) + segment["train_seconds"] / 3600
+    where = "; ".join(f"{hours:.2f} h on {name}" for name, hours in hours_on.items())
+    return (f"Training took {pretraining['train_hours']:.2f} hours inside `fit` in "
+            f"{len(segments)} segment{'s' * (len(segments) > 1)} ({where}).\n\n")
+
+
+def _readme(card):
+    r, p = card["results"], card["pretraining"]
+    pictures = "".join(f"![{pathlib.Path(name).stem}]({name})\n\n"
+                       for name in card.get("pictures", []))
+    return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
+            f"({card['representation_dim']}-d representation, {card['image_size']} px) on "
+            f"`{card['dataset']}`: {p['epochs']} epochs, batch {p['batch_size']}, "
+            f"recipe {json.dumps(p['recipe'])}; pretrained by `python {p['command']}`.\n\n"
+            f"{_training_text(p)}"
+            f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
+            f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
+            f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "
+            f"`{r['command']}` on {card['date']}"
+            f"{_host_text(card['versions'].get('host'))}.\n\n{pictures}"
+            f"```python\nimport byol_tf\nencoder = byol_tf.zoo.load({card['name']!r})  "
+            f"# uint8 images → embedding\n```\n\nFiles and their sha256: `{zoo.CARD}`.\n")

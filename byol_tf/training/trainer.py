@@ -1,0 +1,252 @@
+"""The one trainer: a run's phases, on the TensorFlow or the JAX backend.
+
+    (validate the whole config — nothing is written before this succeeds)
+    config.json → train → save → evaluate → export → publish
+
+`run(options, argv)` takes train.py's flags (any object with the same attributes). Every
+phase is recorded in the run folder when complete (`RunFolder`); a rerun of the same command
+skips the recorded phases and resumes training from the newest intact checkpoint, at the
+exact step. On the JAX backend the export (and so the publish) needs TensorFlow's
+SavedModel: the run stops after its evaluation, and the same command under
+`KERAS_BACKEND=tensorflow` adds them to the same folder.
+"""
+
+import functools
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+from byol_tf import data, evaluation, export, zoo
+from byol_tf.training import build, publish, run_folder
+from byol_tf.training.checkpoints import CheckpointManager, SaveEvery
+from byol_tf.training.config import ConfigError, resolve, view_configs
+from byol_tf.records import versions
+
+class Run:
+    """A validated run: its config, data stream, strategy, folder and model."""
+
+    def __init__(self, options, started):
+        self.options, tensorflow = options, keras.backend.backend() == "tensorflow"
+        config = resolve(options)
+        if options.time_limit_minutes is not None and options.time_limit_minutes <= 0:
+            raise ConfigError(f"--time_limit_minutes must be > 0; got {options.time_limit_minutes}")
+        if options.time_limit_minutes and options.strategy == "multi_worker":
+            raise ConfigError("--time_limit_minutes: each worker would stop by its own clock and "
+                              "the others would wait for it; stop a multi-worker run from "
+                              "outside (it resumes from its checkpoints)")
+        folder = config["dataset"] not in ("sample", *data.TFDS_DATASETS)
+        if folder and not tensorflow:
+            raise ConfigError(f"--dataset={config['dataset']}: image folders are cropped per "
+                              "image in tf.data, which needs the tensorflow backend")
+        if options.deterministic and tensorflow:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        self.strategy = build.Strategy(options.strategy, options.tpu)
+        self.folder = run_folder.RunFolder(
+            options.run_dir or f"runs/{pathlib.Path(options.dataset).name}-"
+                               f"{time.strftime('%Y%m%d-%H%M%S')}",
+            self.strategy.is_chief, started=started)
+        view1, view2 = view_configs(config)
+        # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
+        try:
+            self.dataset, self.info = data.pretrain_dataset(
+                config["dataset"], config["batch_size"], image_size=config["image_size"],
+                data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
+                view1=view1, view2=view2, repeat=True,
+                skip_bad_images=config["skip_bad_images"])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        steps_per_epoch = self.info["num_examples"] // config["batch_size"]
+        if config["steps_per_epoch"]:
+            steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
+        config.update(image_size=self.info["image_size"], num_examples=self.info["num_examples"],
+                      steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * config["epochs"],
+                      strategy=options.strategy, replicas=self.strategy.replicas,
+                      deterministic=options.deterministic, precision=options.precision)
+        self.config = config
+        try:
+            self.folder.check(config)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self.knn = options.knn and bool(self.info["num_classes"])
+        if folder and (self.knn or options.publish) and not options.eval_dataset:
+            raise ConfigError(
+                f"--knn and --publish evaluate on a labelled test split: pass --eval_dataset=<"
+                f"folder with the class sub-folders of {config['dataset']}>, or --noknn (and no "
+                "--publish)")
+        if options.eval_dataset and not pathlib.Path(options.eval_dataset).expanduser().is_dir():
+            raise ConfigError(f"--eval_dataset: no such folder {options.eval_dataset}")
+        self.publish_root = pathlib.Path(options.zoo_dir or self.folder.path / "zoo")
+        if options.publish:
+            publish.check_name(options.publish, self.folder.path, self.publish_root)
+        build.warn_if_bfloat16_is_emulated(options.precision, self.strategy)
+        keras.mixed_precision.set_global_policy(options.precision)
+        with self.strategy.scope():
+            self.model = build.build_model(config, self.info["num_classes"])
+        self.random_init = (evaluation.copy_image_encoder(self.model.image_encoder())
+                            if self.knn and options.knn_random_init else None)
+
+    @functools.cached_property
+    def eval_arrays(self):
+        """(x_train, y_train, x_test, y_test) of the kNN evaluations, loaded once."""
+        return data.load_arrays(self.config["dataset"], self.config["data_dir"],
+                                self.options.max_eval_examples, self.options.max_eval_examples,
+                                eval_folder=self.options.eval_dataset,
+                                image_size=self.config["image_size"])
+
+
+def run(options, argv, started):
+    """Runs (or resumes) the run `options` describe; `started` is the process's start (a
+    `time.time()`: the train phase's seconds count from it). Raises ConfigError for a bad
+    option before anything is written."""
+    r = Run(options, started)
+    r.folder.start(r.config, argv, versions())
+    manager = CheckpointManager(r.folder.path / "checkpoints", keep=options.keep_checkpoints,
+                                is_chief=r.strategy.is_chief)
+    history = run_folder.RunHistory(r.folder)
+    step = start_step = manager.restore(r.model)
+    history.restore(manager.state, mid_epoch=step % r.config["steps_per_epoch"] != 0)
+    trained, knn_every = r.folder.done("train"), None
+    if not trained:
+        trained, knn_every = train(r, manager, history, step, start_step, started)
+        if trained is None:  # stopped at the time limit
+            return
+    if options.final_weights_npz:  # every worker: for checking replicas and workers agree
+        np.savez(options.final_weights_npz, step=int(r.model.optimizer.iterations.numpy()),
+                 **{v.path: np.asarray(v.numpy()) for v in r.model.weights})
+    try:  # every worker ends in finish_together, the chief after its phases
+        if r.strategy.is_chief:  # the chief alone saves, evaluates, exports and publishes
+            chief_phases(r, trained, knn_every)
+    finally:
+        r.strategy.finish_together()
+
+
+def train(r, manager, history, step, start_step, started):
+    """The train phase: `fit` over the stream from `step`, checkpointed; returns (its record,
+    the kNN callback), or (None, None) when it stopped at the time limit."""
+    options, config, model = r.options, r.config, r.model
+    steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
+    measure = knn_every = None
+    if r.knn and options.knn_every:
+        knn_every = evaluation.KnnEvery(r.eval_arrays, options.knn_every, config["epochs"],
+                                        k=options.knn_k)
+    limit = (run_folder.TimeLimit(60 * options.time_limit_minutes, started)
+             if options.time_limit_minutes else None)
+    measure = [knn_every] if knn_every else []  # before `history`: it adds knn_top1 to the logs
+    callbacks = [keras.callbacks.TerminateOnNaN(), *measure, history,
+                 SaveEvery(manager, options.checkpoint_every or steps_per_epoch,
+                           steps_per_epoch, history.state), *([limit] if limit else [])]
+    if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(r.folder.path / "tensorboard"),
+                                                     update_freq="epoch"))
+    # A resume inside an epoch first finishes that epoch, then runs whole ones.
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
+        try:  # (the checkpoints so far are kept)
+            with data.bad_images_named(config["dataset"], r.info):
+                model.fit(r.dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
+                          steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
+                          callbacks=callbacks, verbose="auto")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        step = int(model.optimizer.iterations.numpy())
+        if model.stop_training:  # TerminateOnNaN or the time limit
+            break
+    # The same decision on every worker: saving reads the metrics, an all-reduce each.
+    if step not in (start_step, manager.last_saved_step):
+        manager.save(model, step, history.state())
+    if limit and limit.stopped and step < total_steps:
+        print(f"Stopped at the time limit after step {step} of {total_steps} (epoch "
+              f"{step // steps_per_epoch} of {config['epochs']}); run the same command "
+              f"again to continue. Run folder: {r.folder.path}")
+        return None, None
+    record = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
+                  train_seconds=round(history.train_seconds, 1), segments=history.segments(),
+                  stopped_early=bool(model.stop_training) and not (limit and limit.stopped))
+    r.folder.finish("train", **record)
+    return record, knn_every
+
+
+def chief_phases(r, trained, knn_every):
+    """save → evaluate → export → publish, each skipped when recorded."""
+    options, folder = r.options, r.folder
+    if not folder.done("save"):
+        folder.save_keras(r.model, "byol.keras")
+        folder.save_keras(r.model.image_encoder(), "encoder.keras")
+        folder.finish("save", files=["byol.keras", "encoder.keras"])
+    image_encoder = keras.models.load_model(folder.path / "encoder.keras")
+    evaluated = folder.done("evaluate")
+    if r.knn and not evaluated:
+        evaluated = evaluate(r, image_encoder, knn_every)
+    metrics = dict(segments=trained.get("segments", []), **{k: trained[k] for k in (
+        "train_seconds", "final_step", "resumed_from_step", "history")})
+    if evaluated:
+        metrics["knn"] = evaluated["knn"]
+    if keras.backend.backend() != "tensorflow":
+        metrics["phase_seconds"] = folder.phase_seconds()
+        folder.write_metrics(metrics)
+        print(f"Run folder: {folder.path}. The SavedModel export (and --publish) needs the "
+              "tensorflow backend: run the same command with KERAS_BACKEND=tensorflow to add "
+              "them.")
+        return
+    saved_model = folder.export_path
+    if not folder.done("export"):
+        if not saved_model.exists():  # (an export is atomic: a folder there is complete)
+            export.export_encoder(image_encoder, saved_model)
+        folder.finish("export", saved_model=str(saved_model))
+    metrics.update(saved_model=str(saved_model), phase_seconds=folder.phase_seconds())
+    folder.write_metrics(metrics)
+    if options.publish:
+        publish_phase(r)
+    print(f"Run folder: {folder.path}")
+
+
+def publish_phase(r):
+    """The publish phase: the run as zoo entry `--publish` (`publish.publish_run`)."""
+    name, root, folder = r.options.publish, r.publish_root, r.folder
+    entry = root / name
+    if (folder.done("publish") or {}).get("entry") == str(entry):
+        return
+    if not publish.published_from(name, folder.path, root):  # (a publish is atomic)
+        publish.publish_run(folder.path, name, root, r.options.publish_linear_epochs,
+                            eval_dataset=r.options.eval_dataset)
+    results = zoo.info(name, root)["results"]
+    folder.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
+                  linear_top1=results["linear_top1"])
+    print(f"Zoo entry: {entry} (kNN {results['knn_top1']:.4f}, "
+          f"linear {results['linear_top1']:.4f})")
+
+
+def evaluate(r, image_encoder, knn_every):
+    """The evaluate phase: kNN of the pretrained encoder (and of the same encoder at random
+    init), the neighbour picture; returns its record."""
+    from byol_tf.training import pictures
+
+    options, k = r.options, r.options.knn_k
+    x_train, y_train, x_test, y_test = r.eval_arrays
+    step = int(r.model.optimizer.iterations.numpy())
+    if knn_every and knn_every.features_step == step:  # measured on these weights already
+        features = knn_every.features
+    else:
+        features = [evaluation.extract_features(image_encoder, x) for x in (x_train, x_test)]
+    scores = dict(pretrained=evaluation.knn_accuracy_of_features(
+        features[0], y_train, features[1], y_test, k=k))
+    if r.random_init is not None:
+        scores["random_init"] = evaluation.knn_accuracy(r.random_init, x_train, y_train,
+                                                        x_test, y_test, k=k)
+    pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
+                            data.class_names(r.config["dataset"], r.config["data_dir"],
+                                             options.eval_dataset),
+                            r.folder.path / "neighbours.png")
+    record = dict(knn=dict(scores, k=k, temperature=0.1, train_examples=len(x_train),
+                           test_examples=len(x_test)),
+                  pictures=["curves.png", "neighbours.png"])
+    r.folder.finish("evaluate", **record)
+    print(f"kNN top-1 (k={k}): pretrained {scores['pretrained']:.4f}" + (
+        f", same encoder at random init {scores['random_init']:.4f}"
+        if "random_init" in scores else ""))
+    return record

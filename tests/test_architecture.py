@@ -1,0 +1,59 @@
+"""The package's shape: the library (everything but `byol_tf.training`) imports nothing from
+the application, and no two modules import each other, at module level or inside functions."""
+
+import ast
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "byol_tf"
+
+
+def imports():
+    """{module: {byol_tf modules it imports}} over every file of the package."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[module] = {m for m in found if m.startswith("byol_tf")}
+    return graph
+
+
+def test_the_library_imports_nothing_from_the_application():
+    graph = imports()
+    library = [m for m in graph if not m.startswith("byol_tf.training")]
+    assert "byol_tf.two_view" in library and "byol_tf.training.trainer" in graph
+    offending = {m: sorted(i for i in graph[m] if i.startswith("byol_tf.training"))
+                 for m in library}
+    assert {m: i for m, i in offending.items() if i} == {}
+
+
+def test_no_import_cycle():
+    graph = imports()
+    modules = set(graph)
+
+    def resolve(name):  # `from byol_tf import data` names a module; `... import BYOL` does not
+        return name if name in modules else None
+
+    edges = {m: {resolve(i) for i in graph[m]} - {None, m, "byol_tf"} for m in graph}
+    # Each package's __init__ imports its modules; a module importing its own package's
+    # __init__ for a re-exported name is not a cycle of two modules, so packages are left out.
+    packages = {m for m in modules if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+    edges = {m: e - packages for m, e in edges.items() if m not in packages}
+    cycles = []
+    for start in edges:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges.get(node, ()):
+                if nxt == start:
+                    cycles.append(path + [start])
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+    assert cycles == []
