@@ -9,6 +9,7 @@ A batch is one of
 """
 
 import contextlib
+import sys
 
 import keras
 import numpy as np
@@ -84,17 +85,16 @@ def check_image_values(images, what="images"):
 
 
 def check_first_batch(x):
-    """Eager checks of the first batch of what `fit` was given (a tf.data.Dataset, arrays
-    or None): not empty, a known structure, images of the right shape, dtype and range."""
-    try:
-        import tensorflow as tf
-        is_dataset = isinstance(x, tf.data.Dataset)
-    except ImportError:  # JAX-only installs (e.g. a GPU machine without TensorFlow)
-        is_dataset = False
-    if is_dataset:
+    """Eager checks of the first batch of what `fit` was given (a tf.data.Dataset, a
+    `keras.utils.PyDataset`, arrays or None): not empty, a known structure, images of the
+    right shape, dtype and range."""
+    tf = sys.modules.get("tensorflow")  # (a tf.data.Dataset means TensorFlow is imported)
+    if tf is not None and isinstance(x, tf.data.Dataset):
         batch = next(iter(x.take(1)), None)
         if batch is None:
             raise ValueError("The training dataset is empty: it yielded no batch")
+    elif isinstance(x, keras.utils.PyDataset):
+        batch = x[0]
     elif x is None:
         return
     else:

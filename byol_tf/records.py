@@ -39,7 +39,7 @@ def versions():
                keras=keras.__version__, numpy=numpy.__version__, byol_tf=byol_tf.__version__,
                keras_backend=keras.backend.backend(), host=host())
     for name in ("tensorflow", "tensorflow_datasets", "jax"):  # those this process uses
-        if name in sys.modules:
+        if sys.modules.get(name) is not None:
             out[name] = sys.modules[name].__version__
     try:
         out["git_commit"] = subprocess.run(

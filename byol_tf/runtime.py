@@ -31,7 +31,7 @@ def choose_cpu_kernels():
 def warn_if_eigen_kernels():
     """Warns when TensorFlow was imported before byol_tf, without the variable, on an x86-64
     CPU where it then runs Eigen's slower kernels."""
-    if (ONEDNN not in os.environ and "tensorflow" in sys.modules and X86_64
+    if (ONEDNN not in os.environ and sys.modules.get("tensorflow") is not None and X86_64
             and not compat.onednn_enabled()):
         warnings.warn(
             "TensorFlow was imported before byol_tf and runs its Eigen CPU kernels: on CPUs "

@@ -163,3 +163,48 @@ def test_train_py_on_jax_is_the_same_trainer(tmp_path):
     assert set(phases) == {"train", "save", "evaluate", "export"}
     assert (run_dir / "export/byol_encoder/1/saved_model.pb").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["knn"] == metrics["knn"]
+
+
+def test_array_stream_is_a_function_of_the_position():
+    """The stream of array sources without TensorFlow: every pass is a permutation of the
+    examples (whole batches), batch k is the same from a fresh stream and after skip(k)."""
+    from byol_tf.data.streams import ArrayStream
+
+    x = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1).repeat(3, axis=-1)
+    stream = ArrayStream(x, np.arange(40), batch_size=8, seed=3)
+    batches = [stream[i] for i in range(10)]
+    first_pass = np.concatenate([labels for _, labels in batches[:5]])
+    assert sorted(first_pass) == list(range(40)) and list(first_pass) != list(range(40))
+    assert not np.array_equal(first_pass, np.concatenate([y for _, y in batches[5:]]))
+    resumed = stream.skip(7)
+    for k in range(7, 10):
+        np.testing.assert_array_equal(resumed[k - 7][1], batches[k][1])
+        np.testing.assert_array_equal(resumed[k - 7][0][:, 0, 0, 0], batches[k][1])
+    other = ArrayStream(x, np.arange(40), batch_size=8, seed=4)
+    assert not np.array_equal(other[0][1], batches[0][1])
+
+
+def test_train_py_on_jax_without_tensorflow(tmp_path):
+    """A JAX machine without TensorFlow trains an .npz of arrays through the same train.py
+    (numpy's stream), evaluates it and records the run; nothing imports TensorFlow."""
+    pytest.importorskip("jax")
+    import json
+
+    sample = data.load_sample()
+    arrays = tmp_path / "cifar.npz"
+    np.savez(arrays, x_train=sample["x_train"][:256], y_train=sample["y_train"][:256],
+             x_test=sample["x_test"][:100], y_test=sample["y_test"][:100])
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/helpers/without_tensorflow.py"), str(ROOT / "train.py"),
+         f"--dataset={arrays}", "--preset=cifar10_cpu", "--epochs=2", "--steps_per_epoch=2",
+         "--batch_size=32", "--hidden_dim=64", "--noknn_random_init", f"--run_dir={run_dir}"],
+        env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "config.json").read_text())
+    assert "tensorflow" not in record["versions"] and record["versions"]["keras_backend"] == "jax"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["final_step"] == 4 and len(metrics["history"]["loss"]) == 2
+    assert metrics["knn"]["train_examples"] == 256 and metrics["knn"]["test_examples"] == 100
+    assert (run_dir / "encoder.keras").is_file()

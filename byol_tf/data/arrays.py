@@ -4,7 +4,7 @@ import os
 import pathlib
 
 from byol_tf.data.folders import folder_arrays
-from byol_tf.data.sample import SAMPLE_CLASSES, load_sample
+from byol_tf.data.sample import SAMPLE_CLASSES, class_count, is_npz, load_npz, load_sample
 from byol_tf.data import tfds as tfds_source
 from byol_tf.data.tfds import TFDS_DATASETS, _tfds, _tfds_load, decoded_split
 
@@ -12,7 +12,7 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
                 image_size=None):
     """(x_train, y_train, x_test, y_test) uint8 numpy arrays, for kNN / probes.
 
-    name: "sample", a fixed-size TFDS dataset, or a folder of images with class
+    name: "sample", an .npz file of arrays, a fixed-size TFDS dataset, or a folder of images with class
     sub-folders; a folder needs `eval_folder` (the test split, the same class sub-folders)
     and `image_size` (images are centre-cropped and resized to it, as the model's input)."""
     if os.path.isdir(os.path.expanduser(str(name))):
@@ -24,8 +24,8 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
         if test_classes != classes:
             raise ValueError(f"{eval_folder} has classes {test_classes}, {name} has {classes}: "
                              "the test folder needs the same class sub-folders")
-    elif name == "sample":
-        s = load_sample()
+    elif name == "sample" or is_npz(name):
+        s = load_sample() if name == "sample" else load_npz(name)
         x_train, y_train, x_test, y_test = s["x_train"], s["y_train"], s["x_test"], s["y_test"]
     else:
         if TFDS_DATASETS.get(name, (None, None))[1] is None:
@@ -52,5 +52,7 @@ def class_names(name, data_dir=None, eval_folder=None):
         return sorted(p.name for p in root.iterdir() if p.is_dir())
     if name == "sample":
         return list(SAMPLE_CLASSES)
+    if is_npz(name):
+        return [str(label) for label in range(class_count(load_npz(name)))]
     _, info = _tfds_load(_tfds(), name, "test", data_dir)
     return list(info.features["label"].names)

@@ -1,14 +1,17 @@
 """The pretraining stream: `pretrain_dataset`, a seeded, endless (or one-pass) `tf.data`
 pipeline of batches for `fit`."""
 
+import importlib.util
 import os
+import sys
 
+import keras
 import numpy as np
 
 from byol_tf import augment as augment_lib
 from byol_tf.augmenter import Augmenter
 from byol_tf.data.folders import read_folder
-from byol_tf.data.sample import load_sample
+from byol_tf.data.sample import class_count, is_npz, load_npz, load_sample
 from byol_tf.data.tfds import TFDS_DATASETS, _tfds, _tfds_load, decoded_split, fits_in_memory
 
 def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
@@ -17,7 +20,8 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
     """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
 
     Args:
-      name: "sample", a TFDS name (cifar10, cifar100, stl10, imagenet2012) or a folder.
+      name: "sample", an .npz file of arrays (`load_npz`), a TFDS name (cifar10, cifar100,
+        stl10, imagenet2012) or a folder.
       image_size: side of the views (needed for variable-size sources).
       view1, view2: the views' augmentation configs (the model's `view1`/`view2`); used
         here for variable-size sources, which crop per image in tf.data.
@@ -29,19 +33,26 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
       repeat: an endless stream, reshuffled every pass; with a fixed seed the stream is
         the same in every run and from every iterator, so `dataset.skip(k)` resumes it
         exactly at batch k.
+    Without TensorFlow installed (JAX), the endless stream of an array source is an
+    `ArrayStream` instead.
     Returns:
       (dataset, info) with info = dict(num_examples, image_size, premade_views, num_classes,
       and for folders the image files used).
     """
-    import tensorflow as tf
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
-    if name == "sample":
-        s = load_sample()
-        ds = tf.data.Dataset.from_tensor_slices((s["x_train"], s["y_train"].astype(np.int64)))
-        info = dict(num_examples=len(s["x_train"]), image_size=32, premade_views=False,
-                    num_classes=10)
+    if name == "sample" or is_npz(name):
+        s = load_sample() if name == "sample" else load_npz(name)
+        x, y = s["x_train"], s["y_train"].astype(np.int64)
+        info = dict(num_examples=len(x), image_size=x.shape[1], premade_views=False,
+                    num_classes=class_count(s))
+        if repeat and not tensorflow_available():
+            _check_one_batch(name, info, batch_size)
+            return ArrayStream(x, y, batch_size, seed), info
+    import tensorflow as tf
+
+    if name == "sample" or is_npz(name):
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
     elif name in TFDS_DATASETS:
         tfds = _tfds()
         default_split, side, labelled = TFDS_DATASETS[name]
@@ -63,10 +74,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
                     num_classes=len(classes) if classes else None, files=files)
     else:
         raise ValueError(f"Unknown dataset {name!r}: use 'sample', one of "
-                         f"{sorted(TFDS_DATASETS)} or an existing folder of images")
-    if info["num_examples"] < batch_size:
-        raise ValueError(f"dataset {name!r} has {info['num_examples']} examples, fewer than "
-                         f"one batch of {batch_size}")
+                         f"{sorted(TFDS_DATASETS)}, an .npz file of arrays or an existing folder "
+                         "of images")
+    _check_one_batch(name, info, batch_size)
     buffer = min(shuffle_buffer, info["num_examples"])
     if repeat:
         # Pass p is shuffled with its own seed (seed, p), so every iterator of this dataset
@@ -109,3 +119,47 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
 def _finished(augmenter, position, views, *label):
     views = augmenter.finish(views, position)
     return (views, *label) if label else views
+
+
+def _check_one_batch(name, info, batch_size):
+    if info["num_examples"] < batch_size:
+        raise ValueError(f"dataset {name!r} has {info['num_examples']} examples, fewer than "
+                         f"one batch of {batch_size}")
+
+
+def tensorflow_available():
+    """Whether TensorFlow can be imported here (without importing it)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+class ArrayStream(keras.utils.PyDataset):
+    """The endless stream of `(images, labels)` batches of in-memory arrays, without
+    TensorFlow: pass p over the examples is numpy's permutation for (seed, p), cut into whole
+    batches; batch k of the stream is the same in every process, so `skip(k)` resumes it.
+
+    Args:
+      x: uint8 images [N, H, W, 3]; y: labels [N].
+      batch_size: int. seed: int. start: int, the stream's first batch. Defaults to 0.
+    """
+
+    def __init__(self, x, y, batch_size, seed, start=0):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed, self.start = x, y, batch_size, seed, start
+        self.per_pass = len(x) // batch_size
+        self._order = (None, None)  # (pass, its permutation)
+
+    @property
+    def num_batches(self):
+        return None  # endless
+
+    def __getitem__(self, index):
+        pass_, i = divmod(self.start + index, self.per_pass)
+        if self._order[0] != pass_:
+            self._order = pass_, np.random.default_rng([self.seed, pass_]).permutation(len(self.x))
+        rows = self._order[1][i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+    def skip(self, count):
+        return ArrayStream(self.x, self.y, self.batch_size, self.seed, self.start + count)

@@ -19,10 +19,11 @@ import keras
 import numpy as np
 
 from byol_tf import data, evaluation, export, zoo
+from byol_tf.records import versions
 from byol_tf.training import build, publish, run_folder
 from byol_tf.training.checkpoints import CheckpointManager, SaveEvery
 from byol_tf.training.config import ConfigError, resolve, view_configs
-from byol_tf.records import versions
+
 
 class Run:
     """A validated run: its config, data stream, strategy, folder and model."""
@@ -36,7 +37,7 @@ class Run:
             raise ConfigError("--time_limit_minutes: each worker would stop by its own clock and "
                               "the others would wait for it; stop a multi-worker run from "
                               "outside (it resumes from its checkpoints)")
-        folder = config["dataset"] not in ("sample", *data.TFDS_DATASETS)
+        folder = pathlib.Path(config["dataset"]).expanduser().is_dir()
         if folder and not tensorflow:
             raise ConfigError(f"--dataset={config['dataset']}: image folders are cropped per "
                               "image in tf.data, which needs the tensorflow backend")
@@ -129,14 +130,14 @@ def train(r, manager, history, step, start_step, started):
     the kNN callback), or (None, None) when it stopped at the time limit."""
     options, config, model = r.options, r.config, r.model
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
-    measure = knn_every = None
+    knn_every = None
     if r.knn and options.knn_every:
         knn_every = evaluation.KnnEvery(r.eval_arrays, options.knn_every, config["epochs"],
                                         k=options.knn_k)
     limit = (run_folder.TimeLimit(60 * options.time_limit_minutes, started)
              if options.time_limit_minutes else None)
-    measure = [knn_every] if knn_every else []  # before `history`: it adds knn_top1 to the logs
-    callbacks = [keras.callbacks.TerminateOnNaN(), *measure, history,
+    # KnnEvery before `history`: it adds knn_top1 to the epoch's logs.
+    callbacks = [keras.callbacks.TerminateOnNaN(), *([knn_every] if knn_every else []), history,
                  SaveEvery(manager, options.checkpoint_every or steps_per_epoch,
                            steps_per_epoch, history.state), *([limit] if limit else [])]
     if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
