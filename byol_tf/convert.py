@@ -34,7 +34,7 @@ as the official MLP's layers, with "/"; moving averages: `…/batch_norm/~/mean_
 Kernels are HWIO (convs) and [in, out] (linear) in both; BN parameters of shape
 (1, 1, 1, C) or (1, C) become (C,). Inference uses the `average` of each moving average.
 
-CLI: python -m byol_tf.convert --checkpoint=pretrain_res50x1.pkl --out=exports/byol_res50x1
+CLI: byol-convert --checkpoint=pretrain_res50x1.pkl --out=exports/byol_res50x1 (byol_tf.cli.convert)
 """
 
 import collections
@@ -191,8 +191,8 @@ class Converted:
 
     encoder: normalised images [B, H, W, 3] → representation [B, 2048·width].
     classifier: representation → ImageNet logits [B, 1000] (None if absent).
-    `image_encoder()` puts the encoder behind the official evaluation input (any image
-    size: centre crop 224/256, bicubic resize to 224, ImageNet mean/std).
+    `converter()` is the official evaluation input (any image size: centre crop 224/256,
+    bicubic resize to 224, ImageNet mean/std).
     projector, predictor: byol_tf MLPs (None if absent, e.g. linear-eval checkpoints).
     """
     encoder: object
@@ -203,26 +203,14 @@ class Converted:
     kind: str = "pretrain"
     architecture: dict = dataclasses.field(default_factory=dict)
 
-    def image_encoder(self):
-        """`ImageEncoder`: uint8 images of any size → representation, through the official
-        evaluation crop and resize."""
-        from byol_tf.image_encoder import ImageEncoder
+    def converter(self):
+        """The official evaluation input as an `ImageConverter` (any image size: centre
+        crop 224/256, bicubic resize, ImageNet mean/std); `ImageEncoder(encoder, converter())`
+        takes uint8 images of any size."""
         from byol_tf.preprocessing import ImageConverter
 
         size = self.architecture.get("image_size", IMAGE_SIZE)
-        return ImageEncoder(self.encoder, ImageConverter(
-            image_size=size, crop_fraction=CENTRAL_FRACTION, antialias=False))
-
-    def classifier_model(self):
-        """keras.Model: uint8 images of any size → ImageNet logits (the same input as
-        `image_encoder()`)."""
-        import keras
-
-        if self.classifier is None:
-            raise ValueError("this checkpoint carries no classifier")
-        images = keras.Input((None, None, 3), dtype="uint8", name="images")
-        return keras.Model(images, self.classifier(self.image_encoder()(images)),
-                           name=f"{self.encoder.name}_classifier")
+        return ImageConverter(image_size=size, crop_fraction=CENTRAL_FRACTION, antialias=False)
 
 
 def _encoder_prefix(params):
@@ -376,62 +364,3 @@ def from_deepmind(path_or_bytes, image_size=IMAGE_SIZE):
                      predictor=predictor, step=ckpt["step"], kind=ckpt["kind"],
                      architecture=dict(depth=depth, width_multiplier=width, module=prefix,
                                        image_size=image_size))
-
-
-# ----------------------------------------------------------------------------- writing
-def convert(checkpoint, out_dir, model_name=None, version=1):
-    """Converts `checkpoint` and writes, under `out_dir`:
-      encoder.keras (an `ImageEncoder`: uint8 images of any size → representation, the
-      official centre crop 224/256 and bicubic resize inside), classifier.keras (images →
-      logits), projector.keras, predictor.keras,
-      saved_model/<model_name>/<version>/ (TF Serving: uint8 images or JPEG/PNG bytes →
-      {"embedding", "logits"}, the same input),
-      conversion.json (source sha256, step, architecture, versions).
-    Refuses an existing `out_dir` that is not empty. Returns the `Converted`."""
-    from byol_tf import export
-    from byol_tf.files import sha256_file, write_json
-    from byol_tf.records import versions
-
-    out = pathlib.Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new --out")
-    converted = from_deepmind(checkpoint)
-    arch = converted.architecture
-    model_name = model_name or f"byol_res{arch['depth']}x{arch['width_multiplier']}"
-    out.mkdir(parents=True, exist_ok=True)
-    image_encoder = converted.image_encoder()
-    saved = export.export_encoder(image_encoder, out / "saved_model" / model_name / str(version),
-                                  classifier=converted.classifier)
-    image_encoder.save(out / "encoder.keras")
-    if converted.classifier is not None:
-        converted.classifier_model().save(out / "classifier.keras")
-    for name in ("projector", "predictor"):
-        if getattr(converted, name) is not None:
-            getattr(converted, name).save(out / f"{name}.keras")
-    write_json(out / "conversion.json", dict(
-        source=str(checkpoint), source_sha256=sha256_file(checkpoint), step=converted.step,
-        kind=converted.kind, architecture=arch, saved_model=str(saved),
-        files=sorted(p.name for p in out.glob("*.keras")), preprocessing=dict(
-            input="uint8 RGB", central_fraction=CENTRAL_FRACTION, resize="bicubic",
-            image_size=IMAGE_SIZE, normalisation="ImageNet mean/std"),
-        versions=versions()))
-    return converted
-
-
-def main(argv):
-    from absl import flags, logging
-
-    del argv
-    f = flags.FLAGS
-    converted = convert(f.checkpoint, f.out, f.model_name, f.version)
-    logging.info("converted %s (step %s) → %s", converted.architecture, converted.step, f.out)
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("checkpoint", None, "DeepMind BYOL checkpoint (.pkl)", required=True)
-    flags.DEFINE_string("out", None, "output folder (new or empty)", required=True)
-    flags.DEFINE_string("model_name", None, "TF Serving model name (default byol_res{depth}x{width})")
-    flags.DEFINE_integer("version", 1, "TF Serving model version")
-    app.run(main)

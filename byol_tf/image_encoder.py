@@ -7,6 +7,8 @@ SavedModel, what a zoo entry stores and `byol_tf.zoo.load` returns (frozen or tr
 what `byol_tf.evaluation` and `eval.py` call, and what `byol_tf.convert` produces.
 """
 
+import pathlib
+
 import keras
 
 from byol_tf.preprocessing import ImageConverter
@@ -45,6 +47,22 @@ class ImageEncoder(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.representation_dim)
+
+    @classmethod
+    def from_preset(cls, preset, trainable=False):
+        """A zoo entry by name or handle (`byol_tf.zoo`): a registered name, a folder, or an
+        `https://`, `file://` or `gs://` URL of one, fetched into the verified cache.
+        `trainable` sets whether fine-tuning moves the encoder's weights."""
+        from byol_tf import hub
+
+        entry = hub.resolve(str(preset))
+        if entry.card.get("source", {}).get("kind") == "deepmind_checkpoint":
+            model = _converted_checkpoint(entry)
+        else:
+            model = as_image_encoder(keras.models.load_model(entry.path("encoder.keras")),
+                                     entry.card.get("image_size"))
+        model.encoder.trainable = trainable
+        return model
 
     def get_config(self):
         return {"encoder": keras.saving.serialize_keras_object(self.encoder),
@@ -89,3 +107,33 @@ def as_image_encoder(model, image_size=None):
                          f"output shape {shape}")
     size = image_size or static_image_size(model)
     return ImageEncoder(model, ImageConverter(image_size=size))
+
+
+def _converted_checkpoint(entry):
+    """The official checkpoint an imported entry points at: fetched into the cache (checked
+    against the card's sha256 when it has one), converted once, the result cached."""
+    import urllib.parse
+
+    from absl import logging
+
+    from byol_tf import convert, hub
+    from byol_tf.files import atomic_path, sha256_file
+
+    source = entry.card["source"]
+    expected = source.get("sha256")
+    filename = pathlib.PurePosixPath(urllib.parse.urlsplit(source["url"]).path).name
+    path = hub.cache_root() / entry.name / filename
+    if not path.is_file() or (expected and sha256_file(path) != expected):
+        hub.fetch(source["url"], path, expected, entry.handle)
+    actual = sha256_file(path)
+    if not expected:
+        logging.warning("zoo entry %r: the card gives no sha256 for %s; the fetched file's is "
+                        "%s (compare it with the publisher's)", entry.name, filename, actual)
+    cached = path.with_name(f"image-encoder-{actual[:16]}.keras")
+    if cached.is_file():
+        return keras.models.load_model(cached)
+    converted = convert.from_deepmind(path, image_size=entry.card["image_size"])
+    model = ImageEncoder(converted.encoder, converted.converter())
+    with atomic_path(cached) as tmp:
+        model.save(tmp)
+    return model

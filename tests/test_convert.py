@@ -329,7 +329,7 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
     checkpoint = tmp_path / "pretrain_res50x1.pkl"
     checkpoint.write_bytes(official.pretrain_pickle(params, state, step=5))
     out = tmp_path / "export"
-    result = subprocess.run([sys.executable, "-m", "byol_tf.convert", f"--checkpoint={checkpoint}",
+    result = subprocess.run([sys.executable, "-m", "byol_tf.cli.convert", f"--checkpoint={checkpoint}",
                              f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -354,7 +354,7 @@ def test_cli_writes_keras_models_and_a_serving_classifier(tree, tmp_path):
     np.testing.assert_allclose(served["embedding"].numpy(), expected_embedding, atol=1e-4)
     np.testing.assert_allclose(served["logits"].numpy(), classifier(images).numpy(), atol=1e-4)
     # An existing output folder is never overwritten.
-    again = subprocess.run([sys.executable, "-m", "byol_tf.convert", f"--checkpoint={checkpoint}",
+    again = subprocess.run([sys.executable, "-m", "byol_tf.cli.convert", f"--checkpoint={checkpoint}",
                             f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "not empty" in again.stderr
 
@@ -366,7 +366,7 @@ def test_imported_zoo_entry_fetches_verifies_converts_and_caches(tree, tmp_path,
     params, state = tree
     checkpoint = tmp_path / "pretrain_res50x1.pkl"
     checkpoint.write_bytes(official.pretrain_pickle(params, state))
-    monkeypatch.setenv("BYOL_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BYOL_TF_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "models"
     card = json.loads((ROOT / "models/byol_deepmind_res50x1/model_card.json").read_text())
     card["source"]["url"] = checkpoint.as_uri()

@@ -18,7 +18,8 @@ import shutil
 
 import keras
 
-from byol_tf import data, evaluation, export, zoo
+import byol_tf
+from byol_tf import data, evaluation, export, hub, zoo
 from byol_tf.files import sha256_file, write_json, write_text
 from byol_tf.image_encoder import as_image_encoder
 from byol_tf.training.config import ConfigError
@@ -76,12 +77,13 @@ def check_name(name, run_dir, root):
 
 
 def published_from(name, run_dir, root):
-    """True if entry `name` exists and was published from the run folder `run_dir`."""
+    """True if entry `name` exists and was published from the run in `run_dir`."""
     try:
         card = zoo.info(name, root)
     except ValueError:
         return False
-    return card.get("pretraining", {}).get("run_dir") == str(pathlib.Path(run_dir).resolve())
+    run_id = RunFolder(run_dir).run_id()
+    return run_id is not None and card.get("pretraining", {}).get("run_id") == run_id
 
 
 def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None):
@@ -105,12 +107,15 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
     linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
                                         protocol="linear", epochs=linear_epochs,
                                         batch_size=min(256, len(x_train)))
+    recipe = {k: config[k] for k in ("optimizer", "base_lr", "weight_decay", "tau_base",
+                                     "warmup_epochs", "hidden_dim", "projection_dim", "seed")}
+    # What the model was built with: the method options win over the flags (build_method).
+    recipe.update({k: v for k, v in (config.get("method_options") or {}).items() if k in recipe})
     pretraining = dict(
         epochs=config["epochs"], batch_size=config["batch_size"], steps=config["total_steps"],
-        recipe={k: config[k] for k in ("optimizer", "base_lr", "weight_decay", "tau_base",
-                                       "warmup_epochs", "hidden_dim", "projection_dim", "seed")},
+        recipe=recipe,
         method=config.get("method", "byol"), method_options=config.get("method_options", {}),
-        command=" ".join(record.get("command", [])), run_dir=str(folder.path.resolve()),
+        command=" ".join(record.get("command", [])), run_id=folder.run_id(),
         versions=record.get("versions", {}))
     if "train_seconds" in metrics:
         pretraining.update(train_hours=round(metrics["train_seconds"] / 3600, 3),
@@ -132,6 +137,30 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
                    saved_model=folder.export_path if exported else None,
                    pictures=[folder.path / p for p in PICTURES if (folder.path / p).is_file()],
                    overwrite=overwrite)
+
+
+def registry_record(folder, handle):
+    """The registry's record of the entry in `folder` (`byol_tf/zoo_registry.json`): what it
+    is, its results, where it is (`handle`) and the sha256 of every file, the card's too."""
+    folder = pathlib.Path(folder)
+    card = hub.read_card(folder / zoo.CARD, folder.name)
+    imported = card.get("source", {}).get("kind") == "deepmind_checkpoint"
+    files = {**card.get("files", {}), zoo.CARD: {"sha256": sha256_file(folder / zoo.CARD),
+                                                 "bytes": (folder / zoo.CARD).stat().st_size}}
+    if imported:
+        parameters = byol_tf.encoders.get(card["architecture"]).count_params()
+        description = (f"DeepMind's BYOL {card['architecture']} on {card['dataset']}, converted "
+                       "from the official checkpoint on first use")
+    else:
+        encoder = keras.models.load_model(folder / "encoder.keras")
+        parameters = encoder.encoder.count_params()
+        description = (f"BYOL-pretrained {card['architecture']} on {card['dataset']} "
+                       f"({card['pretraining']['epochs']} epochs)")
+    results = {k: v for k, v in card.get("results", {}).items() if isinstance(v, (int, float))}
+    return dict(description=description, architecture=card["architecture"],
+                parameters=int(parameters), image_size=card["image_size"],
+                representation_dim=card["representation_dim"], dataset=card["dataset"],
+                results=results, handle=handle, files=dict(sorted(files.items())))
 
 
 def _swap_into_place(staging, entry):
@@ -174,15 +203,31 @@ def _readme(card):
     r, p = card["results"], card["pretraining"]
     pictures = "".join(f"![{pathlib.Path(name).stem}]({name})\n\n"
                        for name in card.get("pictures", []))
-    return (f"# {card['name']}\n\nBYOL-pretrained `{card['architecture']}` "
-            f"({card['representation_dim']}-d representation, {card['image_size']} px) on "
-            f"`{card['dataset']}`: {p['epochs']} epochs, batch {p['batch_size']}, "
-            f"recipe {json.dumps(p['recipe'])}; pretrained by `python {p['command']}`.\n\n"
-            f"{_training_text(p)}"
-            f"| evaluation | top-1 |\n|---|---|\n| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
+    name = card["name"]
+    loaded = name if name in hub.registry() else f"path/to/{name}"
+    return (f"# {name}\n\nA `{card['architecture']}` image encoder ({card['representation_dim']}-d "
+            f"embedding of {card['image_size']}-px images) pretrained without labels by "
+            f"{p['method'].upper()} on `{card['dataset']}`: for image features, nearest-neighbour "
+            f"search and transfer by linear probing or fine-tuning on images like its data.\n\n"
+            f"## Use\n\n```python\nimport byol_tf\n"
+            f"encoder = byol_tf.zoo.load({loaded!r})  # uint8 images [B, H, W, 3] → [B, "
+            f"{card['representation_dim']}]\n"
+            f"tunable = byol_tf.zoo.load({loaded!r}, trainable=True)\n"
+            f"classifier = keras.Sequential([tunable, keras.layers.Dense(num_classes)])  "
+            f"# fine-tune\n```\n\n"
+            f"Or by handle: this folder's path or URL (`https://`, `file://`, `gs://`). "
+            f"`saved_model/` serves the same model with TF Serving.\n\n"
+            f"## Training\n\n{p['epochs']} epochs, batch {p['batch_size']}, recipe "
+            f"{json.dumps(p['recipe'])}; `{p['command']}`.\n\n{_training_text(p)}"
+            f"## Evaluation\n\n| evaluation | top-1 |\n|---|---|\n"
+            f"| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"
             f"| linear ({r['linear_protocol']}) | {r['linear_top1']:.4f} |\n\n"
-            f"Measured on {r['train_examples']} train / {r['test_examples']} test images by "
-            f"`{r['command']}` on {card['date']}"
+            f"On {r['train_examples']} train / {r['test_examples']} test images of the same data, "
+            f"measured by `{r['command']}` on {card['date']}"
             f"{_host_text(card['versions'].get('host'))}.\n\n{pictures}"
-            f"```python\nimport byol_tf\nencoder = byol_tf.zoo.load({card['name']!r})  "
-            f"# uint8 images → embedding\n```\n\nFiles and their sha256: `{zoo.CARD}`.\n")
+            f"## Limits\n\nLearned from `{card['dataset']}` alone, at {card['image_size']} px: "
+            f"expect weaker features on images unlike it. The results above are this run's, one "
+            f"seed.\n\n## Citation and licence\n\nGrill et al., \"Bootstrap Your Own Latent: A "
+            f"New Approach to Self-Supervised Learning\", NeurIPS 2020. The weights are released "
+            f"under the Apache-2.0 licence, as byol_tf; the data's own terms apply to what it "
+            f"depicts.\n\nFiles and their sha256: `{zoo.CARD}`.\n")

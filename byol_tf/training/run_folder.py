@@ -76,6 +76,17 @@ class RunFolder:
                              "choose another run folder") from None
         return record
 
+    def run_id(self):
+        """A name for this run that does not depend on where its folder is: a hash of its
+        recorded config and start time (None for a new folder)."""
+        record = self.config_record()
+        if record is None:
+            return None
+        import hashlib
+
+        text = json.dumps([record["config"], record.get("started")], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def recorded_config(self):
         """The training config in `config.json`, or None for a new folder."""
         record = self.config_record()

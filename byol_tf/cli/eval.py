@@ -1,0 +1,160 @@
+"""Evaluate a pretrained encoder: kNN, linear evaluation, fine-tuning, semi-supervised.
+
+    byol-eval --model=runs/<run>/encoder.keras                        # kNN on the bundled sample
+    byol-eval --model=runs/<run>/byol.keras --mode=linear --dataset=cifar10 \\
+        --data_dir=~/.cache/byol_data/tfds
+    byol-eval --model=... --mode=semi --label_fraction=0.01 --dataset=cifar10 --data_dir=...
+
+Modes (`--mode`):
+  knn       weighted kNN, k = 200, cosine, T = 0.1, frozen encoder (InstDisc / solo-learn).
+  linear    official linear evaluation: frozen encoder, batch norm in inference mode, a
+            linear classifier, SGD + Nesterov 0.9, no weight decay, cosine LR from
+            0.2·batch/256, train augmentation random resized crop + flip, test the plain
+            image (32 px) or a 0.875 centre crop (larger), 80 epochs by default.
+  finetune  the whole network trainable, same optimiser with base LR 0.01.
+  semi      fine-tuning on a fixed, seeded, class-balanced --label_fraction of the training
+            labels (1% or 10% in the paper); the chosen indices are written beside the JSON.
+
+`--model` is a run's `encoder.keras` (a `byol_tf.ImageEncoder`), a whole model's `.keras` file
+(BYOL, SimCLR, MoCo, MultiView: its online encoder behind its own input contract), or a plain
+Keras encoder that expects ImageNet-normalised images.
+Writes a metrics JSON (top-1, top-5, protocol, epochs, data, model, versions) next to the
+model unless --out says otherwise, and beside it `<json name>_confusion.png`: the confusion
+matrix of the kNN / linear / fine-tuned classifier on the test images.
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import app, flags
+
+from byol_tf.cli import run_app
+
+import byol_tf  # before TensorFlow loads: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+
+flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
+                    required=True)
+flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")
+flags.DEFINE_string("dataset", "sample", "'sample', a fixed-size TFDS dataset (cifar10, ...) or a "
+                    "folder with one sub-folder per class (and --eval_dataset).")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+flags.DEFINE_string("eval_dataset", None, "With --dataset=<folder of class sub-folders>: the "
+                    "labelled test folder (the same class sub-folders).")
+flags.DEFINE_integer("knn_k", 200, "kNN: neighbours.")
+flags.DEFINE_float("temperature", 0.1, "kNN: vote temperature.")
+flags.DEFINE_integer("epochs", None, "linear / finetune / semi epochs (default 80 / 30 / 30).")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
+flags.DEFINE_float("base_lr", None, "Base LR, scaled by batch/256 (default 0.2 linear, 0.01 else).")
+flags.DEFINE_float("label_fraction", 0.01, "semi: fraction of training labels used.")
+flags.DEFINE_integer("seed", 0, "Seed (label subset, classifier init, augmentation).")
+flags.DEFINE_integer("max_examples", None, "Cap on train and test examples.")
+flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_<mode>_<dataset>.json).")
+FLAGS = flags.FLAGS
+
+
+def load_encoder(path):
+    """The `.keras` file at `path` as an `ImageEncoder` (see `byol_tf.image_encoder`)."""
+    import keras
+    import numpy as np
+
+    import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
+    from byol_tf.image_encoder import as_image_encoder
+
+    import zipfile
+
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise app.UsageError(f"--model: no such file {path}")
+    if not zipfile.is_zipfile(path):
+        raise app.UsageError(f"--model: {path} is not a .keras file (truncated or corrupt: it "
+                             "is not a zip archive)")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:
+        raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})")
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if getattr(last, "activation", None) is keras.activations.softmax:
+        raise app.UsageError(f"--model: {path} ends in a softmax ({last.name}): a classifier, "
+                             "not an encoder; evaluate the encoder it is built on")
+    try:
+        encoder = as_image_encoder(model)
+        side = encoder.image_size or 32
+        encoder(np.zeros((1, side, side, 3), np.uint8))  # one image through the contract
+    except Exception as error:  # noqa: BLE001 (any layer's complaint, said in one line)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise app.UsageError(f"--model: {path} cannot encode RGB images through its input "
+                             f"contract: {first}") from None
+    return encoder
+
+
+def main(argv):
+    del argv
+    for name in ("epochs", "batch_size", "knn_k", "max_examples"):
+        if getattr(FLAGS, name) is not None and getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be ≥ 1; got {getattr(FLAGS, name)}")
+    if not 0 < FLAGS.label_fraction <= 1:
+        raise app.UsageError(f"--label_fraction must be in (0, 1]; got {FLAGS.label_fraction}")
+    import numpy as np
+
+    from byol_tf import data, evaluation
+    from byol_tf.files import write_json
+    from byol_tf.records import versions
+    from byol_tf.training import pictures
+
+    encoder = load_encoder(FLAGS.model)
+    try:
+        x_train, y_train, x_test, y_test = data.load_arrays(
+            FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples,
+            eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size)
+        class_names = data.class_names(FLAGS.dataset, FLAGS.data_dir, FLAGS.eval_dataset)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.model).parent /
+                       f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.dataset).name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if FLAGS.mode == "knn":
+        train_features, test_features = (evaluation.extract_features(encoder, x)
+                                         for x in (x_train, x_test))
+        votes = evaluation.knn_votes(train_features, y_train.astype(np.int64), test_features,
+                                     len(class_names), k=FLAGS.knn_k,
+                                     temperature=FLAGS.temperature)
+        accuracy, predictions = evaluation.votes_accuracy(votes, y_test, (1, 5)), votes.argmax(1)
+        metrics = dict(protocol="knn", top1=accuracy[1], top5=accuracy[5], k=FLAGS.knn_k,
+                       temperature=FLAGS.temperature,
+                       train_examples=len(x_train), test_examples=len(x_test))
+    else:
+        if FLAGS.mode == "semi":
+            subset = evaluation.label_subset(y_train, FLAGS.label_fraction, FLAGS.seed)
+            subset_path = out.with_name(out.stem + "_label_subset.json")
+            write_json(subset_path, dict(fraction=FLAGS.label_fraction, seed=FLAGS.seed,
+                                         dataset=FLAGS.dataset, indices=subset.tolist()))
+            x_train, y_train = x_train[subset], y_train[subset]
+            extra = dict(label_fraction=FLAGS.label_fraction, label_subset=str(subset_path))
+        protocol = "linear" if FLAGS.mode == "linear" else "finetune"
+        epochs = FLAGS.epochs if FLAGS.epochs is not None else (80 if protocol == "linear" else 30)
+        metrics = evaluation.supervised_eval(
+            encoder, x_train, y_train, x_test, y_test, protocol=protocol, epochs=epochs,
+            batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed,
+            return_predictions=True)
+        predictions = metrics.pop("predictions")
+        metrics["protocol"] = FLAGS.mode
+    confusion_path = out.with_name(out.stem + "_confusion.png")
+    pictures.confusion(y_test, predictions, class_names, confusion_path,
+                       title=f"{FLAGS.mode} on {pathlib.Path(FLAGS.dataset).name}: "
+                             f"top-1 {metrics['top1']:.3f}")
+    extra["confusion"] = str(confusion_path)
+    metrics.update(extra, dataset=FLAGS.dataset, model=str(FLAGS.model), seed=FLAGS.seed,
+                   command=sys.argv, versions=versions())
+    write_json(out, metrics)
+    print(json.dumps({"mode": FLAGS.mode, "top1": metrics["top1"], "out": str(out)}))
+
+
+def run():
+    """The `byol-eval` command."""
+    run_app(main, __name__)
+
+
+if __name__ == "__main__":
+    run()

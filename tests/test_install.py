@@ -1,0 +1,88 @@
+"""byol_tf as a user installs it: the wheel built from this tree, installed into a folder of
+its own, used from a folder outside the repository (the zoo, the commands)."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(site folder with the installed wheel, a working folder outside the repository, env)."""
+    tmp = tmp_path_factory.mktemp("install")
+    source = tmp / "source"  # the package's files only (a build writes into its source tree)
+    shutil.copytree(ROOT / "byol_tf", source / "byol_tf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, source / name)
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(tmp / "dist"), str(source)], capture_output=True, text=True,
+                           timeout=600)
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
+    (built,) = (tmp / "dist").glob("byol_tf-*.whl")
+    site = tmp / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                              "--no-compile", "--target", str(site), str(built)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp / "elsewhere"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), TF_CPP_MIN_LOG_LEVEL="2")
+    return site, work, env
+
+
+def run(command, installed, timeout=300):
+    site, work, env = installed
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_installed_zoo_lists_and_loads_from_anywhere(installed):
+    site = installed[0]
+    program = (
+        "import json, byol_tf, numpy as np\n"
+        f"assert byol_tf.__file__.startswith({str(site)!r}), byol_tf.__file__\n"
+        "encoder = byol_tf.zoo.load('byol_tiny_resnet_cifar10')\n"
+        "images = byol_tf.data.load_sample()['x_test'][:4]\n"
+        "print(json.dumps(dict(names=byol_tf.zoo.list(), shape=list(encoder(images).shape))))\n")
+    result = run([sys.executable, "-c", program], installed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    registry = json.loads((ROOT / "byol_tf" / "zoo_registry.json").read_text())
+    assert out["names"] == sorted(registry) and out["shape"] == [4, 128]
+
+
+def test_the_commands_are_installed(installed):
+    bin_dir = installed[0] / "bin"
+    for command, flag in (("byol-train", "--dataset"), ("byol-eval", "--mode")):
+        result = run([str(bin_dir / command), "--help"], installed)
+        assert flag in result.stdout + result.stderr, (command, result.stderr[-2000:])
+    listed = run([str(bin_dir / "byol-zoo"), "list"], installed)
+    assert listed.returncode == 0 and "byol_tiny_resnet_cifar10\ttiny_resnet_cifar" in listed.stdout
+    card = run([str(bin_dir / "byol-zoo"), "info", "byol_tiny_resnet_cifar10"], installed)
+    assert card.returncode == 0 and json.loads(card.stdout)["dataset"] == "cifar10"
+    missing = run([str(bin_dir / "byol-zoo"), "info", "no_such_entry"], installed)
+    assert missing.returncode == 1 and "no zoo entry 'no_such_entry'" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_cifar10_entry_reproduces_its_cards_knn(installed, cifar10_dir):
+    program = (
+        "import json, byol_tf, numpy as np\n"
+        "from byol_tf import evaluation, zoo\n"
+        f"cifar = np.load({str(cifar10_dir / 'cifar10.npz')!r})\n"
+        "top1 = evaluation.knn_accuracy(zoo.load('byol_tiny_resnet_cifar10'), cifar['x_train'], "
+        "cifar['y_train'], cifar['x_test'], cifar['y_test'], k=200)\n"
+        "print(json.dumps(dict(top1=top1, card=zoo.info('byol_tiny_resnet_cifar10')['results'])))\n")
+    result = run([sys.executable, "-c", program], installed, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["card"]["test_examples"] == 10_000
+    assert abs(out["top1"] - out["card"]["knn_top1"]) <= 2e-4  # 2 test images of 10,000
