@@ -161,3 +161,14 @@ def test_the_registry_vouches_for_every_shipped_file():
         assert set(record["files"]) == set(card["files"]) | {hub.CARD}
         hub.verify(folder, record["files"], name)
         assert "run_dir" not in card.get("pretraining", {})  # no machine's paths on a card
+
+
+@pytest.mark.parametrize("name", ["byol_tiny_resnet_cifar10", "byol_tiny_resnet_cifar10_sample"])
+def test_an_entrys_readme_snippet_runs(name):
+    text = (hub.REGISTRY.parent / "models" / name / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(code, namespace)  # noqa: S102 (the entry's own documentation)
+    assert namespace["encoder"].trainable_weights == []
+    assert namespace["classifier"].output_shape == (None, 10)
+    assert namespace["tunable"].trainable_weights

@@ -19,16 +19,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def _load_eval_py():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eval_script", ROOT / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_entry_point_gives_the_same_embedding(published_run, uint8_images):
+    from byol_tf.cli import eval as eval_command  # (eval.py and byol-eval run it)
+
     run_dir, root = published_run
     odd = tf.image.resize(uint8_images[:6], (45, 38)).numpy().round().astype(np.uint8)
     whole_model = keras.models.load_model(run_dir / "byol.keras")
@@ -36,7 +29,7 @@ def test_every_entry_point_gives_the_same_embedding(published_run, uint8_images)
     entry_points = {
         "train: the whole model": whole_model(odd),
         "train: encoder.keras": keras.models.load_model(run_dir / "encoder.keras")(odd),
-        "eval.py": _load_eval_py().load_encoder(run_dir / "byol.keras")(odd),
+        "eval.py": eval_command.load_encoder(run_dir / "byol.keras")(odd),
         "evaluation.extract_features": evaluation.extract_features(whole_model, odd),
         "export: SavedModel": saved_model.signatures["serving_default"](
             images=tf.constant(odd))["embedding"],

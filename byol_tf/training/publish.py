@@ -7,7 +7,8 @@ An entry holds `encoder.keras`, `saved_model/` (the run's export, copied; export
 there is none), the run's pictures, `model_card.json` (the caller's card completed with the
 date, versions, signatures and every file's sha256) and `README.md`. It is built under a
 hidden name beside the zoo and renamed into place only when complete, so a failed publish
-loses nothing (an entry being replaced is kept until then).
+loses nothing (an entry being replaced is kept until then). Publishing to a remote handle
+is a copy of that folder (any static web server, a `gs://` bucket): it then loads by its URL.
 """
 
 import datetime
@@ -209,12 +210,16 @@ def _readme(card):
             f"embedding of {card['image_size']}-px images) pretrained without labels by "
             f"{p['method'].upper()} on `{card['dataset']}`: for image features, nearest-neighbour "
             f"search and transfer by linear probing or fine-tuning on images like its data.\n\n"
-            f"## Use\n\n```python\nimport byol_tf\n"
+            f"## Use\n\n```python\nimport byol_tf, keras\n\n"
             f"encoder = byol_tf.zoo.load({loaded!r})  # uint8 images [B, H, W, 3] → [B, "
-            f"{card['representation_dim']}]\n"
+            f"{card['representation_dim']}]\n\n"
+            f"# Fine-tuning: the same encoder, trainable, under a new head.\n"
+            f"num_classes = 10  # your task's\n"
             f"tunable = byol_tf.zoo.load({loaded!r}, trainable=True)\n"
-            f"classifier = keras.Sequential([tunable, keras.layers.Dense(num_classes)])  "
-            f"# fine-tune\n```\n\n"
+            f"images = keras.Input(({card['image_size']}, {card['image_size']}, 3), "
+            f"dtype=\"uint8\")\n"
+            f"classifier = keras.Model(images, keras.layers.Dense(num_classes)(tunable(images)))\n"
+            f"```\n\n"
             f"Or by handle: this folder's path or URL (`https://`, `file://`, `gs://`). "
             f"`saved_model/` serves the same model with TF Serving.\n\n"
             f"## Training\n\n{p['epochs']} epochs, batch {p['batch_size']}, recipe "
