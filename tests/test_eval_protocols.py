@@ -50,6 +50,31 @@ def test_eval_py_modes_on_real_cifar10(encoder_file, cifar10_dir, tmp_path, mode
         assert len(subset["indices"]) == metrics["train_examples"] < 600
 
 
+def test_eval_py_names_its_results_after_model_and_data_and_never_overwrites(encoder_file,
+                                                                             tmp_path):
+    import shutil
+
+    models = tmp_path / "run"
+    models.mkdir()
+    for name in ("encoder.keras", "byol.keras"):  # two models of one run folder
+        shutil.copyfile(encoder_file, models / name)
+
+    def knn(model):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "eval.py"), f"--model={models / model}",
+             "--max_examples=200"], capture_output=True, text=True, timeout=600,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return pathlib.Path(json.loads(result.stdout.strip().splitlines()[-1])["out"])
+
+    first, second, again = knn("encoder.keras"), knn("byol.keras"), knn("encoder.keras")
+    assert first.name == "eval_knn_encoder_on_sample.json"
+    assert second.name == "eval_knn_byol_on_sample.json"
+    assert again.name == "eval_knn_encoder_on_sample-2.json" and first.exists()
+    recorded = json.loads(first.read_text())
+    assert recorded["evaluated_on"] == "sample" and recorded["model"].endswith("encoder.keras")
+
+
 def test_label_subset_is_balanced_fixed_and_seeded():
     labels = np.repeat(np.arange(10), 100)
     a, b = evaluation.label_subset(labels, 0.1, seed=3), evaluation.label_subset(labels, 0.1, seed=3)

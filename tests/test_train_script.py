@@ -131,3 +131,32 @@ def test_train_py_on_a_folder_of_unlabelled_images(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["final_step"] == 2 and "knn" not in metrics  # no labels: no kNN
     assert (run_dir / "export" / "byol_encoder" / "1" / "saved_model.pb").exists()
+
+
+def own_lines(stderr):
+    """stderr without TensorFlow's start-up lines (its C++ logging before absl's)."""
+    import re
+
+    noise = re.compile(r"^([IWE]\d{4} |WARNING: All log messages|To enable the following)")
+    return [line for line in stderr.splitlines() if line.strip() and not noise.match(line)]
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--method=foo"], ["--method=foo", "byol|simclr|moco|multiview"]),
+    (["--epochs=abc"], ["--epochs=abc"]),
+    (["--epochz=3"], ["epochz"]),
+    (["--encoder=resnet19"], ["--encoder", "resnet19", "resnet18"]),
+    (["--tau_base=2"], ["--tau_base", "[0, 1]"]),
+])
+def test_a_bad_flag_is_one_line_and_status_2(tmp_path, args, names):
+    result = run_train(*args, f"--run_dir={tmp_path / 'run'}")
+    lines = own_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("train.py: error: ") and all(n in lines[0] for n in names)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_help_exits_0_with_the_flags():
+    for script, flag in (("train.py", "--dataset"), ("eval.py", "--mode")):
+        result = run_script(script, "--help")
+        assert result.returncode == 0 and flag in result.stdout and "Flags:" in result.stdout

@@ -74,7 +74,7 @@ def run():
     flags.DEFINE_string("out", None, "output folder (new or empty)", required=True)
     flags.DEFINE_string("model_name", None, "TF Serving model name (default byol_res{depth}x{width})")
     flags.DEFINE_integer("version", 1, "TF Serving model version")
-    run_app(main, __name__)
+    run_app(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

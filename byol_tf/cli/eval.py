@@ -49,7 +49,8 @@ flags.DEFINE_float("base_lr", None, "Base LR, scaled by batch/256 (default 0.2 l
 flags.DEFINE_float("label_fraction", 0.01, "semi: fraction of training labels used.")
 flags.DEFINE_integer("seed", 0, "Seed (label subset, classifier init, augmentation).")
 flags.DEFINE_integer("max_examples", None, "Cap on train and test examples.")
-flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_<mode>_<dataset>.json).")
+flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_<mode>_<model>_on_"
+                    "<evaluated data>.json, never one that exists).")
 FLAGS = flags.FLAGS
 
 
@@ -88,6 +89,15 @@ def load_encoder(path):
     return encoder
 
 
+def unused_path(path):
+    """`path`, or `<stem>-2…` beside it when taken: an evaluation never overwrites another."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def main(argv):
     del argv
     for name in ("epochs", "batch_size", "knn_k", "max_examples"):
@@ -110,8 +120,10 @@ def main(argv):
         class_names = data.class_names(FLAGS.dataset, FLAGS.data_dir, FLAGS.eval_dataset)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    out = pathlib.Path(FLAGS.out or pathlib.Path(FLAGS.model).parent /
-                       f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.dataset).name}.json")
+    evaluated = FLAGS.eval_dataset or FLAGS.dataset  # the test images scored
+    out = pathlib.Path(FLAGS.out) if FLAGS.out else unused_path(
+        pathlib.Path(FLAGS.model).parent / f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.model).stem}_"
+                                           f"on_{pathlib.Path(evaluated).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     extra = {}
     if FLAGS.mode == "knn":
@@ -142,10 +154,11 @@ def main(argv):
         metrics["protocol"] = FLAGS.mode
     confusion_path = out.with_name(out.stem + "_confusion.png")
     pictures.confusion(y_test, predictions, class_names, confusion_path,
-                       title=f"{FLAGS.mode} on {pathlib.Path(FLAGS.dataset).name}: "
+                       title=f"{FLAGS.mode} on {pathlib.Path(evaluated).name}: "
                              f"top-1 {metrics['top1']:.3f}")
     extra["confusion"] = str(confusion_path)
-    metrics.update(extra, dataset=FLAGS.dataset, model=str(FLAGS.model), seed=FLAGS.seed,
+    metrics.update(extra, dataset=FLAGS.dataset, evaluated_on=evaluated, model=str(FLAGS.model),
+                   seed=FLAGS.seed,
                    command=sys.argv, versions=versions())
     write_json(out, metrics)
     print(json.dumps({"mode": FLAGS.mode, "top1": metrics["top1"], "out": str(out)}))
@@ -153,7 +166,7 @@ def main(argv):
 
 def run():
     """The `byol-eval` command."""
-    run_app(main, __name__)
+    run_app(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def main(argv):
 
 def run():
     """The `byol-train` command."""
-    run_app(main, __name__)
+    run_app(main, __name__, __doc__)
 
 
 if __name__ == "__main__":

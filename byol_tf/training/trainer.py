@@ -151,7 +151,7 @@ def train(r, manager, history, step, start_step, started):
             with data.bad_images_named(config["dataset"], r.info):
                 model.fit(r.dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
                           steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
-                          callbacks=callbacks, verbose="auto")
+                          callbacks=callbacks, verbose="auto", shuffle=False)
         except ValueError as error:
             raise ConfigError(str(error)) from None
         step = int(model.optimizer.iterations.numpy())
