@@ -13,17 +13,19 @@ case "${1:-runtime}" in
   *) echo "usage: $0 [runtime|test]" >&2; exit 2 ;;
 esac
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+# The stamp names the requirements file and the sha256 of what decides the installation
+# (the requirement files and pyproject.toml): set up again when it differs, not by file times.
 stamp="$VENV/.byol_installed"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$REQUIREMENTS" ]; then
+wanted="$REQUIREMENTS $(cat "$REQUIREMENTS" requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cut -d' ' -f1 "$stamp")" != "$REQUIREMENTS" ]; then
   "$PYTHON" -m venv --clear "$VENV"  # set up from other requirements (e.g. with the test-only ones)
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] \
-   || [ "$REQUIREMENTS" -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
-  echo "$REQUIREMENTS" > "$stamp"
+  echo "$wanted" > "$stamp"
 fi
