@@ -45,6 +45,9 @@ def test_train_py_writes_a_complete_run_folder(tmp_path):
     assert {"tensorflow", "keras", "python", "numpy"} <= set(config["versions"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["history"]["loss"]) == 2
+    rates = metrics["images_per_second"]  # 3 steps of 64 images an epoch
+    assert set(rates) == {"1", "2"} and all(rate > 0 for rate in rates.values())
+    assert "epoch 2: " in result.stderr and " images/s" in result.stderr
     assert 0 <= metrics["knn"]["pretrained"] <= 1 and 0 <= metrics["knn"]["random_init"] <= 1
     assert metrics["knn"]["test_examples"] == 400
     assert "kNN top-1" in result.stdout and "Zoo entry:" in result.stdout

@@ -21,6 +21,7 @@ import pathlib
 import time
 
 import keras
+from absl import logging
 
 from byol_tf.files import atomic_path, write_json, write_text
 from byol_tf.records import host
@@ -171,14 +172,18 @@ class RunHistory(keras.callbacks.Callback):
     resume (`restore(state)`): the logs of each completed epoch, the training seconds so far,
     the segments (one per process that trained: its host's CPU, first and last step, seconds
     inside `fit`), and the metric trackers' values of a half-done epoch, so that the resumed
-    epoch's logs equal an uninterrupted run's.
+    epoch's logs equal an uninterrupted run's. Each epoch's throughput (images per second of
+    this host, start-up excluded) is logged and kept apart from the history (`throughput`),
+    which it would make differ between identical runs.
 
     Args:
       run: the `RunFolder` (its `history.csv` is rewritten after every epoch).
+      batch_size: int or None. The global batch, for the throughput. Defaults to None.
     """
 
-    def __init__(self, run):
+    def __init__(self, run, batch_size=None):
         super().__init__()
+        self.batch_size, self.throughput, self._epoch_start = batch_size, {}, None
         self.run, self.epochs, self.seconds_before = run, [], 0.0
         self.segments_before, self._first_step = [], None
         self._started, self._metric_values = None, None
@@ -186,7 +191,7 @@ class RunHistory(keras.callbacks.Callback):
 
     def state(self):
         return dict(history=self.epochs, train_seconds=self.train_seconds,
-                    segments=self.segments(),
+                    segments=self.segments(), images_per_second=self.throughput,
                     metrics=[keras.ops.convert_to_numpy(v).tolist()
                              for v in self.model.metrics_variables])
 
@@ -212,6 +217,7 @@ class RunHistory(keras.callbacks.Callback):
         self.epochs = [dict(row) for row in state.get("history", [])]
         self.seconds_before = float(state.get("train_seconds", 0.0))
         self.segments_before = [dict(s) for s in state.get("segments", [])]
+        self.throughput = dict(state.get("images_per_second", {}))
         self._metric_values = state.get("metrics") if mid_epoch else None
 
     @property
@@ -230,7 +236,11 @@ class RunHistory(keras.callbacks.Callback):
         self._seconds_here += time.time() - self._started
         self.seconds_before, self._started = self.train_seconds, None
 
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = (time.time(), self._step())
         if self._metric_values is not None:
             for variable, value in zip(self.model.metrics_variables, self._metric_values):
                 variable.assign(value)
@@ -239,6 +249,11 @@ class RunHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {k: float(keras.ops.convert_to_numpy(v).reshape(-1)[0]) for k, v in (logs or {}).items()}
         self.epochs = self.epochs[:epoch] + [row]
+        if self.batch_size and self._epoch_start:
+            started, first_step = self._epoch_start
+            rate = (self._step() - first_step) * self.batch_size / max(time.time() - started, 1e-9)
+            self.throughput[str(epoch + 1)] = round(rate, 1)
+            logging.info("epoch %d: %.1f images/s", epoch + 1, rate)
         self.run.write_history_csv(self.epochs)
         self.run.write_curves(self.epochs)
 

@@ -107,7 +107,7 @@ def run(options, argv, started):
     r.folder.start(r.config, argv, versions())
     manager = CheckpointManager(r.folder.path / "checkpoints", keep=options.keep_checkpoints,
                                 is_chief=r.strategy.is_chief)
-    history = run_folder.RunHistory(r.folder)
+    history = run_folder.RunHistory(r.folder, r.config["batch_size"])
     step = start_step = manager.restore(r.model)
     history.restore(manager.state, mid_epoch=step % r.config["steps_per_epoch"] != 0)
     trained, knn_every = r.folder.done("train"), None
@@ -167,6 +167,7 @@ def train(r, manager, history, step, start_step, started):
         return None, None
     record = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
                   train_seconds=round(history.train_seconds, 1), segments=history.segments(),
+                  images_per_second=history.throughput,
                   stopped_early=bool(model.stop_training) and not (limit and limit.stopped))
     r.folder.finish("train", **record)
     return record, knn_every
@@ -183,8 +184,10 @@ def chief_phases(r, trained, knn_every):
     evaluated = folder.done("evaluate")
     if r.knn and not evaluated:
         evaluated = evaluate(r, image_encoder, knn_every)
-    metrics = dict(segments=trained.get("segments", []), **{k: trained[k] for k in (
-        "train_seconds", "final_step", "resumed_from_step", "history")})
+    metrics = {k: trained[k] for k in ("train_seconds", "final_step", "resumed_from_step",
+                                       "history")}
+    metrics.update(segments=trained.get("segments", []),
+                   images_per_second=trained.get("images_per_second", {}))
     if evaluated:
         metrics["knn"] = evaluated["knn"]
     if keras.backend.backend() != "tensorflow":
