@@ -13,6 +13,7 @@ second load makes no request, an interrupted download is redone, and a damaged f
 refused, naming it and both hashes. Every path a card names must stay inside its entry.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -138,8 +139,6 @@ def _resolve_handle(handle, expected=None, name=None):
 
 
 def _cache_folder(handle):
-    import hashlib
-
     tail = re.sub(r"[^A-Za-z0-9_.-]", "_", urllib.parse.urlsplit(handle).path.rstrip("/")
                   .rsplit("/", 1)[-1])[:60] or "entry"
     return cache_root() / f"{tail}-{hashlib.sha256(handle.encode()).hexdigest()[:12]}"

@@ -1,7 +1,6 @@
 """Zoo entries by handle: a local HTTP server (an ephemeral port on 127.0.0.1) serves an
 entry; the cache, its verification and what a failed or hostile download leaves behind."""
 
-import functools
 import http.server
 import json
 import os

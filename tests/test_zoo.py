@@ -2,7 +2,6 @@
 tampered files refused, URL-backed files fetched and checked, fine-tuning works."""
 
 import json
-import os
 import pathlib
 import shutil
 

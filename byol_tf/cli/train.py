@@ -28,7 +28,7 @@ import time
 
 PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds include it)
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from byol_tf.cli import run_app  # noqa: E402
 

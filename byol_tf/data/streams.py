@@ -14,6 +14,7 @@ from byol_tf.data.folders import read_folder
 from byol_tf.data.sample import class_count, is_npz, load_npz, load_sample
 from byol_tf.data.tfds import TFDS_DATASETS, _tfds, _tfds_load, decoded_split, fits_in_memory
 
+
 def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=None, seed=0,
                      shuffle_buffer=10_000, view1=augment_lib.VIEW1, view2=augment_lib.VIEW2,
                      repeat=False, skip_bad_images=False, in_memory=None):
@@ -41,7 +42,8 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
-    if name == "sample" or is_npz(name):
+    arrays = name == "sample" or is_npz(name)
+    if arrays:
         s = load_sample() if name == "sample" else load_npz(name)
         x, y = s["x_train"], s["y_train"].astype(np.int64)
         info = dict(num_examples=len(x), image_size=x.shape[1], premade_views=False,
@@ -51,7 +53,7 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
             return ArrayStream(x, y, batch_size, seed), info
     import tensorflow as tf
 
-    if name == "sample" or is_npz(name):
+    if arrays:
         ds = tf.data.Dataset.from_tensor_slices((x, y))
     elif name in TFDS_DATASETS:
         tfds = _tfds()
