@@ -1,23 +1,20 @@
-"""The BYOL ablations and the other methods, one run each, as a table.
+"""The papers' ablations and the sibling methods, each a full train.py run per seed, as a table.
 
-    python bench/ablations.py --dataset=sample --encoder=tiny_resnet_cifar --epochs=10 \
-        --out=bench/results/ablations_cpu_sample.md                       # TF, CPU
-    KERAS_BACKEND=jax python bench/ablations.py --dataset=cifar10 --data_dir=DIR \
-        --encoder=resnet18_cifar --epochs=50 --out=/tmp/out/ablations_cifar10.md   # JAX
+    python bench/ablations.py run --dataset=cifar10 --data_dir=DIR --preset=cifar10_cpu_short \
+        --epochs=5 --seeds=0,1 --segment_minutes=120 --out=bench/results/ablations_cifar10.jsonl
+    python bench/ablations.py table --out=bench/results/ablations_cifar10.jsonl \
+        --page=docs/ablations.md
 
-Each variant is a full run of train.py (on the backend KERAS_BACKEND names) with the same
-data, encoder, budget and seed; the table
-gives kNN top-1 on the test set (k = 200, cosine, T = 0.1), kNN of the same encoder at
-random initialisation (train.py runs), the collapse metric `projection_std` of the last
-epoch (std over the batch of l2-normalised projections, mean over dimensions: ≈ 1/√d when
-spread out, → 0 when collapsed) and the final loss. Variants (data, below): the paper's
-BYOL; no predictor; τ = 0 and τ = 1 held constant; β = 0.5 and 1 of InfoNCE^{α,β};
-batch norm in both heads (= BYOL) / projector only / predictor only / LayerNorm / none;
-no batch statistics anywhere (GN+WS encoder, LayerNorm heads); SimCLR; MoCo v2; the
-multi-view objective; and recipe knobs for short runs (τ held at τ_base, crop area from 0.2;
-with `--preset=cifar10_cpu` the other view keys stay the preset's). `--train_flags` adds
-train.py flags to every run (e.g. `--base_lr=4e-3,--noknn_random_init`). Results, with the
-host's CPU, are appended as JSON lines beside the table.
+`run` trains every variant (or `--only`) once per seed with the same data, encoder, epochs and
+seed list, in time-limited segments: a run cut by `--segment_minutes` resumes from its
+checkpoints when the same command is given again, and runs already recorded are skipped. Each
+finished run appends one JSON line: the variant, seed, data, kNN top-1 (k = 200, cosine,
+T = 0.1, on the whole test split), the collapse metric `projection_std` of the last epoch
+(std over the batch of l2-normalised projections, mean over dimensions: ≈ 1/√d spread out,
+→ 0 collapsed), the final loss, steps, wall seconds, host and command; `--linear=NAMES` adds a
+linear probe (eval.py) for those variants; `--curves=NAMES` measures kNN every epoch for those
+variants. `table` writes the page: mean ± half the range over seeds per row, the papers'
+claims beside them, whether the runs agree, and the learning curves as a picture.
 """
 
 import argparse
@@ -28,120 +25,288 @@ import subprocess
 import sys
 import time
 
-from byol_tf import records
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-VARIANTS = {  # name → (method, method options, encoder suffix)
-    "byol": ("byol", {}, ""),
-    "no_predictor": ("byol", {"use_predictor": False}, ""),
-    "tau_0": ("byol", {"tau_base": 0.0, "tau_schedule": "constant"}, ""),
-    "tau_1": ("byol", {"tau_base": 1.0, "tau_schedule": "constant"}, ""),
-    "beta_0.5": ("byol", {"beta": 0.5}, ""),
-    "beta_1": ("byol", {"beta": 1.0}, ""),
-    "projector_bn_only": ("byol", {"predictor_norm": "none"}, ""),
-    "predictor_bn_only": ("byol", {"projector_norm": "none"}, ""),
-    "heads_layer_norm": ("byol", {"projector_norm": "layer_norm", "predictor_norm": "layer_norm"}, ""),
-    "heads_no_norm": ("byol", {"projector_norm": "none", "predictor_norm": "none"}, ""),
+NO_COLOUR = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+# name → (method, method options, encoder suffix, extra train.py flags)
+VARIANTS = {
+    "byol": ("byol", {}, "", {}),
+    "no_predictor": ("byol", {"use_predictor": False}, "", {}),
+    "tau_0": ("byol", {"tau_base": 0.0, "tau_schedule": "constant"}, "", {}),
+    "tau_1": ("byol", {"tau_base": 1.0, "tau_schedule": "constant"}, "", {}),
+    "beta_0.5": ("byol", {"beta": 0.5}, "", {}),
+    "beta_1": ("byol", {"beta": 1.0}, "", {}),
+    "projector_bn_only": ("byol", {"predictor_norm": "none"}, "", {}),
+    "predictor_bn_only": ("byol", {"projector_norm": "none"}, "", {}),
+    "heads_layer_norm": ("byol", {"projector_norm": "layer_norm", "predictor_norm": "layer_norm"},
+                         "", {}),
+    "heads_no_norm": ("byol", {"projector_norm": "none", "predictor_norm": "none"}, "", {}),
+    "no_batch_norm": ("byol", {"projector_norm": "none", "predictor_norm": "none"}, "_nonorm", {}),
     "no_batch_stats_gnws": ("byol", {"projector_norm": "layer_norm",
-                                     "predictor_norm": "layer_norm"}, "_gnws"),
-    "simclr": ("simclr", {"temperature": 0.5}, ""),
-    "moco_v2": ("moco", {}, ""),  # queue_size from --moco_queue
-    "multiview": ("multiview", {}, ""),
+                                     "predictor_norm": "layer_norm"}, "_gnws", {}),
+    "byol_batch32": ("byol", {}, "", {"batch_size": 32}),
+    "byol_crop_flip": ("byol", {"view1": NO_COLOUR, "view2": NO_COLOUR}, "", {}),
+    "simclr": ("simclr", {"temperature": 0.5}, "", {}),
+    "simclr_batch32": ("simclr", {"temperature": 0.5}, "", {"batch_size": 32}),
+    "simclr_crop_flip": ("simclr", {"temperature": 0.5, "view1": NO_COLOUR, "view2": NO_COLOUR},
+                         "", {}),
+    "moco_v2": ("moco", {}, "", {}),  # queue_size from --moco_queue
+    "multiview_cl": ("multiview", {"lambda_fp": 0.0, "lambda_ip": 0.0}, "", {}),
+    "multiview_cl_fp": ("multiview", {"lambda_ip": 0.0}, "", {}),
+    "multiview": ("multiview", {}, "", {}),
     # Recipe knobs for short runs (views given in part keep the preset's other keys).
-    "tau_constant": ("byol", {"tau_schedule": "constant"}, ""),
+    "tau_constant": ("byol", {"tau_schedule": "constant"}, "", {}),
     "crop_area_0.2": ("byol", {"view1": {"crop_area": [0.2, 1.0]},
-                               "view2": {"crop_area": [0.2, 1.0]}}, ""),
+                               "view2": {"crop_area": [0.2, 1.0]}}, "", {}),
 }
+# The rows of the papers' findings, in the order of the page.
+GRID = ["byol", "no_predictor", "tau_1", "tau_0", "byol_batch32", "simclr", "simclr_batch32",
+        "byol_crop_flip", "simclr_crop_flip", "no_batch_norm", "no_batch_stats_gnws", "moco_v2",
+        "multiview_cl", "multiview_cl_fp", "multiview"]
 
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=["run", "table"])
     p.add_argument("--dataset", default="sample", help="train.py --dataset")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--preset", default=None)
     p.add_argument("--encoder", default="tiny_resnet_cifar")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--moco_queue", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--moco_queue", type=int, default=4096)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; one run each")
     p.add_argument("--train_flags", default="",
-                   help="comma-separated extra flags for every run, e.g. --base_lr=4e-3,--noknn_random_init")
-    p.add_argument("--only", default="", help="comma-separated variant names")
+                   help="comma-separated extra flags for every run, e.g. --base_lr=4e-3")
+    p.add_argument("--only", default=",".join(GRID), help="comma-separated variant names")
+    p.add_argument("--linear", default="", help="variants that also get a linear probe")
+    p.add_argument("--linear_epochs", type=int, default=30)
+    p.add_argument("--curves", default="", help="variants that kNN-evaluate every epoch")
+    p.add_argument("--segment_minutes", type=float, default=None,
+                   help="stop (resumably) after this many minutes")
     p.add_argument("--work_dir", default="runs/ablations")
-    p.add_argument("--out", required=True, help="markdown table; JSON lines go to <out>.jsonl")
+    p.add_argument("--out", required=True, help="JSON lines, one per finished run")
+    p.add_argument("--page", default=None, help="table: the Markdown page to write")
     return p.parse_args(argv)
 
 
-def run_variant(args, name):
-    method, options, suffix = VARIANTS[name]
+def names(text):
+    listed = [n for n in text.split(",") if n]
+    unknown = sorted(set(listed) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+    return listed
+
+
+def train_command(args, name, seed):
+    method, options, suffix, extra = VARIANTS[name]
     if method == "moco":
         options = dict(options, queue_size=args.moco_queue)
-    run_dir = pathlib.Path(args.work_dir) / name
-    common = [f"--encoder={args.encoder}{suffix}", f"--epochs={args.epochs}",
-              f"--batch_size={args.batch_size}", f"--method={method}",
-              f"--method_options={json.dumps(options)}", f"--run_dir={run_dir}",
-              f"--seed={args.seed}", *[f for f in args.train_flags.split(",") if f]]
-    command = [sys.executable, str(ROOT / "train.py"), f"--dataset={args.dataset}", *common]
+    flags = dict(dataset=args.dataset, encoder=args.encoder + suffix, epochs=args.epochs,
+                 batch_size=args.batch_size, method=method, method_options=json.dumps(options),
+                 seed=seed, run_dir=pathlib.Path(args.work_dir) / f"{name}-seed{seed}",
+                 noknn_random_init=None, **extra)
     if args.data_dir:
-        command.append(f"--data_dir={args.data_dir}")
+        flags["data_dir"] = args.data_dir
     if args.preset:
-        command.append(f"--preset={args.preset}")
-    start = time.time()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    row = dict(variant=name, method=method, options=options, encoder=args.encoder + suffix,
-               seed=args.seed, seconds=round(time.time() - start, 1),
-               command=" ".join(command[1:]), **records.host())
+        flags["preset"] = args.preset
+    if name in names(args.curves):
+        flags["knn_every"] = 1
+    command = ["train.py", *[f"--{k}" if v is None else f"--{k}={v}" for k, v in flags.items()],
+               *[f for f in args.train_flags.split(",") if f]]
+    return command, flags["run_dir"], options
+
+
+def run_one(args, name, seed, deadline):
+    from byol_tf import records
+
+    command, run_dir, options = train_command(args, name, seed)
+    limit = [] if deadline is None else [f"--time_limit_minutes={(deadline - time.time()) / 60:.2f}"]
+    result = subprocess.run([sys.executable, *command, *limit], cwd=ROOT, capture_output=True,
+                            text=True)
     if result.returncode:
-        row["error"] = result.stderr.strip().splitlines()[-1][:300]
-        return row
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = metrics["history"]
-    row.update(knn_top1=metrics["knn"]["pretrained"], projection_std=history["projection_std"][-1],
-               loss=history["loss"][-1], backend=os.environ.get("KERAS_BACKEND", "tensorflow"))
-    if "random_init" in metrics["knn"]:  # (not with --noknn_random_init)
-        row["knn_random_init"] = metrics["knn"]["random_init"]
+        raise SystemExit(f"{name} seed {seed} failed:\n{result.stderr[-3000:]}")
+    metrics_file = ROOT / run_dir / "metrics.json"
+    if not metrics_file.exists():
+        return None  # stopped at the time limit: the same command resumes it
+    metrics = json.loads(metrics_file.read_text())
+    history, config = metrics["history"], json.loads((ROOT / run_dir / "config.json").read_text())
+    row = dict(variant=name, method=VARIANTS[name][0], options=options,
+               encoder=args.encoder + VARIANTS[name][2], seed=seed, dataset=args.dataset,
+               epochs=args.epochs, batch_size=config["config"]["batch_size"],
+               steps=metrics["final_step"], train_examples=metrics["knn"]["train_examples"],
+               test_examples=metrics["knn"]["test_examples"], knn_top1=metrics["knn"]["pretrained"],
+               projection_std=history["projection_std"][-1], loss=history["loss"][-1],
+               seconds=round(sum(v or 0 for v in metrics["phase_seconds"].values()), 1),
+               history={k: history[k] for k in ("knn_top1", "projection_std", "loss")
+                        if k in history},
+               command=" ".join(command), driver=" ".join(["python", "bench/ablations.py",
+                                                            *sys.argv[1:]]), **records.host())
+    if name in names(args.linear):
+        out = ROOT / run_dir / "eval_linear.json"
+        if not out.exists():
+            linear = [sys.executable, "eval.py", f"--model={run_dir}/encoder.keras", "--mode=linear",
+                      f"--dataset={args.dataset}", f"--epochs={args.linear_epochs}", f"--out={out}",
+                      *([f"--data_dir={args.data_dir}"] if args.data_dir else [])]
+            done = subprocess.run(linear, cwd=ROOT, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"linear probe of {name} seed {seed} failed:\n{done.stderr[-3000:]}")
+        row["linear_top1"] = json.loads(out.read_text())["top1"]
     return row
 
 
-def table(rows, args):
-    lines = [f"Ablations: backend={os.environ.get('KERAS_BACKEND', 'tensorflow')}, data={args.dataset}, "
-             f"encoder={args.encoder}, {args.epochs} epochs, batch {args.batch_size}, seed {args.seed}"
-             f"{', preset ' + args.preset if args.preset else ''}"
-             f"{', flags ' + args.train_flags if args.train_flags else ''} "
-             f"({time.strftime('%Y-%m-%d')}; {records.host()['cpu']}).", "",
-             "| variant | method | options | kNN top-1 | kNN at random init | projection_std | final loss | s |",
-             "|---|---|---|---|---|---|---|---|"]
+def recorded(path):
+    if not pathlib.Path(path).exists():
+        return []
+    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def run(args):
+    deadline = time.time() + 60 * args.segment_minutes if args.segment_minutes else None
+    seeds = [int(s) for s in args.seeds.split(",")]
+    done = {(r["variant"], r["seed"], r["dataset"], r["epochs"]) for r in recorded(args.out)}
+    for seed in seeds:  # every row's first seed before any row's second
+        for name in names(args.only):
+            if (name, seed, args.dataset, args.epochs) in done:
+                continue
+            if deadline is not None and deadline - time.time() < 60:
+                print("segment over; run the same command again to continue")
+                return
+            row = run_one(args, name, seed, deadline)
+            if row is None:
+                print(f"segment over during {name} seed {seed}; run the same command again")
+                return
+            print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print("all runs recorded")
+
+
+# ------------------------------------------------------------------------------- the page
+# Each finding: (heading, its rows, the paper's claim, the test of our means: (difference that
+# the claim says is > 0, the rows whose spread it must exceed)).
+FINDINGS = [
+    ("The predictor", ["byol", "no_predictor"],
+     "Without the predictor the representation collapses (Grill et al. 2020, Table 5b).",
+     lambda m: (m["byol"] - m["no_predictor"], ["byol", "no_predictor"])),
+    ("A fixed random target", ["byol", "tau_1"],
+     "τ = 1 (the target stays at its random init) learns far less than the EMA target "
+     "(Grill et al. 2020, Table 5a: 18.8% vs 66.9% at 300 epochs).",
+     lambda m: (m["byol"] - m["tau_1"], ["byol", "tau_1"])),
+    ("Target = online", ["byol", "tau_0"],
+     "τ = 0 (the target is the online network) is unstable and learns far less "
+     "(Grill et al. 2020, Table 5a: 0.3%).",
+     lambda m: (m["byol"] - m["tau_0"], ["byol", "tau_0"])),
+    ("Smaller batches", ["byol", "byol_batch32", "simclr", "simclr_batch32"],
+     "BYOL loses less than SimCLR when the batch shrinks (Grill et al. 2020, Figure 3a).",
+     lambda m: ((m["simclr"] - m["simclr_batch32"]) - (m["byol"] - m["byol_batch32"]),
+                ["byol", "byol_batch32", "simclr", "simclr_batch32"])),
+    ("No colour augmentation", ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"],
+     "BYOL loses less than SimCLR with crops and flips only (Grill et al. 2020, Figure 3b).",
+     lambda m: ((m["simclr"] - m["simclr_crop_flip"]) - (m["byol"] - m["byol_crop_flip"]),
+                ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"])),
+    ("No batch norm anywhere", ["byol", "no_batch_norm"],
+     "Without batch norm in the encoder and the heads BYOL learns far less (Fetterman & "
+     "Albrecht 2020; Richemond et al. 2020, Table 1).",
+     lambda m: (m["byol"] - m["no_batch_norm"], ["byol", "no_batch_norm"])),
+    ("No batch statistics (GroupNorm + weight standardisation)", ["byol", "no_batch_stats_gnws",
+                                                                 "no_batch_norm"],
+     "With GroupNorm and weight standardisation and no batch statistics at all BYOL learns, "
+     "far above the net without normalisation (Richemond et al. 2020, Table 2: 73.9% vs 74.3%).",
+     lambda m: (m["no_batch_stats_gnws"] - m["no_batch_norm"], ["no_batch_stats_gnws",
+                                                                 "no_batch_norm"])),
+    ("Contrastive siblings", ["byol", "simclr", "moco_v2"],
+     "BYOL ≥ SimCLR and MoCo v2 at the same budget (Grill et al. 2020, Table 1; "
+     "Chen et al. 2020, MoCo v2).",
+     lambda m: (m["byol"] - max(m["simclr"], m["moco_v2"]), ["byol", "simclr", "moco_v2"])),
+    ("The multi-view objective", ["multiview_cl", "multiview_cl_fp", "multiview"],
+     "Adding forward-predictive (L_FP) and inverse-predictive (L_IP) terms to the contrastive "
+     "L_CL helps (Tsai et al. 2021, Table 1).",
+     lambda m: (m["multiview"] - m["multiview_cl"], ["multiview", "multiview_cl"])),
+]
+
+
+def summary(rows, key):
+    """{variant: (mean, half the range over seeds, seeds)} of `key`."""
+    out = {}
+    for name in {r["variant"] for r in rows}:
+        values = [r[key] for r in rows if r["variant"] == name and key in r]
+        if values:
+            out[name] = (float(np.mean(values)), (max(values) - min(values)) / 2, len(values))
+    return out
+
+
+def verdict(finding, knn):
+    """'agrees' / 'disagrees' when the difference the claim predicts is positive / negative
+    by more than the spreads of its rows, 'within the spread' otherwise; None without rows."""
+    heading, names, claim, test = finding
+    if any(n not in knn for n in names):
+        return None
+    difference, spread_of = test({n: v[0] for n, v in knn.items()})
+    spread = sum(knn[n][1] for n in spread_of)
+    if abs(difference) <= spread:
+        return f"within the spread ({difference:+.3f}, spread {spread:.3f})"
+    return f"{'agrees' if difference > 0 else 'disagrees'} ({difference:+.3f}, spread {spread:.3f})"
+
+
+def write_page(rows, page, command):
+    knn, linear, std = (summary(rows, k) for k in ("knn_top1", "linear_top1", "projection_std"))
+    first = rows[0]
+    lines = ["# Ablations on CIFAR-10: the papers' findings, measured", "",
+             f"Every row is a full `train.py` run per seed: {first['dataset']}, encoder "
+             f"`{first['encoder']}`, {first['epochs']} epochs, batch {first['batch_size']} "
+             f"unless the row says otherwise, kNN top-1 (k = 200, cosine, T = 0.1) on the "
+             f"{first['test_examples']:,} test images; mean ± half the range over the seeds. "
+             "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). Host: "
+             f"{first['cpu']}, {first['cores']} cores.", "", "```", command, "```", ""]
+    cell = lambda table, n, f="{:.3f}": (  # noqa: E731
+        f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
+    for finding in FINDINGS:
+        heading, names, claim, _ = finding
+        lines += [f"## {heading}", "", f"Paper: {claim}", "",
+                  f"Ours: {verdict(finding, knn) or 'not yet measured'}.", "",
+                  "| variant | kNN top-1 (seeds) | linear top-1 | projection_std |",
+                  "|---|---|---|---|"]
+        lines += [f"| {n} | {cell(knn, n)} | {cell(linear, n)} | {cell(std, n, '{:.4f}')} |"
+                  for n in names]
+        lines.append("")
+    curves = [r for r in rows if r.get("history", {}).get("knn_top1")]
+    if curves:
+        picture = pathlib.Path(page).with_suffix(".png")
+        learning_curves(curves, picture)
+        lines += ["## Learning curves", "", f"![kNN top-1 and projection_std per epoch]"
+                  f"({picture.name})", ""]
+    pathlib.Path(page).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(page).write_text("\n".join(lines))
+
+
+def learning_curves(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['variant']} | {r['method']} | `{json.dumps(r['options'])}` | "
-                         f"failed: {r['error']} | | | | {r['seconds']} |")
-            continue
-        random_init = f"{r['knn_random_init']:.3f}" if "knn_random_init" in r else "—"
-        lines.append(f"| {r['variant']} | {r['method']} | `{json.dumps(r['options'])}` | "
-                     f"{r['knn_top1']:.3f} | {random_init} | {r['projection_std']:.4f} | "
-                     f"{r['loss']:.3f} | {r['seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv):
-    args = parse(argv)
-    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in names:
-        row = run_variant(args, name)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        with open(str(out) + ".jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        out.write_text(table(rows, args))
+        label = f"{r['variant']} (seed {r['seed']})"
+        epochs = range(1, len(r["history"]["knn_top1"]) + 1)
+        left.plot(epochs, r["history"]["knn_top1"], marker="o", label=label)
+        right.plot(range(1, len(r["history"]["projection_std"]) + 1),
+                   r["history"]["projection_std"], marker="o", label=label)
+    left.set(xlabel="epoch", ylabel="kNN top-1", title="kNN top-1 (test images)")
+    right.set(xlabel="epoch", ylabel="projection_std", title="collapse metric", yscale="log")
+    left.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main(sys.argv[1:])
+    arguments = parse(sys.argv[1:])
+    if arguments.command == "run":
+        run(arguments)
+    else:
+        rows = recorded(arguments.out)
+        write_page(rows, arguments.page, rows[0]["driver"])

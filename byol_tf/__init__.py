@@ -4,6 +4,11 @@ from byol_tf import runtime
 
 runtime.choose_cpu_kernels()  # before anything imports TensorFlow (byol_tf/runtime.py)
 runtime.warn_if_eigen_kernels()
+runtime.quiet_cpp_info()
+with runtime.startup_notices_dropped():  # (TensorFlow's CUDA probe on a CPU machine, ...)
+    import keras  # noqa: F401
+
+    runtime.list_devices()
 
 import importlib  # noqa: E402
 

@@ -14,6 +14,8 @@
   2020, "BYOL works even without batch statistics"): every conv is weight-standardised
   (`WSConv2D`) and every BatchNorm is a GroupNormalization (16 groups, fewer when a layer
   has fewer channels; epsilon 1e-5; the same zero-initialised last scale).
+- `norm="none"` (presets `<name>_nonorm`): no normalisation layer at all, for the ablation
+  "BYOL without batch norm" (Fetterman & Albrecht 2020).
 
 keras-hub's ResNetBackbone was not used: its stem pads with ZeroPadding2D + "valid"
 convs and it has no CIFAR stem or zero-initialised last BN, so it does not express the
@@ -37,6 +39,7 @@ _DEPTHS = {
 
 
 GN_GROUPS = 16
+_NORMS = {"batch_norm": "", "gn_ws": "_gnws", "none": "_nonorm"}  # norm → preset suffix
 
 def _conv(filters, kernel, stride, name, norm="batch_norm"):
     conv = WSConv2D if norm == "gn_ws" else layers.Conv2D
@@ -47,6 +50,8 @@ def _conv(filters, kernel, stride, name, norm="batch_norm"):
 
 def _bn(name, zero_init=False, synchronized=True, norm="batch_norm", channels=None):
     gamma = "zeros" if zero_init else "ones"
+    if norm == "none":
+        return layers.Identity(name=name)
     if norm == "gn_ws":
         return layers.GroupNormalization(groups=min(GN_GROUPS, channels), epsilon=BN_EPSILON,
                                          gamma_initializer=gamma, name=name)
@@ -90,7 +95,7 @@ class ResNet(keras.Model):
       sync_batch_norm: batch statistics over the global batch when a
         `tf.distribute` strategy has several replicas (as the official 512-core run).
       input_shape: (H, W, 3); H and W may be None.
-      norm: "batch_norm" or "gn_ws" (GroupNorm + weight-standardised convs).
+      norm: "batch_norm", "gn_ws" (GroupNorm + weight-standardised convs) or "none".
     """
 
     def __init__(self, depth=50, stem="imagenet", width_multiplier=1, base_width=64,
@@ -100,8 +105,8 @@ class ResNet(keras.Model):
             raise ValueError(f"ResNet depth must be one of {sorted(_DEPTHS)}, got {depth}")
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"ResNet stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if norm not in ("batch_norm", "gn_ws"):
-            raise ValueError(f"ResNet norm must be 'batch_norm' or 'gn_ws', got {norm!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"ResNet norm must be one of {sorted(_NORMS)}, got {norm!r}")
         block, blocks_per_group = _DEPTHS[depth]
         bottleneck = block == "bottleneck"
         base = [base_width * m * (4 if bottleneck else 1) for m in (1, 2, 4, 8)]
@@ -122,7 +127,7 @@ class ResNet(keras.Model):
                 x = _block(x, channels * width_multiplier, stride, bottleneck,
                            name=f"group{g}_block{b}", sync=sync_batch_norm, norm=norm)
         representation = layers.GlobalAveragePooling2D(name="pool")(x)
-        suffix = "_gnws" if norm == "gn_ws" else ""
+        suffix = _NORMS[norm]
         super().__init__(images, representation,
                          name=name or f"resnet{depth}_{stem}_x{width_multiplier}{suffix}", **kwargs)
         self.depth, self.stem, self.width_multiplier, self.norm = depth, stem, width_multiplier, norm
@@ -150,7 +155,8 @@ PRESETS = {
     "resnet200x2": dict(depth=200, stem="imagenet", width_multiplier=2),
     "tiny_resnet_cifar": dict(depth=10, stem="cifar", base_width=16),  # ~0.3 M, CPU demos
 }
-PRESETS.update({f"{name}_gnws": dict(args, norm="gn_ws") for name, args in list(PRESETS.items())})
+PRESETS.update({f"{name}{suffix}": dict(args, norm=norm) for name, args in list(PRESETS.items())
+                for norm, suffix in _NORMS.items() if suffix})
 
 
 def get(name, **overrides):

@@ -9,6 +9,7 @@ Every function here takes the encoder as an `ImageEncoder` (images → embedding
 one by `as_image_encoder`.
 """
 
+import time
 import weakref
 
 import keras
@@ -18,19 +19,27 @@ from byol_tf.image_encoder import ImageEncoder, as_image_encoder
 from byol_tf.preprocessing import ImageConverter
 
 
-def extract_features(model, images, batch_size=256):
+def extract_features(model, images, batch_size=256, verbose=0):
     """Representations `[N, D]` (float32 numpy) of uint8 or [0, 1] images `[N, H, W, 3]`
-    through the model's own input contract, batch norm in inference mode."""
+    through the model's own input contract, batch norm in inference mode. `verbose`: 0
+    silent, 1 a progress bar, 2 one line at the end (both end with the images per second)."""
     if len(images) == 0:
         raise ValueError("extract_features: no images")
     forward = _inference_forward(model)
     batch_size = min(batch_size, len(images))
-    out = []
+    bar = keras.utils.Progbar(len(images), verbose=1, unit_name="image") if verbose == 1 else None
+    started, out = time.perf_counter(), []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size])
         if len(batch) < batch_size:  # one batch shape, one trace (samples are independent)
             batch = np.concatenate([batch, np.zeros_like(batch[:batch_size - len(batch)])])
         out.append(np.asarray(forward(batch))[:len(images) - start])
+        if bar:
+            bar.update(min(start + batch_size, len(images)))
+    if verbose:
+        seconds = time.perf_counter() - started
+        print(f"features of {len(images)} images: {seconds:.1f} s, "
+              f"{len(images) / max(seconds, 1e-9):.0f} images/s", flush=True)
     return np.concatenate(out).astype(np.float32)
 
 
@@ -93,12 +102,13 @@ def knn_predict(train_features, train_labels, test_features, num_classes, k=200,
                      chunk).argmax(1)
 
 
-def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0.1, top=1):
+def knn_accuracy(encoder, x_train, y_train, x_test, y_test, k=200, temperature=0.1, top=1,
+                 verbose=0):
     """Top-`top` kNN accuracy of a frozen encoder (a float; a dict {1: …, 5: …} when `top`
-    is a tuple of ks)."""
-    return knn_accuracy_of_features(extract_features(encoder, x_train), y_train,
-                                    extract_features(encoder, x_test), y_test, k, temperature,
-                                    top)
+    is a tuple of ks); `verbose` as `extract_features`."""
+    return knn_accuracy_of_features(extract_features(encoder, x_train, verbose=verbose), y_train,
+                                    extract_features(encoder, x_test, verbose=verbose), y_test,
+                                    k, temperature, top)
 
 
 def knn_accuracy_of_features(train_features, y_train, test_features, y_test, k=200,
@@ -148,6 +158,26 @@ class KnnEvery(keras.callbacks.Callback):
             self.features_step = int(self.model.optimizer.iterations)
             logs["knn_top1"] = knn_accuracy_of_features(
                 self.features[0], y_train, self.features[1], y_test, self.k, self.temperature)
+
+
+class ImagesPerSecond(keras.callbacks.Callback):
+    """Adds the epoch's `images_per_second` (steps × `batch_size` / wall seconds) to its logs,
+    where Keras' progress line (and any later callback) shows it."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size, self._started, self._steps = batch_size, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started, self._steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._started is not None:
+            seconds = max(time.perf_counter() - self._started, 1e-9)
+            logs["images_per_second"] = round(self._steps * self.batch_size / seconds, 1)
 
 
 # ------------------------------------------------------------------ supervised protocols
@@ -203,6 +233,7 @@ def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear"
     """Linear evaluation (frozen encoder, BN in inference mode) or fine-tuning (all
     trainable). SGD with Nesterov momentum 0.9, cosine LR from base·batch/256 (base 0.2
     linear, 0.01 fine-tune), train augmentation = random resized crop + flip.
+    `verbose` as Keras' `fit` (each epoch's line then ends with its images per second).
     Returns dict(top1, top5, ...), with the predicted class of every test image
     (`predictions`, int [M]) when `return_predictions`."""
     import keras
@@ -226,7 +257,7 @@ def supervised_eval(encoder, x_train, y_train, x_test, y_test, protocol="linear"
                            keras.metrics.SparseTopKCategoricalAccuracy(
                                min(5, num_classes), name="top5")])
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
-              verbose=verbose)
+              verbose=verbose, callbacks=[ImagesPerSecond(batch_size)] if verbose else None)
     results = model.evaluate(centre_crop(x_test), y_test, batch_size=batch_size, verbose=0,
                              return_dict=True)
     out = dict(top1=float(results["top1"]), top5=float(results["top5"]), protocol=protocol,

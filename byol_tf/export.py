@@ -16,17 +16,45 @@ format: an error naming the element, `encoded[i]`; a truncated image: a decode e
 the request with a message, never the server.
 """
 
+import errno
 import pathlib
 
 from byol_tf.files import atomic_path
 
 
-def export_encoder(model, path, classifier=None):
+def _header_pixels(tf, data):
+    """width × height (int64) read from the header of encoded PNG, GIF, BMP or JPEG bytes,
+    in the graph and without decoding (`byol_tf.data.folders.image_size_of` in TensorFlow)."""
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def unsigned(i, n, big):
+        order = range(n) if big else reversed(range(n))
+        value = tf.constant(0, tf.int64)
+        for k in order:
+            value = value * 256 + b[i + k]
+        return value
+
+    def signed_le32(i):
+        value = unsigned(i, 4, False)
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    starts = lambda prefix: tf.strings.substr(data, 0, len(prefix)) == prefix  # noqa: E731
+    jpeg = tf.cond(starts(b"\xff\xd8"), lambda: tf.reduce_prod(tf.cast(
+        tf.image.extract_jpeg_shape(data)[:2], tf.int64)), lambda: tf.constant(0, tf.int64))
+    return tf.where(starts(b"\x89PNG"), unsigned(16, 4, True) * unsigned(20, 4, True),
+                    tf.where(starts(b"GIF8"), unsigned(6, 2, False) * unsigned(8, 2, False),
+                             tf.where(starts(b"BM"), signed_le32(18) * signed_le32(22), jpeg)))
+
+
+def export_encoder(model, path, classifier=None, max_image_pixels=None):
     """Writes `model` (an `ImageEncoder`, or anything `byol_tf.image_encoder.as_image_encoder`
     accepts) as a SavedModel at `path`; returns `path`.
 
     classifier: optional Keras model `embedding → logits`; the signatures then also return
       "logits".
+    max_image_pixels: `serve_encoded` refuses images with more pixels, read from their
+      headers before decoding (default `byol_tf.data.folders.MAX_IMAGE_PIXELS`).
     Raises FileExistsError if `path` exists (TF Serving versions are immutable), ValueError
     for a model without a fixed image size, OSError (naming `path`) when the write fails."""
     import tensorflow as tf
@@ -34,6 +62,11 @@ def export_encoder(model, path, classifier=None):
     from byol_tf.data import IMAGE_SIGNATURES
     from byol_tf.image_encoder import as_image_encoder
 
+    if max_image_pixels is None:
+        from byol_tf.data import folders
+
+        max_image_pixels = folders.MAX_IMAGE_PIXELS
+    max_image_pixels = tf.constant(int(max_image_pixels), tf.int64)
     model = as_image_encoder(model)
     size = model.image_size
     if size is None:
@@ -64,7 +97,9 @@ def export_encoder(model, path, classifier=None):
             checks = [tf.debugging.assert_equal(tf.size(shape), 4, message=(
                           "images must have rank 4 [batch, height, width, 3]")),
                       tf.debugging.assert_equal(shape[-1], 3,
-                                                message="images must have 3 channels (RGB)")]
+                                                message="images must have 3 channels (RGB)"),
+                      tf.debugging.assert_positive(tf.size(images), message=(
+                          "images: an empty batch (no pixels)"))]
             with tf.control_dependencies(checks):
                 images = tf.ensure_shape(tf.identity(images), (None, None, None, 3))
             return self.outputs(self.model.converter(images))
@@ -79,11 +114,18 @@ def export_encoder(model, path, classifier=None):
                 check = tf.debugging.Assert(known, [tf.strings.format(
                     "encoded[{}] is not a JPEG, PNG, GIF or BMP image", index)])
                 with tf.control_dependencies([check]):
+                    pixels = _header_pixels(tf, data)
+                    small = tf.debugging.Assert(pixels <= max_image_pixels, [tf.strings.format(
+                        "encoded[{}] has {} pixels, over the limit of {}",
+                        (index, pixels, max_image_pixels))])
+                with tf.control_dependencies([small]):
                     image = tf.io.decode_image(data, channels=3, expand_animations=False)
                 image.set_shape((None, None, 3))
                 return self.model.converter(image[None])[0]
 
-            indices = tf.range(tf.shape(encoded)[0])
+            with tf.control_dependencies([tf.debugging.assert_positive(
+                    tf.size(encoded), message="encoded: an empty batch (no images)")]):
+                indices = tf.range(tf.shape(encoded)[0])
             x = tf.map_fn(decode, (indices, encoded), fn_output_signature=tf.TensorSpec(
                 (size, size, 3), tf.float32))
             return self.outputs(x)
@@ -95,6 +137,17 @@ def export_encoder(model, path, classifier=None):
                 "serving_default": module.serve, "serve_encoded": module.serve_encoded})
     except (OSError, tf.errors.OpError) as error:  # e.g. ResourceExhausted: disk full
         reason = getattr(error, "strerror", None) or str(error).split("; ")[-1]
-        raise OSError(getattr(error, "errno", None), f"export to {path} failed, nothing "
-                                                     f"was written: {reason}") from error
+        full = (isinstance(error, tf.errors.ResourceExhaustedError) or "space" in reason.lower()
+                or getattr(error, "errno", None) == errno.ENOSPC)
+        raise OSError(errno.ENOSPC if full else getattr(error, "errno", None),
+                      f"export to {path} failed, nothing was written: "
+                      f"{'No space left on device' if full else reason}", str(path)) from error
     return path
+
+
+def is_complete(path):
+    """Whether `path` holds a whole SavedModel: `saved_model.pb` and the variables' index
+    and data (what TF Serving loads)."""
+    path = pathlib.Path(path)
+    return ((path / "saved_model.pb").is_file() and (path / "variables" / "variables.index").is_file()
+            and any((path / "variables").glob("variables.data-*")))

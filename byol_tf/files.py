@@ -2,11 +2,16 @@
 byol_tf uses (checkpoints, run records, saved models, exports, zoo entries, caches)."""
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import pathlib
 import shutil
+import socket
+import sys
+import time
 
 
 def _remove(path):
@@ -36,9 +41,66 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:  # (name what was being written)
+            raise OSError(errno.ENOSPC, f"No space left on device writing {path}",
+                          str(path)) from error
+        raise
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
+
+
+def require_space(folder, needed, what):
+    """Raises OSError(ENOSPC) naming `folder`, `what` and the sizes when the file system
+    of `folder` has less than `needed` bytes free (checked before writing, since some
+    writers, HDF5's among them, do not fail cleanly on a full disk)."""
+    folder = pathlib.Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device for {what} in {folder}: about "
+                      f"{needed / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free",
+                      str(folder))
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock; the message names it."""
+
+
+_HELD = {}  # lock path → open descriptor (kept open: the lock lives as long as the process)
+
+
+def hold_lock(path, what):
+    """Takes the exclusive lock `path` (a file, created) for the rest of this process, or
+    raises LockedError naming `what` and the process holding it. The kernel releases the
+    lock when the process ends, however it ends, so a killed writer never blocks the next.
+    Taking a lock this process already holds does nothing."""
+    path = pathlib.Path(path)
+    if str(path) in _HELD:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        raise LockedError(f"{what} is in use by another process ({holder}); wait for it to "
+                          f"end or use another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}: "
+                  f"{' '.join(sys.argv)[:300]}").encode())
+    _HELD[str(path)] = fd
+
+
+def release_lock(path):
+    """Releases a lock `hold_lock` took (it is released at exit anyway)."""
+    fd = _HELD.pop(str(pathlib.Path(path)), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def write_text(path, text):

@@ -1,4 +1,4 @@
-"""TensorFlow's CPU kernels, chosen by measurement: oneDNN on every x86-64 CPU.
+"""TensorFlow's start-up: its CPU kernels (oneDNN on every x86-64 CPU) and its start-up lines.
 
 TensorFlow 2.21 turns its oneDNN kernels on by itself only on x86 CPUs with AVX512-VNNI,
 AVX512-BF16 or AMX; on others (AVX2-only hosts, AVX-512 CPUs without VNNI) it runs Eigen's.
@@ -6,12 +6,24 @@ On AVX2-only CPUs the BYOL step runs markedly faster with oneDNN than with Eigen
 benchmarks' results record by how much). `import byol_tf` therefore sets
 `TF_ENABLE_ONEDNN_OPTS=1` on x86-64 unless the variable is set already (set it to 0 to keep
 Eigen's kernels) — which only works while TensorFlow is not imported yet: import byol_tf
-first, or set the variable in the shell. Nothing here imports TensorFlow.
+first, or set the variable in the shell.
+
+TensorFlow's C++ libraries write notices to stderr while they load, before its logging is
+configured, so `TF_CPP_MIN_LOG_LEVEL` cannot silence them: the CUDA probe of a machine
+without a GPU ("Could not find cuda drivers", "failed call to cuInit"), oneDNN's and the CPU
+features'. `import byol_tf` drops exactly those lines while it imports Keras and its backend
+(`startup_notices_dropped`) and passes everything else through, and sets
+`TF_CPP_MIN_LOG_LEVEL=1` when it is unset (C++ INFO lines, such as XLA's on its first compile,
+are left out; warnings and errors are kept). `TF_CPP_MIN_LOG_LEVEL=0` keeps everything.
+Nothing here imports TensorFlow.
 """
 
+import contextlib
 import os
 import platform
+import re
 import sys
+import tempfile
 import warnings
 
 from byol_tf import compat
@@ -38,3 +50,85 @@ def warn_if_eigen_kernels():
             "without AVX512-VNNI/BF16 its oneDNN kernels trained BYOL 1.7-1.9× faster. Set "
             "TF_ENABLE_ONEDNN_OPTS=1 in the environment, or import byol_tf before TensorFlow.",
             stacklevel=3)
+
+
+# Lines TensorFlow (and XLA, CUDA's stubs) print while loading on a machine without a GPU.
+STARTUP_NOTICES = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called|"
+    r"port\.cc:\d+\] oneDNN custom operations are on|"
+    r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
+    r"cuda_platform\.cc:\d+\] failed call to cuInit|"
+    r"cuda_executor\.cc:\d+\] .*(kernel driver|CUDA driver)|"
+    r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized|"
+    r"^To enable the following instructions: .* rebuild TensorFlow|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc:\d+\] computation "
+    r"placer already registered")
+
+
+def quiet_cpp_info():
+    """Sets TF_CPP_MIN_LOG_LEVEL=1 (no C++ INFO lines) when unset, before TensorFlow loads."""
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
+
+
+def keep_startup_notices():
+    """True when the user asked to see everything (`TF_CPP_MIN_LOG_LEVEL=0`)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0"
+
+
+@contextlib.contextmanager
+def startup_notices_dropped():
+    """Within: stderr (file descriptor 2, where C++ writes) goes to a temporary file; after,
+    its lines are written back to stderr except `STARTUP_NOTICES`. Does nothing when
+    `keep_startup_notices()`, or when stderr cannot be redirected."""
+    if keep_startup_notices():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(True)
+                    if not STARTUP_NOTICES.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def accelerator_present():
+    """Whether the Keras backend sees a GPU or TPU."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
+def list_devices():
+    """Lists the backend's devices (TensorFlow probes CUDA here, once)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()

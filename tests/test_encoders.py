@@ -62,3 +62,29 @@ def test_round_trip_and_unknown_name():
         encoders.get("resnet19")
     with pytest.raises(ValueError, match="depth"):
         encoders.ResNet(depth=19)
+
+
+def test_encoder_without_normalisation_is_the_plain_residual_net():
+    """`_nonorm`: the same convs, no normalisation layer, so the output is a hand-built forward
+    of the plain net (convs, ReLUs, adds, mean pool) with the same kernels."""
+    import keras
+
+    model = encoders.get("tiny_resnet_cifar_nonorm")
+    assert model.name.endswith("_nonorm") and model.norm == "none"
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not kinds & {"BatchNorm", "BatchNormalization", "GroupNormalization"}
+    normed = encoders.get("tiny_resnet_cifar")
+    # Parameters: the BN-free net has exactly the BN net's minus BN's γ and β.
+    bn_params = sum(int(np.prod(w.shape)) for layer in normed.layers
+                    if "bn" in layer.name for w in layer.trainable_weights)
+    assert trainable(model) == trainable(normed) - bn_params
+
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    conv = lambda h, name: keras.ops.convert_to_numpy(model.get_layer(name)(h))
+    h = np.maximum(conv(x, "stem_conv"), 0)
+    for g in range(4):
+        name = f"group{g}_block0"
+        shortcut = conv(h, f"{name}_shortcut_conv") if g > 0 else h
+        y = np.maximum(conv(h, f"{name}_conv0"), 0)
+        h = np.maximum(conv(y, f"{name}_conv1") + shortcut, 0)
+    np.testing.assert_allclose(model(x), h.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)

@@ -45,6 +45,9 @@ def test_eval_py_modes_on_real_cifar10(encoder_file, cifar10_dir, tmp_path, mode
     metrics = json.loads(out.read_text())
     assert metrics["protocol"] == mode and 0 <= metrics["top1"] <= metrics["top5"] <= 1
     assert metrics["test_examples"] == 600 and {"tensorflow", "keras"} <= set(metrics["versions"])
+    # Progress: one line per epoch (not a terminal), each ending with its images per second.
+    epochs = int(extra[0].split("=")[1])
+    assert result.stdout.count("images_per_second: ") == epochs, result.stdout[-2000:]
     if mode == "semi":
         subset = json.loads(pathlib.Path(metrics["label_subset"]).read_text())
         assert len(subset["indices"]) == metrics["train_examples"] < 600
@@ -65,6 +68,8 @@ def test_eval_py_names_its_results_after_model_and_data_and_never_overwrites(enc
              "--max_examples=200"], capture_output=True, text=True, timeout=600,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         assert result.returncode == 0, result.stderr[-3000:]
+        # kNN's feature extraction says how many images, how long and how fast.
+        assert "features of 200 images: " in result.stdout and " images/s" in result.stdout
         return pathlib.Path(json.loads(result.stdout.strip().splitlines()[-1])["out"])
 
     first, second, again = knn("encoder.keras"), knn("byol.keras"), knn("encoder.keras")

@@ -129,3 +129,56 @@ def test_model_without_an_image_size_is_refused(tmp_path):
     free = byol_tf.ImageEncoder(encoder, byol_tf.ImageConverter(image_size=None))
     with pytest.raises(ValueError, match="image_size"):
         export.export_encoder(free, tmp_path / "m" / "1")
+
+
+def test_serving_refuses_images_over_the_pixel_limit_before_decoding_and_empty_batches(
+        exported, tmp_path):
+    model, _, images = exported
+    path = export.export_encoder(model.image_encoder(), tmp_path / "limited" / "1",
+                                 max_image_pixels=1000)
+    serve = tf.saved_model.load(str(path)).signatures
+    small, large = np.zeros((25, 40, 3), np.uint8), np.zeros((26, 40, 3), np.uint8)  # 1000, 1040
+    for encode in (tf.io.encode_png, tf.io.encode_jpeg):
+        ok = serve["serve_encoded"](encoded=tf.stack([encode(small)]))["embedding"]
+        assert ok.shape == (1, 128)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"encoded\[1\] has 1040 pixels, over the limit of 1000"):
+            serve["serve_encoded"](encoded=tf.stack([encode(small), encode(large)]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="an empty batch"):
+        serve["serve_encoded"](encoded=tf.constant([], tf.string))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="an empty batch"):
+        serve["serving_default"](images=tf.zeros((0, 32, 32, 3), tf.uint8))
+
+
+def test_header_sizes_match_the_decoded_images_for_every_format(tmp_path):
+    """The size read from a file's first bytes (folders) is the decoded image's, for PNG,
+    JPEG (with 20 KB of metadata before its frame header), GIF and BMP (both orientations)."""
+    from byol_tf.data import folders
+
+    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    jpeg = tf.io.encode_jpeg(image).numpy()
+    app1 = b"\xff\xe1" + (20_002).to_bytes(2, "big") + b"\0" * 20_000  # a big EXIF segment
+    gif = b"GIF89a" + (53).to_bytes(2, "little") + (37).to_bytes(2, "little") + b"\0" * 20
+
+    def bmp(height):
+        return (b"BM" + b"\0" * 16 + (53).to_bytes(4, "little") +
+                height.to_bytes(4, "little", signed=True) + b"\0" * 20)
+
+    files = {"a.png": tf.io.encode_png(image).numpy(), "b.jpg": jpeg,
+             "c.jpg": jpeg[:2] + app1 + jpeg[2:], "d.gif": gif, "e.bmp": bmp(37), "f.bmp": bmp(-37)}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with open(tmp_path / name, "rb") as f:
+            head = f.read(4096)
+            head += f.read(1 << 16) if folders.image_size_of(head) is None else b""
+        assert folders.image_size_of(head) == (53, 37), name
+    assert tf.io.decode_jpeg(jpeg[:2] + app1 + jpeg[2:]).shape == (37, 53, 3)
+    old = folders.MAX_IMAGE_PIXELS
+    try:
+        folders.MAX_IMAGE_PIXELS = 53 * 37 - 1
+        problem = folders.image_file_problem(tmp_path / "c.jpg")
+        assert problem == "53 × 37 = 1,961 pixels, over the limit of 1,960 (--max_image_pixels)"
+        folders.MAX_IMAGE_PIXELS = 53 * 37
+        assert folders.image_file_problem(tmp_path / "c.jpg") is None
+    finally:
+        folders.MAX_IMAGE_PIXELS = old

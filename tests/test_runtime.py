@@ -4,13 +4,16 @@ first with Eigen's kernels, and the same BYOL step either way."""
 
 import json
 import os
+import pathlib
 import platform
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 REPORT = """
 import json, warnings
@@ -84,3 +87,30 @@ def test_onednn_and_eigen_steps_agree(tmp_path):
         scale = np.abs(off).max()
         assert scale > 0  # the step moved every weight tensor
         np.testing.assert_allclose(on, off, atol=5e-3 * scale)
+
+
+def test_startup_notices_are_dropped_and_everything_else_kept():
+    """Lines written to file descriptor 2 (as C++ writes) inside the window: TensorFlow's
+    start-up notices are dropped, any other line comes back in order; Python's own stderr too."""
+    program = textwrap.dedent(r"""
+        import os, sys
+        from byol_tf import runtime
+        with runtime.startup_notices_dropped():
+            os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+            os.write(2, b"I0000 00:00:17.1 21679 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n")
+            os.write(2, b"E0000 00:00:17.2 21679 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n")
+            os.write(2, b"F0000 00:00:17.3 21679 some_kernel.cc:9] a real failure\n")
+            print("python's own warning", file=sys.stderr)
+        os.write(2, b"after the window\n")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            env=dict(env, PYTHONPATH=str(ROOT)), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "F0000 00:00:17.3 21679 some_kernel.cc:9] a real failure", "python's own warning",
+        "after the window"]
+    kept = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          env=dict(env, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="0"),
+                          timeout=300)
+    assert "Could not find cuda drivers" in kept.stderr and "cuInit" in kept.stderr

@@ -41,6 +41,10 @@ flags.DEFINE_string("dataset", "sample", "'sample', a fixed-size TFDS dataset (c
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("eval_dataset", None, "With --dataset=<folder of class sub-folders>: the "
                     "labelled test folder (the same class sub-folders).")
+flags.DEFINE_bool("skip_bad_images", False, "Image folders: leave out (and count) files that "
+                  "are not readable images instead of stopping.")
+flags.DEFINE_integer("max_image_pixels", 40_000_000, "Image folders: files of more pixels are "
+                     "unreadable (named, or left out with --skip_bad_images), before decoding.")
 flags.DEFINE_integer("knn_k", 200, "kNN: neighbours.")
 flags.DEFINE_float("temperature", 0.1, "kNN: vote temperature.")
 flags.DEFINE_integer("epochs", None, "linear / finetune / semi epochs (default 80 / 30 / 30).")
@@ -108,6 +112,9 @@ def main(argv):
     import numpy as np
 
     from byol_tf import data, evaluation
+    from byol_tf.data import folders
+
+    folders.MAX_IMAGE_PIXELS = FLAGS.max_image_pixels
     from byol_tf.files import write_json
     from byol_tf.records import versions
     from byol_tf.training import pictures
@@ -116,7 +123,8 @@ def main(argv):
     try:
         x_train, y_train, x_test, y_test = data.load_arrays(
             FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples,
-            eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size)
+            eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size,
+            skip_bad_images=FLAGS.skip_bad_images)
         class_names = data.class_names(FLAGS.dataset, FLAGS.data_dir, FLAGS.eval_dataset)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
@@ -125,9 +133,9 @@ def main(argv):
         pathlib.Path(FLAGS.model).parent / f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.model).stem}_"
                                            f"on_{pathlib.Path(evaluated).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    extra = {}
+    extra, verbose = {}, 1 if sys.stdout.isatty() else 2
     if FLAGS.mode == "knn":
-        train_features, test_features = (evaluation.extract_features(encoder, x)
+        train_features, test_features = (evaluation.extract_features(encoder, x, verbose=verbose)
                                          for x in (x_train, x_test))
         votes = evaluation.knn_votes(train_features, y_train.astype(np.int64), test_features,
                                      len(class_names), k=FLAGS.knn_k,
@@ -149,7 +157,7 @@ def main(argv):
         metrics = evaluation.supervised_eval(
             encoder, x_train, y_train, x_test, y_test, protocol=protocol, epochs=epochs,
             batch_size=min(FLAGS.batch_size, len(x_train)), base_lr=FLAGS.base_lr, seed=FLAGS.seed,
-            return_predictions=True)
+            return_predictions=True, verbose=verbose)
         predictions = metrics.pop("predictions")
         metrics["protocol"] = FLAGS.mode
     confusion_path = out.with_name(out.stem + "_confusion.png")

@@ -23,6 +23,7 @@ its export and publish then run when the command is repeated on the TensorFlow b
 The phases themselves are `byol_tf.training.trainer`.
 """
 
+import errno
 import sys
 import time
 
@@ -30,7 +31,7 @@ PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds inc
 
 from absl import app, flags
 
-from byol_tf.cli import run_app  # noqa: E402
+from byol_tf.cli import fail, run_app  # noqa: E402
 
 import byol_tf  # noqa: E402  (before TensorFlow: it picks its CPU kernels, byol_tf/runtime.py)
 
@@ -77,6 +78,8 @@ flags.DEFINE_float("time_limit_minutes", None, "Stop training at the last epoch 
                    "this many minutes of this process (the run resumes when the same command is "
                    "run again): long runs in time-limited segments.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
+flags.DEFINE_integer("max_image_pixels", 40_000_000, "Image folders: files of more pixels are "
+                     "unreadable (named, or left out with --skip_bad_images), before decoding.")
 flags.DEFINE_string("publish", None, "After training, publish the encoder as this zoo entry "
                     "(byol_tf.training.publish: kNN + linear eval, model card).")
 flags.DEFINE_string("zoo_dir", None, "Where --publish writes (default <run_dir>/zoo; models/ is the repo's zoo).")
@@ -93,11 +96,22 @@ def main(argv):
     del argv  # (flags only; the command is recorded from sys.argv)
     from byol_tf.training import trainer
     from byol_tf.training.config import ConfigError
+    from byol_tf.training.divergence import Diverged
+    from byol_tf.data import folders
+
+    folders.MAX_IMAGE_PIXELS = FLAGS.max_image_pixels
 
     try:
         trainer.run(FLAGS, sys.argv, PROCESS_STARTED)
     except ConfigError as error:
         raise app.UsageError(str(error)) from None
+    except Diverged as error:
+        fail(str(error), status=1)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        fail(f"{error.strerror}; free some space and run the same command again (what was "
+             "saved so far is kept)", status=1)
 
 
 def run():

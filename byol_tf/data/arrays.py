@@ -3,27 +3,27 @@
 import os
 import pathlib
 
-from byol_tf.data.folders import folder_arrays
+from byol_tf.data.folders import IMAGE_EXTENSIONS, folder_arrays
 from byol_tf.data.sample import SAMPLE_CLASSES, class_count, is_npz, load_npz, load_sample
 from byol_tf.data import tfds as tfds_source
 from byol_tf.data.tfds import TFDS_DATASETS, _tfds, _tfds_load, decoded_split
 
 def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=None,
-                image_size=None):
+                image_size=None, skip_bad_images=False):
     """(x_train, y_train, x_test, y_test) uint8 numpy arrays, for kNN / probes.
 
     name: "sample", an .npz file of arrays, a fixed-size TFDS dataset, or a folder of images with class
     sub-folders; a folder needs `eval_folder` (the test split, the same class sub-folders)
-    and `image_size` (images are centre-cropped and resized to it, as the model's input)."""
+    and `image_size` (images are centre-cropped and resized to it, as the model's input);
+    `skip_bad_images` leaves a folder's unreadable files out (with a warning) instead of
+    raising."""
     if os.path.isdir(os.path.expanduser(str(name))):
         if not eval_folder or not image_size:
             raise ValueError(f"evaluating on the folder {name} needs a labelled test folder "
                              "(--eval_dataset, with the same class sub-folders) and an image size")
-        (x_train, y_train), classes = folder_arrays(name, image_size)
-        (x_test, y_test), test_classes = folder_arrays(eval_folder, image_size)
-        if test_classes != classes:
-            raise ValueError(f"{eval_folder} has classes {test_classes}, {name} has {classes}: "
-                             "the test folder needs the same class sub-folders")
+        check_same_classes(name, eval_folder)
+        (x_train, y_train), classes = folder_arrays(name, image_size, skip_bad_images)
+        (x_test, y_test), test_classes = folder_arrays(eval_folder, image_size, skip_bad_images)
     elif name == "sample" or is_npz(name):
         s = load_sample() if name == "sample" else load_npz(name)
         x_train, y_train, x_test, y_test = s["x_train"], s["y_train"], s["x_test"], s["y_test"]
@@ -42,6 +42,22 @@ def load_arrays(name, data_dir=None, max_train=None, max_test=None, eval_folder=
                 arrays += next(iter(tfds.as_numpy(ds.take(cap).batch(1_000_000))))
         x_train, y_train, x_test, y_test = arrays
     return (x_train[:max_train], y_train[:max_train], x_test[:max_test], y_test[:max_test])
+
+
+def check_same_classes(folder, eval_folder):
+    """Raises ValueError unless the two folders have the same class sub-folders (the ones
+    holding images), naming the differences."""
+    def classes(root):
+        root = pathlib.Path(root).expanduser()
+        return {p.name for p in root.iterdir()
+                if p.is_dir() and any(f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*"))}
+
+    train, test = classes(folder), classes(eval_folder)
+    if train != test:
+        raise ValueError(
+            f"--eval_dataset={eval_folder} and --dataset={folder} must have the same class "
+            f"sub-folders: only in the test folder {sorted(test - train) or 'none'}, only in the "
+            f"training folder {sorted(train - test) or 'none'}")
 
 
 def class_names(name, data_dir=None, eval_folder=None):

@@ -12,18 +12,52 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
+# Images with more pixels are refused before decoding (a small file can hold a huge image:
+# a 10000 × 10000 PNG of flat colour is 300 KB and decodes to 300 MB, with more for the
+# resize). Set it (e.g. `--max_image_pixels`) to admit larger images.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def image_size_of(head):
+    """(width, height) from the first bytes of a PNG, GIF, BMP or JPEG file, or None when
+    they do not say."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head.startswith((b"GIF87a", b"GIF89a")) and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head.startswith(b"BM") and len(head) >= 26:
+        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+                abs(int.from_bytes(head[22:26], "little", signed=True)))
+    if head.startswith(b"\xff\xd8"):
+        i = 2
+        while i + 9 <= len(head) and head[i] == 0xFF:
+            marker = head[i + 1]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return (int.from_bytes(head[i + 7:i + 9], "big"),
+                        int.from_bytes(head[i + 5:i + 7], "big"))
+            i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
+    return None
+
+
 def image_file_problem(path):
-    """None if the file at `path` starts like a JPEG, PNG, GIF or BMP image, else what is
-    wrong with it (a cheap check of its first bytes; see `undecodable_images`)."""
+    """None if the file at `path` starts like a JPEG, PNG, GIF or BMP image of at most
+    `MAX_IMAGE_PIXELS` pixels, else what is wrong with it (a cheap check of its first bytes;
+    see `undecodable_images`)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(4096)
+            if head.startswith(b"\xff\xd8") and image_size_of(head) is None:
+                head += f.read(1 << 16)  # (a JPEG's metadata may come before its size)
     except OSError as error:
         return f"unreadable ({error.strerror})"
     if not head:
         return "empty file"
     if not head.startswith(IMAGE_SIGNATURES):
         return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
+    size = image_size_of(head)
+    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        return (f"{size[0]} × {size[1]} = {size[0] * size[1]:,} pixels, over the limit of "
+                f"{MAX_IMAGE_PIXELS:,} (--max_image_pixels)")
     return None
 
 
@@ -115,17 +149,17 @@ def read_folder(root, skip_bad_images=False):
     return ds, files, classes if labelled else None
 
 
-def folder_arrays(root, image_size):
+def folder_arrays(root, image_size, skip_bad_images=False):
     """((images uint8 [N, S, S, 3], labels [N]), class names) of a folder with one
     sub-folder per class; each image centre-cropped to a square and resized to S (the
     `ImageConverter` crop, without the normalisation). Unreadable files raise a ValueError
-    naming them."""
+    naming them, or are left out with a warning when `skip_bad_images`."""
     import tensorflow as tf
 
     from byol_tf.preprocessing import ImageConverter
 
     root = os.path.expanduser(str(root))
-    ds, files, classes = read_folder(root)
+    ds, files, classes = read_folder(root, skip_bad_images)
     if not classes:
         raise ValueError(f"{root} has no class sub-folders (one per class) for labels")
     crop = ImageConverter(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

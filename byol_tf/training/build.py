@@ -43,7 +43,7 @@ def build_model(config, num_classes):
     total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
     model = build_method(config, encoder, num_classes, total_steps)
     schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total_steps,
-                                    min(config["warmup_epochs"] * steps_per_epoch, total_steps - 1))
+                                    min(round(config["warmup_epochs"] * steps_per_epoch), total_steps - 1))
     optimizer = byol_tf.optimizers.get(config["optimizer"], schedule, config["weight_decay"])
     model.compile(optimizer=optimizer, jit_compile=config["jit_compile"])
     return model

@@ -20,12 +20,32 @@ import tempfile
 import time
 
 import keras
+import numpy as np
 from absl import logging
 
-from byol_tf.files import atomic_path, sha256_file, write_text
+from byol_tf.files import atomic_path, require_space, sha256_file, write_text
 
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
+
+
+def weights_bytes(model):
+    """Bytes of all the model's variables (weights, statistics, optimizer slots)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+MANIFEST_KEYS = {"step", "sha256", "bytes", "seed_state"}
+
+
+def _manifest_hash(manifest):
+    """sha256 of a manifest's canonical JSON, without its own hash (checkpoints written
+    before 0.2 have none, and are verified by their weights' hash alone)."""
+    import hashlib
+
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class CheckpointManager:
@@ -58,11 +78,13 @@ class CheckpointManager:
         target = self.directory if self.is_chief else pathlib.Path(tempfile.mkdtemp())
         target.mkdir(parents=True, exist_ok=True)
         weights = target / f"ckpt-{step}.weights.h5"
+        require_space(target, weights_bytes(model) + 2**20, f"checkpoint {step}")
         with atomic_path(weights) as tmp:
             model.save_weights(tmp)
             manifest = dict(step=int(step), sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
                             seed_state=[int(x) for x in model.seed_generator.state.numpy()],
                             time=time.time(), state=state or {})
+        manifest["manifest_sha256"] = _manifest_hash(manifest)
         write_text(target / f"ckpt-{step}.json", json.dumps(manifest))
         if not self.is_chief:
             shutil.rmtree(target, ignore_errors=True)
@@ -81,6 +103,12 @@ class CheckpointManager:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as error:
             return f"unreadable manifest ({error})"
+        if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
+            return f"damaged manifest (not an object with {sorted(MANIFEST_KEYS)})"
+        if manifest["step"] != step:
+            return f"manifest of step {manifest['step']}, not {step}"
+        if "manifest_sha256" in manifest and manifest["manifest_sha256"] != _manifest_hash(manifest):
+            return "manifest sha256 mismatch (edited or damaged)"
         if not weights.exists():
             return "weights file missing"
         if weights.stat().st_size != manifest.get("bytes"):
@@ -102,27 +130,35 @@ class CheckpointManager:
                 continue
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-            model.load_weights(self.directory / f"ckpt-{step}.weights.h5")
             manifest = json.loads((self.directory / f"ckpt-{step}.json").read_text())
-            model.seed_generator.state.assign(manifest["seed_state"])
+            try:  # (e.g. another model's checkpoint: its weights do not fit this one)
+                model.load_weights(self.directory / f"ckpt-{step}.weights.h5")
+                model.seed_generator.state.assign(manifest["seed_state"])
+            except (ValueError, KeyError, TypeError, OSError) as error:
+                logging.warning("Checkpoint %s does not load into this model: %s; trying the "
+                                "one before.", self.directory / f"ckpt-{step}.weights.h5",
+                                str(error)[:300])
+                continue
             self.state = manifest.get("state", {})
-            logging.info("Resumed from checkpoint %s (step %d).",
-                         self.directory / f"ckpt-{step}.weights.h5", step)
+            print(f"Resumed from checkpoint {self.directory / f'ckpt-{step}.weights.h5'} "
+                  f"(step {step}).")
             return step
         return 0
 
 
 class SaveEvery(keras.callbacks.Callback):
-    """Keras callback: `manager.save(model, step, state())` every `every` optimizer steps.
+    """Keras callback: `manager.save(model, step, state())` every `every` optimizer steps
+    while `healthy()`.
 
     A step that ends an epoch (a multiple of `steps_per_epoch`) is saved at the epoch's
     end, after the callbacks listed before this one have recorded the epoch (`state`, e.g.
     `byol_tf.training.run_folder.RunHistory.state`, then holds it)."""
 
-    def __init__(self, manager, every, steps_per_epoch=None, state=None):
+    def __init__(self, manager, every, steps_per_epoch=None, state=None, healthy=None):
         super().__init__()
         self.manager, self.every = manager, every
         self.steps_per_epoch, self.state = steps_per_epoch, state or (lambda: None)
+        self.healthy = healthy or (lambda: True)  # (False: weights not worth keeping)
 
     def _step(self):
         if hasattr(self.model, "jax_state_sync"):  # JAX: the variables are held by `fit`
@@ -132,10 +168,11 @@ class SaveEvery(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
         at_epoch_end = self.steps_per_epoch and step % self.steps_per_epoch == 0
-        if step % self.every == 0 and not at_epoch_end:
+        if step % self.every == 0 and not at_epoch_end and self.healthy():
             self.manager.save(self.model, step, self.state())
 
     def on_epoch_end(self, epoch, logs=None):
         step = self._step()
-        if self.steps_per_epoch and step % self.every == 0 and step % self.steps_per_epoch == 0:
+        if (self.steps_per_epoch and step % self.every == 0 and step % self.steps_per_epoch == 0
+                and self.healthy()):
             self.manager.save(self.model, step, self.state())

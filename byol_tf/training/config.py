@@ -11,15 +11,32 @@ class ConfigError(ValueError):
     """A bad option; the message names it (train.py reports it as a usage error)."""
 
 
-def resolve(options):
+def count_images(folder):
+    """The image files under `folder` (recursively), by extension."""
+    import pathlib
+
+    from byol_tf.data.folders import IMAGE_EXTENSIONS
+
+    return sum(1 for p in pathlib.Path(folder).expanduser().rglob("*")
+               if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def resolve(options, accelerator=False):
     """`options` (train.py's flags, or any object with the same attributes; None = unset) →
-    the run config (a dict of JSON values). Raises ConfigError naming a bad option."""
+    the run config (a dict of JSON values); a folder without --preset gets
+    `presets.for_folder` of its image count on a machine with or without an `accelerator`.
+    Raises ConfigError naming a bad option."""
+    import pathlib
+
     from byol_tf.training import presets
 
     name = options.preset or options.dataset
     if options.preset and options.preset not in presets.PRESETS:
         raise ConfigError(f"--preset={options.preset}: unknown; known: {sorted(presets.PRESETS)}")
-    config = presets.for_dataset(name)
+    if not options.preset and pathlib.Path(options.dataset).expanduser().is_dir():
+        name, config = presets.for_folder(count_images(options.dataset), accelerator)
+    else:
+        config = presets.for_dataset(name)
     for key in HYPERPARAMETERS:
         if getattr(options, key) is not None:
             config[key] = getattr(options, key)
@@ -38,7 +55,7 @@ def resolve(options):
         raise ConfigError(f"--method_options {e}") from None
     config.update(method=options.method, method_options=method_options)
     config.update(dataset=options.dataset, data_dir=options.data_dir, split=options.split,
-                  preset=name if options.preset or name in presets.PRESETS else "imagenet2012",
+                  preset=name if name in presets.PRESETS else "imagenet2012",
                   seed=options.seed, steps_per_epoch=options.steps_per_epoch,
                   jit_compile=options.jit_compile, skip_bad_images=options.skip_bad_images)
     for key in ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim"):

@@ -13,6 +13,12 @@ any flag given on the command line overrides it.
   against byol-pytorch at equal steps in bench/README.md.
 - sample: the embedded default: a ~0.3 M-parameter ResNet on the bundled 2,000
   CIFAR-10 images, a few minutes on a 2-core CPU.
+- folder_cpu: a folder of images on a machine without a GPU or TPU: cifar10_cpu_short's
+  ResNet and optimizer at 64 px, for FOLDER_CPU_IMAGES images in all (epochs = that / the
+  folder's images, 1 to 100): about 6 minutes on 2 cores
+  (bench/results/imagenette_mini_cpu.md).
+- folder: a folder with a GPU or TPU: the STL-10 recipe (ResNet-18 at 96 px, batch 256);
+  folders of LARGE_FOLDER images or more get imagenet2012's.
 """
 
 from byol_tf import augment
@@ -62,6 +68,22 @@ PRESETS["cifar10_cpu_short"] = dict(
         dict(view1=dict(crop_area=[0.2, 1.0]), view2=dict(crop_area=[0.2, 1.0]))))
 
 
+PRESETS["folder_cpu"] = dict(PRESETS["cifar10_cpu_short"], image_size=64, epochs=50)
+PRESETS["folder"] = dict(PRESETS["stl10"])
+FOLDER_CPU_IMAGES = 50_000
+LARGE_FOLDER = 200_000
+
+
 def for_dataset(name):
-    """The preset for a dataset name; folders of images get the ImageNet recipe."""
+    """The preset for a dataset name (unknown names get the ImageNet recipe)."""
     return dict(PRESETS.get(name, PRESETS["imagenet2012"]))
+
+
+def for_folder(num_images, accelerator):
+    """(preset name, recipe) for a folder of `num_images` images on a machine with
+    (`accelerator`) or without a GPU/TPU."""
+    if accelerator:
+        name = "imagenet2012" if num_images >= LARGE_FOLDER else "folder"
+        return name, dict(PRESETS[name])
+    epochs = int(min(100, max(1, round(FOLDER_CPU_IMAGES / max(num_images, 1)))))
+    return "folder_cpu", dict(PRESETS["folder_cpu"], epochs=epochs)

@@ -21,7 +21,7 @@ import keras
 
 import byol_tf
 from byol_tf import data, evaluation, export, hub, zoo
-from byol_tf.files import sha256_file, write_json, write_text
+from byol_tf.files import hold_lock, sha256_file, write_json, write_text
 from byol_tf.image_encoder import as_image_encoder
 from byol_tf.training.config import ConfigError
 from byol_tf.records import versions
@@ -43,11 +43,23 @@ def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=
       overwrite: replace an existing entry.
     """
     entry = pathlib.Path(root) / name
+    # One writer per entry; what a killed writer left is removed under the lock.
+    hold_lock(entry.with_name(f".{name}.lock"), f"zoo entry {entry}")
+    for leftover in entry.parent.glob(f".{name}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     if entry.exists() and not overwrite:
         raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
     encoder = as_image_encoder(encoder)
-    staging = entry.with_name(f".{name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = entry.with_name(f".{name}.staging-{os.getpid()}")
+    try:
+        _write_entry(encoder, card, name, staging, saved_model, pictures)
+        _swap_into_place(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry
+
+
+def _write_entry(encoder, card, name, staging, saved_model, pictures):
     staging.mkdir(parents=True)
     encoder.save(staging / "encoder.keras")
     if saved_model is not None:
@@ -65,8 +77,6 @@ def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=
     write_json(staging / zoo.CARD, card)
     write_text(staging / "README.md", _readme(card))
     zoo.verified_files(staging.name, staging.parent)
-    _swap_into_place(staging, entry)
-    return entry
 
 
 def check_name(name, run_dir, root):
@@ -87,10 +97,12 @@ def published_from(name, run_dir, root):
     return run_id is not None and card.get("pretraining", {}).get("run_id") == run_id
 
 
-def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None):
+def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None,
+                verbose=0):
     """Publishes a finished `train.py` run as `root/name` (default `<run_dir>/zoo`): its
     encoder, its SavedModel and pictures, the kNN it measured (measured here when it did not
-    measure it on the whole evaluation data) and a linear evaluation. Returns the entry."""
+    measure it on the whole evaluation data) and a linear evaluation (`verbose` as Keras'
+    `fit`: its progress). Returns the entry."""
     folder = RunFolder(run_dir)
     record = folder.config_record()
     if record is None:
@@ -100,14 +112,16 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
                                config["image_size"])
     x_train, y_train, x_test, y_test = data.load_arrays(
         config["dataset"], config["data_dir"], eval_folder=eval_dataset,
-        image_size=config["image_size"])
+        image_size=config["image_size"], skip_bad_images=config.get("skip_bad_images", False))
     knn = metrics.get("knn") or {}
     if (knn.get("train_examples"), knn.get("test_examples")) != (len(x_train), len(x_test)):
-        knn = dict(pretrained=evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test),
-                   k=200, temperature=0.1)
+        knn = dict(pretrained=evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,
+                                                      verbose=verbose), k=200, temperature=0.1)
+    if verbose:
+        print(f"Linear evaluation for the zoo entry {name!r} ({linear_epochs} epochs):")
     linear = evaluation.supervised_eval(encoder, x_train, y_train, x_test, y_test,
                                         protocol="linear", epochs=linear_epochs,
-                                        batch_size=min(256, len(x_train)))
+                                        batch_size=min(256, len(x_train)), verbose=verbose)
     recipe = {k: config[k] for k in ("optimizer", "base_lr", "weight_decay", "tau_base",
                                      "warmup_epochs", "hidden_dim", "projection_dim", "seed")}
     # What the model was built with: the method options win over the flags (build_method).

@@ -21,9 +21,8 @@ import pathlib
 import time
 
 import keras
-from absl import logging
 
-from byol_tf.files import atomic_path, write_json, write_text
+from byol_tf.files import atomic_path, hold_lock, require_space, write_json, write_text
 from byol_tf.records import host
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
@@ -103,11 +102,34 @@ class RunFolder:
             raise ValueError(f"{self.path} holds a run with another config (differs in "
                              f"{changed}); rerun it with the same flags or choose another "
                              "run folder")
+        if previous is None and (self.phases() or any(self.path.glob("checkpoints/ckpt-*"))):
+            raise ValueError(f"{self.config_path} is missing from a run folder that holds a "
+                             "run's records (phases.json or checkpoints): without it, what the "
+                             "weights were trained with is unknown; restore the file or choose "
+                             "another run folder")
         saved = self.done("save") or {}
         missing = [name for name in saved.get("files", []) if not (self.path / name).exists()]
         if missing:  # e.g. a published run whose folder kept only its records
             raise ValueError(f"{self.path} holds a trained run whose saved models are gone "
                              f"({', '.join(missing)}); to train again, choose another run folder")
+
+    def lock(self):
+        """Makes this process the folder's one writer (`files.hold_lock` on `<run>/.lock`);
+        LockedError names the process already writing it."""
+        if self.is_chief:
+            hold_lock(self.path / ".lock", f"run folder {self.path}")
+            self.clear_leftovers()
+
+    def clear_leftovers(self):
+        """Removes what killed writers left (`files.partial_name` files and folders); only
+        the lock's holder calls it, so no other writer's are among them."""
+        import shutil
+
+        for path in list(self.path.rglob(".*.partial-*")):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def start(self, config, command, versions):
         """Records the config (once: a resumed run keeps the first record)."""
@@ -121,7 +143,16 @@ class RunFolder:
         """{phase: its record} for the completed phases."""
         if not self.phases_path.exists():
             return {}
-        return json.loads(self.phases_path.read_text())
+        try:
+            phases = json.loads(self.phases_path.read_text())
+            if not isinstance(phases, dict) or not all(isinstance(v, dict)
+                                                       for v in phases.values()):
+                raise ValueError("not an object of phase records")
+        except ValueError as error:
+            raise ValueError(f"{self.phases_path} is damaged ({error}); delete it to redo the "
+                             "phases after training (the checkpoints are kept), or choose "
+                             "another run folder") from None
+        return phases
 
     def done(self, phase):
         """The record of `phase` if it completed, else None."""
@@ -143,6 +174,9 @@ class RunFolder:
 
     def save_keras(self, model, name):
         """`model.save(<run>/<name>)`, atomically."""
+        from byol_tf.training.checkpoints import weights_bytes
+
+        require_space(self.path, weights_bytes(model) + 2**20, name)
         with atomic_path(self.path / name) as tmp:
             model.save(tmp)
         return self.path / name
@@ -253,7 +287,8 @@ class RunHistory(keras.callbacks.Callback):
             started, first_step = self._epoch_start
             rate = (self._step() - first_step) * self.batch_size / max(time.time() - started, 1e-9)
             self.throughput[str(epoch + 1)] = round(rate, 1)
-            logging.info("epoch %d: %.1f images/s", epoch + 1, rate)
+            if logs is not None:  # (after `row`: shown in the epoch's line and TensorBoard)
+                logs["images_per_second"] = round(rate, 1)
         self.run.write_history_csv(self.epochs)
         self.run.write_curves(self.epochs)
 

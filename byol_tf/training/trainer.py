@@ -13,16 +13,20 @@ SavedModel: the run stops after its evaluation, and the same command under
 
 import functools
 import pathlib
+import shutil
+import sys
 import time
 
 import keras
 import numpy as np
 
-from byol_tf import data, evaluation, export, zoo
+from byol_tf import data, evaluation, export, runtime, zoo
+from byol_tf.files import LockedError
 from byol_tf.records import versions
 from byol_tf.training import build, publish, run_folder
 from byol_tf.training.checkpoints import CheckpointManager, SaveEvery
 from byol_tf.training.config import ConfigError, resolve, view_configs
+from byol_tf.training.divergence import DivergenceGuard, Diverged
 
 
 class Run:
@@ -30,7 +34,8 @@ class Run:
 
     def __init__(self, options, started):
         self.options, tensorflow = options, keras.backend.backend() == "tensorflow"
-        config = resolve(options)
+        accelerator = options.strategy == "tpu" or runtime.accelerator_present()
+        config = resolve(options, accelerator)
         if options.time_limit_minutes is not None and options.time_limit_minutes <= 0:
             raise ConfigError(f"--time_limit_minutes must be > 0; got {options.time_limit_minutes}")
         if options.time_limit_minutes and options.strategy == "multi_worker":
@@ -50,6 +55,7 @@ class Run:
             options.run_dir or f"runs/{pathlib.Path(options.dataset).name}-"
                                f"{time.strftime('%Y%m%d-%H%M%S')}",
             self.strategy.is_chief, started=started)
+        self.notes = recipe_notes(options, config, self.folder, accelerator)
         view1, view2 = view_configs(config)
         # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
         try:
@@ -63,8 +69,11 @@ class Run:
         steps_per_epoch = self.info["num_examples"] // config["batch_size"]
         if config["steps_per_epoch"]:
             steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
+        total_steps = steps_per_epoch * config["epochs"]
+        if config["warmup_epochs"] * steps_per_epoch >= total_steps:
+            self.notes.append(scale_warmup(options, config))
         config.update(image_size=self.info["image_size"], num_examples=self.info["num_examples"],
-                      steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * config["epochs"],
+                      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                       strategy=options.strategy, replicas=self.strategy.replicas,
                       deterministic=options.deterministic, precision=options.precision)
         self.config = config
@@ -80,6 +89,11 @@ class Run:
                 "--publish)")
         if options.eval_dataset and not pathlib.Path(options.eval_dataset).expanduser().is_dir():
             raise ConfigError(f"--eval_dataset: no such folder {options.eval_dataset}")
+        if folder and options.eval_dataset and (self.knn or options.publish):
+            try:
+                data.check_same_classes(config["dataset"], options.eval_dataset)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         self.publish_root = pathlib.Path(options.zoo_dir or self.folder.path / "zoo")
         if options.publish:
             publish.check_name(options.publish, self.folder.path, self.publish_root)
@@ -90,13 +104,63 @@ class Run:
         self.random_init = (evaluation.copy_image_encoder(self.model.image_encoder())
                             if self.knn and options.knn_random_init else None)
 
+    def probe_images(self):
+        """16 uint8 images whose representation `DivergenceGuard` watches: test images when
+        the run evaluates, else fixed noise."""
+        if self.knn:
+            return self.eval_arrays[2][:16]
+        side = self.config["image_size"]
+        return np.random.default_rng(0).integers(0, 256, (16, side, side, 3), dtype=np.uint8)
+
     @functools.cached_property
     def eval_arrays(self):
         """(x_train, y_train, x_test, y_test) of the kNN evaluations, loaded once."""
         return data.load_arrays(self.config["dataset"], self.config["data_dir"],
                                 self.options.max_eval_examples, self.options.max_eval_examples,
                                 eval_folder=self.options.eval_dataset,
-                                image_size=self.config["image_size"])
+                                image_size=self.config["image_size"],
+                                skip_bad_images=self.config["skip_bad_images"])
+
+
+def recipe_notes(options, config, folder, accelerator):
+    """What the run chose for the user, as lines to print: a folder's recipe, and (on a
+    machine without a GPU or TPU, for a new run) a batch that fits its memory
+    (`memory.fit_batch`; a resumed run keeps its recorded batch). Changes `config`."""
+    from byol_tf.training import memory
+
+    notes = []
+    if config["preset"] in ("folder_cpu", "folder") and not options.preset:
+        from byol_tf.training.config import count_images
+
+        notes.append(f"Recipe {config['preset']} for a folder of {count_images(options.dataset)} "
+                     f"images{'' if accelerator else ' without a GPU'}: {config['encoder']} at "
+                     f"{config['image_size']} px, batch {config['batch_size']}, "
+                     f"{config['epochs']} epochs, {config['optimizer']} (flags override it).")
+    previous = folder.recorded_config()
+    if previous is not None:
+        if options.batch_size is None:  # the batch this run was started with
+            config["batch_size"] = previous.get("batch_size", config["batch_size"])
+        return notes
+    available = None if accelerator else memory.available_bytes()
+    if available is not None:
+        config["batch_size"], note = memory.fit_batch(config, available,
+                                                      options.batch_size is not None)
+        notes += [note] if note else []
+    return notes
+
+
+def scale_warmup(options, config):
+    """A warm-up as long as the run or longer becomes the recipe's share of its own length
+    (10 of 1000 epochs: 1%), or 10% when given by flag; returns the line that says so."""
+    from byol_tf.training import presets
+
+    recipe = presets.PRESETS.get(config["preset"], {})
+    given, epochs = config["warmup_epochs"], config["epochs"]
+    share = (recipe["warmup_epochs"] / recipe["epochs"]
+             if options.warmup_epochs is None and recipe.get("epochs") else 0.1)
+    config["warmup_epochs"] = round(share * epochs, 4)
+    return (f"A warm-up of {given:g} epochs would last the whole {epochs}-epoch run: warming up "
+            f"for {config['warmup_epochs']:g} epochs ({share:.0%} of the run) instead.")
 
 
 def run(options, argv, started):
@@ -104,7 +168,13 @@ def run(options, argv, started):
     `time.time()`: the train phase's seconds count from it). Raises ConfigError for a bad
     option before anything is written."""
     r = Run(options, started)
+    try:
+        r.folder.lock()
+    except LockedError as error:
+        raise ConfigError(str(error)) from None
     r.folder.start(r.config, argv, versions())
+    for note in r.notes:
+        print(note)
     manager = CheckpointManager(r.folder.path / "checkpoints", keep=options.keep_checkpoints,
                                 is_chief=r.strategy.is_chief)
     history = run_folder.RunHistory(r.folder, r.config["batch_size"])
@@ -137,9 +207,11 @@ def train(r, manager, history, step, start_step, started):
     limit = (run_folder.TimeLimit(60 * options.time_limit_minutes, started)
              if options.time_limit_minutes else None)
     # KnnEvery before `history`: it adds knn_top1 to the epoch's logs.
-    callbacks = [keras.callbacks.TerminateOnNaN(), *([knn_every] if knn_every else []), history,
+    guard = DivergenceGuard(r.probe_images())
+    callbacks = [guard, *([knn_every] if knn_every else []), history,
                  SaveEvery(manager, options.checkpoint_every or steps_per_epoch,
-                           steps_per_epoch, history.state), *([limit] if limit else [])]
+                           steps_per_epoch, history.state, healthy=guard.healthy),
+                 *([limit] if limit else [])]
     if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(r.folder.path / "tensorboard"),
                                                      update_freq="epoch"))
@@ -155,8 +227,12 @@ def train(r, manager, history, step, start_step, started):
         except ValueError as error:
             raise ConfigError(str(error)) from None
         step = int(model.optimizer.iterations.numpy())
-        if model.stop_training:  # TerminateOnNaN or the time limit
+        if model.stop_training:  # diverged, or the time limit
             break
+    if guard.reason:
+        raise Diverged(f"training diverged {guard.reason}; nothing after the last checkpoint "
+                       f"was kept (step {max(manager.steps(), default=0)}). Lower --base_lr (it is "
+                       f"{config['base_lr']}) or check the data, then choose another run folder")
     # The same decision on every worker: saving reads the metrics, an all-reduce each.
     if step not in (start_step, manager.last_saved_step):
         manager.save(model, step, history.state())
@@ -167,8 +243,7 @@ def train(r, manager, history, step, start_step, started):
         return None, None
     record = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
                   train_seconds=round(history.train_seconds, 1), segments=history.segments(),
-                  images_per_second=history.throughput,
-                  stopped_early=bool(model.stop_training) and not (limit and limit.stopped))
+                  images_per_second=history.throughput)
     r.folder.finish("train", **record)
     return record, knn_every
 
@@ -198,8 +273,9 @@ def chief_phases(r, trained, knn_every):
               "them.")
         return
     saved_model = folder.export_path
-    if not folder.done("export"):
-        if not saved_model.exists():  # (an export is atomic: a folder there is complete)
+    if not (folder.done("export") and export.is_complete(saved_model)):
+        if not export.is_complete(saved_model):  # (missing, or damaged since: redone)
+            shutil.rmtree(saved_model, ignore_errors=True)
             export.export_encoder(image_encoder, saved_model)
         folder.finish("export", saved_model=str(saved_model))
     metrics.update(saved_model=str(saved_model), phase_seconds=folder.phase_seconds())
@@ -217,7 +293,8 @@ def publish_phase(r):
         return
     if not publish.published_from(name, folder.path, root):  # (a publish is atomic)
         publish.publish_run(folder.path, name, root, r.options.publish_linear_epochs,
-                            eval_dataset=r.options.eval_dataset)
+                            eval_dataset=r.options.eval_dataset,
+                            verbose=1 if sys.stdout.isatty() else 2)
     results = zoo.info(name, root)["results"]
     folder.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
                   linear_top1=results["linear_top1"])
@@ -233,15 +310,19 @@ def evaluate(r, image_encoder, knn_every):
     options, k = r.options, r.options.knn_k
     x_train, y_train, x_test, y_test = r.eval_arrays
     step = int(r.model.optimizer.iterations.numpy())
+    verbose = 1 if sys.stdout.isatty() else 2
     if knn_every and knn_every.features_step == step:  # measured on these weights already
         features = knn_every.features
     else:
-        features = [evaluation.extract_features(image_encoder, x) for x in (x_train, x_test)]
+        print("kNN evaluation of the pretrained encoder:")
+        features = [evaluation.extract_features(image_encoder, x, verbose=verbose)
+                    for x in (x_train, x_test)]
     scores = dict(pretrained=evaluation.knn_accuracy_of_features(
         features[0], y_train, features[1], y_test, k=k))
     if r.random_init is not None:
+        print("kNN evaluation of the same encoder at random init:")
         scores["random_init"] = evaluation.knn_accuracy(r.random_init, x_train, y_train,
-                                                        x_test, y_test, k=k)
+                                                        x_test, y_test, k=k, verbose=verbose)
     pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
                             data.class_names(r.config["dataset"], r.config["data_dir"],
                                              options.eval_dataset),
