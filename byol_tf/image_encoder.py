@@ -8,6 +8,7 @@ what `byol_tf.evaluation` and `eval.py` call, and what `byol_tf.convert` produce
 """
 
 import pathlib
+import re
 
 import keras
 
@@ -122,6 +123,10 @@ def _converted_checkpoint(entry):
     source = entry.card["source"]
     expected = source.get("sha256")
     filename = pathlib.PurePosixPath(urllib.parse.urlsplit(source["url"]).path).name
+    for part, what in ((entry.name, "name"), (filename, "checkpoint file name")):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", part or ""):
+            raise ValueError(f"zoo entry {entry.handle!r}: its {what} {part!r} is not a plain "
+                             "file name (letters, digits, '_', '.', '-'); refusing to load")
     path = hub.cache_root() / entry.name / filename
     if not path.is_file() or (expected and sha256_file(path) != expected):
         hub.fetch(source["url"], path, expected, entry.handle)

@@ -171,3 +171,22 @@ def test_an_entrys_readme_snippet_runs(name):
     assert namespace["encoder"].trainable_weights == []
     assert namespace["classifier"].output_shape == (None, 10)
     assert namespace["tunable"].trainable_weights
+
+
+@pytest.mark.parametrize("name,url", [("../../outside", "https://example.org/ckpt.pkl"),
+                                      ("ok_name", "https://example.org/a/..")])
+def test_an_imported_card_cannot_place_its_download_outside_the_cache(tmp_path, monkeypatch,
+                                                                      name, url):
+    """A card of kind deepmind_checkpoint names its cache folder and file: refused unless both
+    are plain names, before anything is fetched."""
+    monkeypatch.setenv("BYOL_TF_CACHE", str(tmp_path / "cache"))
+    fetched = []
+    monkeypatch.setattr(hub, "fetch", lambda *args, **kwargs: fetched.append(args))
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    card = dict(name=name, image_size=224, source=dict(kind="deepmind_checkpoint", url=url),
+                files={})
+    (entry / hub.CARD).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="is not a plain file name"):
+        zoo.load(str(entry))
+    assert fetched == [] and not (tmp_path / "outside").exists()

@@ -289,3 +289,48 @@ def test_an_image_over_the_pixel_limit_is_named_before_decoding_or_skipped(tmp_p
     skipped = train(*args, "--skip_bad_images", f"--run_dir={tmp_path / 'run'}")
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["num_examples"] == 16
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", ".hidden", "a/b"])
+def test_a_publish_name_that_leaves_the_zoo_is_refused_before_training(tmp_path, name):
+    result = train(*TINY, f"--publish={name}", f"--run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and f"--publish={name}: an entry name is" in \
+        last_line(result.stderr)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("published") / "run"
+    result = train(*TINY, "--publish=entry", "--publish_linear_epochs=1", f"--run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_a_damaged_saved_model_file_is_saved_again_from_the_final_checkpoint(published,
+                                                                            tmp_path):
+    import keras
+
+    run_dir = copy_of(published, tmp_path)
+    good = (run_dir / "encoder.keras").read_bytes()
+    (run_dir / "encoder.keras").write_bytes(good[:len(good) // 2])  # truncated
+    rerun = train(*TINY, "--publish=entry", "--publish_linear_epochs=1", f"--run_dir={run_dir}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "encoder.keras changed since the run saved it (sha256)" in rerun.stdout
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    again = keras.models.load_model(run_dir / "encoder.keras")
+    reference = keras.models.load_model(published / "encoder.keras")
+    np.testing.assert_allclose(again(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_recorded_zoo_entry_that_no_longer_verifies_is_published_again(published, tmp_path):
+    from byol_tf import zoo
+
+    run_dir = copy_of(published, tmp_path)
+    card = json.loads((run_dir / "zoo" / "entry" / "model_card.json").read_text())
+    (run_dir / "zoo" / "entry" / "encoder.keras").write_bytes(b"tampered")
+    rerun = train(*TINY, "--publish=entry", "--publish_linear_epochs=1", f"--run_dir={run_dir}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "does not verify" in rerun.stdout
+    zoo.verified_files("entry", run_dir / "zoo")
+    assert zoo.info("entry", run_dir / "zoo")["pretraining"]["run_id"] == card["pretraining"]["run_id"]

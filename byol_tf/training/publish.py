@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shutil
 
 import keras
@@ -42,6 +43,9 @@ def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=
       pictures: image files to copy into the entry (listed in the card).
       overwrite: replace an existing entry.
     """
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name or ""):
+        raise ValueError(f"zoo entry name {name!r}: letters, digits, '_', '.' and '-' only, "
+                         "not starting with '.' or '-'")
     entry = pathlib.Path(root) / name
     # One writer per entry; what a killed writer left is removed under the lock.
     hold_lock(entry.with_name(f".{name}.lock"), f"zoo entry {entry}")
@@ -81,7 +85,11 @@ def _write_entry(encoder, card, name, staging, saved_model, pictures):
 
 def check_name(name, run_dir, root):
     """Raises ConfigError when entry `root/name` exists and was not published from `run_dir`
-    (checked before a run trains)."""
+    or `name` is not a plain entry name (checked before a run trains)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name or ""):
+        raise ConfigError(f"--publish={name}: an entry name is letters, digits, '_', '.' and "
+                          "'-' (not starting with '.' or '-'), so that it names a folder inside "
+                          "the zoo")
     if (pathlib.Path(root) / name).exists() and not published_from(name, run_dir, root):
         raise ConfigError(f"--publish: zoo entry {pathlib.Path(root) / name} exists and was "
                           "not published from this run; choose another name")

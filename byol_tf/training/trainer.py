@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from byol_tf import data, evaluation, export, runtime, zoo
-from byol_tf.files import LockedError
+from byol_tf.files import LockedError, sha256_file
 from byol_tf.records import versions
 from byol_tf.training import build, publish, run_folder
 from byol_tf.training.checkpoints import CheckpointManager, SaveEvery
@@ -251,10 +251,12 @@ def train(r, manager, history, step, start_step, started):
 def chief_phases(r, trained, knn_every):
     """save → evaluate → export → publish, each skipped when recorded."""
     options, folder = r.options, r.folder
-    if not folder.done("save"):
+    if not saved_files_verify(r, trained):
         folder.save_keras(r.model, "byol.keras")
         folder.save_keras(r.model.image_encoder(), "encoder.keras")
-        folder.finish("save", files=["byol.keras", "encoder.keras"])
+        names = ["byol.keras", "encoder.keras"]
+        folder.finish("save", files=names,
+                      sha256={n: sha256_file(folder.path / n) for n in names})
     image_encoder = keras.models.load_model(folder.path / "encoder.keras")
     evaluated = folder.done("evaluate")
     if r.knn and not evaluated:
@@ -285,15 +287,43 @@ def chief_phases(r, trained, knn_every):
     print(f"Run folder: {folder.path}")
 
 
+def saved_files_verify(r, trained):
+    """Whether the save phase is recorded and its files match their recorded sha256. A file
+    changed since is saved again from the model, which holds the run's final weights when
+    its final checkpoint was restored; otherwise the file is named (ConfigError)."""
+    saved = r.folder.done("save")
+    if not saved:
+        return False
+    damaged = [n for n, digest in saved.get("sha256", {}).items()
+               if sha256_file(r.folder.path / n) != digest]
+    if not damaged:
+        return True
+    final = trained.get("final_step")
+    if int(r.model.optimizer.iterations.numpy()) != final:
+        raise ConfigError(f"{', '.join(str(r.folder.path / n) for n in damaged)} changed since "
+                          f"the run saved it (sha256) and the final checkpoint (step {final}) "
+                          "is gone; choose another run folder")
+    print(f"{', '.join(damaged)} changed since the run saved it (sha256): saving it again from "
+          f"the final checkpoint (step {final}).")
+    return False
+
+
 def publish_phase(r):
     """The publish phase: the run as zoo entry `--publish` (`publish.publish_run`)."""
     name, root, folder = r.options.publish, r.publish_root, r.folder
     entry = root / name
-    if (folder.done("publish") or {}).get("entry") == str(entry):
+    published = publish.published_from(name, folder.path, root)  # (a publish is atomic)
+    if published:
+        try:  # recorded is not enough: the entry's files must match its card
+            zoo.verified_files(name, root)
+        except (ValueError, OSError) as error:
+            print(f"Zoo entry {entry} does not verify ({error}); publishing it again.")
+            published = False
+    if published and (folder.done("publish") or {}).get("entry") == str(entry):
         return
-    if not publish.published_from(name, folder.path, root):  # (a publish is atomic)
+    if not published:
         publish.publish_run(folder.path, name, root, r.options.publish_linear_epochs,
-                            eval_dataset=r.options.eval_dataset,
+                            eval_dataset=r.options.eval_dataset, overwrite=entry.exists(),
                             verbose=1 if sys.stdout.isatty() else 2)
     results = zoo.info(name, root)["results"]
     folder.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
