@@ -142,8 +142,9 @@ def run_one(args, name, seed, deadline):
                seconds=round(sum(v or 0 for v in metrics["phase_seconds"].values()), 1),
                history={k: history[k] for k in ("knn_top1", "projection_std", "loss")
                         if k in history},
-               command=" ".join(command), driver=" ".join(["python", "bench/ablations.py",
-                                                            *sys.argv[1:]]), **records.host())
+               command=public_command(" ".join(command)),
+               driver=public_command(" ".join(["python", "bench/ablations.py", *sys.argv[1:]])),
+               **records.host())
     if name in names(args.linear):
         out = ROOT / run_dir / "eval_linear.json"
         if not out.exists():
@@ -251,6 +252,13 @@ def verdict(finding, knn):
     return f"{'agrees' if difference > 0 else 'disagrees'} ({difference:+.3f}, spread {spread:.3f})"
 
 
+def public_command(driver):
+    """The driver's command as the page shows it: no home folder, no segment or variant choice."""
+    words = [w.replace(str(pathlib.Path.home()), "~") for w in driver.split()
+             if not w.startswith(("--only=", "--segment_minutes="))]
+    return " ".join(words)
+
+
 def write_page(rows, page, command):
     knn, linear, std = (summary(rows, k) for k in ("knn_top1", "linear_top1", "projection_std"))
     first = rows[0]
@@ -260,7 +268,8 @@ def write_page(rows, page, command):
              f"unless the row says otherwise, kNN top-1 (k = 200, cosine, T = 0.1) on the "
              f"{first['test_examples']:,} test images; mean ± half the range over the seeds. "
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). Host: "
-             f"{first['cpu']}, {first['cores']} cores.", "", "```", command, "```", ""]
+             f"{first['cpu']}, {first['cores']} cores ({', '.join(first['isa'])}).", "", "```",
+             public_command(command), "```", ""]
     cell = lambda table, n, f="{:.3f}": (  # noqa: E731
         f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
     for finding in FINDINGS:

@@ -71,7 +71,9 @@ def main(_):
                               knn_test_examples=knn["test_examples"],
                               last_loss=metrics["history"]["loss"][-1],
                               phase_seconds=metrics["phase_seconds"],
-                              config=json.loads((run_dir / "config.json").read_text())))
+                              config=json.loads((run_dir / "config.json").read_text()
+                                                .replace(str(tmp), "TMPDIR")
+                                                .replace(str(pathlib.Path.home()), "~"))))
             print(json.dumps(lines[-1]), flush=True)
 
             features = pathlib.Path(tmp) / f"peer-{seed}.npz"

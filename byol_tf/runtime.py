@@ -47,7 +47,7 @@ def warn_if_eigen_kernels():
             and not compat.onednn_enabled()):
         warnings.warn(
             "TensorFlow was imported before byol_tf and runs its Eigen CPU kernels: on CPUs "
-            "without AVX512-VNNI/BF16 its oneDNN kernels trained BYOL 1.7-1.9× faster. Set "
+            "without AVX512-VNNI/BF16 its oneDNN kernels train BYOL markedly faster. Set "
             "TF_ENABLE_ONEDNN_OPTS=1 in the environment, or import byol_tf before TensorFlow.",
             stacklevel=3)
 

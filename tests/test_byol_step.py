@@ -78,8 +78,9 @@ def np_grad(online, target, v1, v2, eps=1e-6):
         g = np.zeros_like(value)
         for idx in np.ndindex(value.shape):
             plus, minus = dict(online), dict(online)
-            plus[name] = value.copy(); plus[name][idx] += eps
-            minus[name] = value.copy(); minus[name][idx] -= eps
+            plus[name], minus[name] = value.copy(), value.copy()
+            plus[name][idx] += eps
+            minus[name][idx] -= eps
             g[idx] = (np_loss(plus, target, v1, v2) - np_loss(minus, target, v1, v2)) / (2 * eps)
         grads[name] = g
     return grads

@@ -80,7 +80,9 @@ def test_encoder_without_normalisation_is_the_plain_residual_net():
     assert trainable(model) == trainable(normed) - bn_params
 
     x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
-    conv = lambda h, name: keras.ops.convert_to_numpy(model.get_layer(name)(h))
+    def conv(h, name):
+        return keras.ops.convert_to_numpy(model.get_layer(name)(h))
+
     h = np.maximum(conv(x, "stem_conv"), 0)
     for g in range(4):
         name = f"group{g}_block0"

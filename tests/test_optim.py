@@ -64,7 +64,8 @@ def test_adamw_three_steps_by_hand_and_as_keras(jit):
         opt = cls(schedule, weight_decay=0.1)
         opt.exclude_from_weight_decay(var_names=["bias"])
         opt.build(variables)
-        apply = tf.function(lambda g: opt.apply(g, variables), jit_compile=jit)
+        # (called only within this iteration, so the loop variables are the ones meant)
+        apply = tf.function(lambda g: opt.apply(g, variables), jit_compile=jit)  # noqa: B023
         for g in grads:
             apply(g)
         results[name] = [v.numpy() for v in variables]

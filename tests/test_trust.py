@@ -196,7 +196,7 @@ def test_diverging_training_stops_keeps_nothing_diverged_and_never_publishes(tmp
     for checkpoint in (run_dir / "checkpoints").glob("ckpt-*.weights.h5"):
         with h5py.File(checkpoint) as f:
             arrays = []
-            f.visititems(lambda name, item: arrays.append(item[()])
+            f.visititems(lambda name, item, found=arrays: found.append(item[()])
                          if isinstance(item, h5py.Dataset) else None)
         assert all(np.all(np.isfinite(a)) for a in arrays if np.issubdtype(a.dtype, np.floating))
 

@@ -29,9 +29,7 @@ import sys
 
 from absl import app, flags
 
-from byol_tf.cli import run_app
-
-import byol_tf  # before TensorFlow loads: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+from byol_tf.cli import run_app  # (byol_tf first: it picks TensorFlow's CPU kernels)
 
 flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
                     required=True)
@@ -77,7 +75,7 @@ def load_encoder(path):
     try:
         model = keras.models.load_model(path)
     except Exception as error:
-        raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})")
+        raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})") from None
     last = model.layers[-1] if getattr(model, "layers", None) else None
     if getattr(last, "activation", None) is keras.activations.softmax:
         raise app.UsageError(f"--model: {path} ends in a softmax ({last.name}): a classifier, "

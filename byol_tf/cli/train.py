@@ -29,11 +29,9 @@ import time
 
 PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds include it)
 
-from absl import app, flags
+from absl import app, flags  # noqa: E402
 
-from byol_tf.cli import fail, run_app  # noqa: E402
-
-import byol_tf  # noqa: E402  (before TensorFlow: it picks its CPU kernels, byol_tf/runtime.py)
+from byol_tf.cli import fail, run_app  # noqa: E402  (byol_tf first: it picks TF's CPU kernels)
 
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")

@@ -22,7 +22,7 @@ TFDS_DATASETS = {
 IN_MEMORY_BYTES = 1 << 30
 _DECODED = {}
 # ... and kept decoded on disk between processes, under $BYOL_TF_CACHE (default
-# ~/.cache/byol_tf; "off" keeps nothing): reading the arrays back is about ten times faster
+# ~/.cache/byol_tf; "off" keeps nothing): reading the arrays back is much faster
 # than decoding the PNGs again.
 CACHE_ENV = "BYOL_TF_CACHE"
 
