@@ -17,15 +17,14 @@ variants. `table` writes the page: mean ± half the range over seeds per row, th
 claims beside them, whether the runs agree, and the learning curves as a picture.
 """
 
-import argparse
 import json
-import os
 import pathlib
 import subprocess
 import sys
 import time
 
 import numpy as np
+from absl import app, flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -67,29 +66,25 @@ GRID = ["byol", "no_predictor", "tau_1", "tau_0", "byol_batch32", "simclr", "sim
         "multiview_cl", "multiview_cl_fp", "multiview"]
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=["run", "table"])
-    p.add_argument("--dataset", default="sample", help="train.py --dataset")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--preset", default=None)
-    p.add_argument("--encoder", default="tiny_resnet_cifar")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--moco_queue", type=int, default=4096)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds; one run each")
-    p.add_argument("--train_flags", default="",
-                   help="comma-separated extra flags for every run, e.g. --base_lr=4e-3")
-    p.add_argument("--only", default=",".join(GRID), help="comma-separated variant names")
-    p.add_argument("--linear", default="", help="variants that also get a linear probe")
-    p.add_argument("--linear_epochs", type=int, default=30)
-    p.add_argument("--curves", default="", help="variants that kNN-evaluate every epoch")
-    p.add_argument("--segment_minutes", type=float, default=None,
-                   help="stop (resumably) after this many minutes")
-    p.add_argument("--work_dir", default="runs/ablations")
-    p.add_argument("--out", required=True, help="JSON lines, one per finished run")
-    p.add_argument("--page", default=None, help="table: the Markdown page to write")
-    return p.parse_args(argv)
+flags.DEFINE_string("dataset", "sample", "train.py --dataset")
+flags.DEFINE_string("data_dir", None, "train.py --data_dir")
+flags.DEFINE_string("preset", None, "train.py --preset")
+flags.DEFINE_string("encoder", "tiny_resnet_cifar", "Encoder (a variant may add a suffix).")
+flags.DEFINE_integer("epochs", 10, "Epochs of every run.")
+flags.DEFINE_integer("batch_size", 128, "Batch of every run (a variant may set its own).")
+flags.DEFINE_integer("moco_queue", 4096, "MoCo v2's queue size.")
+flags.DEFINE_string("seeds", "0", "Comma-separated seeds; one run each.")
+flags.DEFINE_string("train_flags", "", "Comma-separated extra train.py flags for every run, e.g. "
+                    "--base_lr=4e-3.")
+flags.DEFINE_string("only", ",".join(GRID), "Comma-separated variant names.")
+flags.DEFINE_string("linear", "", "Variants that also get a linear probe (eval.py).")
+flags.DEFINE_integer("linear_epochs", 30, "Epochs of the linear probe.")
+flags.DEFINE_string("curves", "", "Variants that kNN-evaluate every epoch.")
+flags.DEFINE_float("segment_minutes", None, "Stop (resumably) after this many minutes.")
+flags.DEFINE_string("work_dir", "runs/ablations", "Where the runs' folders go.")
+flags.DEFINE_string("out", None, "JSON lines, one per finished run.", required=True)
+flags.DEFINE_string("page", None, "table: the Markdown page to write.")
+FLAGS = flags.FLAGS
 
 
 def names(text):
@@ -311,11 +306,15 @@ def learning_curves(rows, path):
     figure.savefig(path, dpi=110)
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    arguments = parse(sys.argv[1:])
-    if arguments.command == "run":
-        run(arguments)
+def main(argv):
+    if argv[1:] == ["run"]:
+        run(FLAGS)
+    elif argv[1:] == ["table"] and FLAGS.page:
+        rows = recorded(FLAGS.out)
+        write_page(rows, FLAGS.page, rows[0]["driver"])
     else:
-        rows = recorded(arguments.out)
-        write_page(rows, arguments.page, rows[0]["driver"])
+        raise app.UsageError("usage: ablations.py run|table --out=RESULTS.jsonl [--page=PAGE.md]")
+
+
+if __name__ == "__main__":
+    app.run(main)

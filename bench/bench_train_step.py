@@ -25,8 +25,6 @@ flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
 flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches (0: skip).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (this VM's speed varies: median reported).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
-flags.DEFINE_bool("joint_views", False, "TF backend: one gradient for both views together (both "
-                  "views' activations held at once) instead of BYOL's view after view.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_string("out", None, "Append the JSON result to this file.")
 FLAGS = flags.FLAGS
@@ -46,7 +44,6 @@ def main(_):
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
     model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
-    model.per_view_gradients = not FLAGS.joint_views
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
     if backend == "jax":  # the step train.py's JAX trainer jits
         import jax
@@ -93,7 +90,7 @@ def main(_):
 
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
-        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision, joint_views=FLAGS.joint_views,
+        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
         train_images_per_s=round(float(np.median(train_rates)), 2),
         train_images_per_s_runs=[round(r, 2) for r in train_rates],
         steps_per_run=FLAGS.steps,

@@ -76,3 +76,30 @@ def test_the_readme_is_short_and_speaks_to_users():
     for phrase in ("this machine", "not runnable", "built on", "session", "issue "):
         for page in PAGES:
             assert phrase not in page.read_text().lower(), (page.name, phrase)
+
+
+SHELL = blocks("bash")
+
+
+@pytest.mark.parametrize("page,index,code", SHELL,
+                         ids=[f"{p.relative_to(ROOT)}#{i}" for p, i, _ in SHELL])
+def test_every_shell_block_parses(page, index, code):
+    result = subprocess.run(["bash", "-n"], input=code, capture_output=True, text=True)
+    assert result.returncode == 0, f"{page.name} block {index}: {result.stderr}"
+
+
+@pytest.mark.slow  # ~1 min
+def test_the_readmes_command_line_quickstart_runs(tmp_path):
+    """The README's byol-train / byol-eval block, as written, with the installed commands."""
+    import os
+
+    page, index, code = next(b for b in SHELL if b[0].name == "README.md" and "byol-train --epochs=2" in b[2])
+    bin_dir = pathlib.Path(sys.executable).parent
+    if not (bin_dir / "byol-train").exists():
+        pytest.skip("byol_tf's commands are not installed in this environment")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(["bash", "-e", "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "quickstart" / "encoder.keras").exists()
+    assert list((tmp_path / "runs" / "quickstart").glob("eval_linear_encoder_on_sample*.json"))
