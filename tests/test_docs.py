@@ -88,12 +88,16 @@ def test_every_shell_block_parses(page, index, code):
     assert result.returncode == 0, f"{page.name} block {index}: {result.stderr}"
 
 
-@pytest.mark.slow  # ~1 min
-def test_the_readmes_command_line_quickstart_runs(tmp_path):
-    """The README's byol-train / byol-eval block, as written, with the installed commands."""
+@pytest.mark.slow  # ~1 min each
+@pytest.mark.parametrize("page_name,marker,made", [
+    ("README.md", "byol-eval --model=runs/quickstart", "runs/quickstart/encoder.keras"),
+    ("zoo.md", "--publish=my_entry", "my_zoo/my_entry/model_card.json")])
+def test_the_command_line_blocks_run_as_written(tmp_path, page_name, marker, made):
+    """The pages' byol-train blocks that need no data of the reader's, as written, with the
+    installed commands, in an empty folder."""
     import os
 
-    page, index, code = next(b for b in SHELL if b[0].name == "README.md" and "byol-train --epochs=2" in b[2])
+    page, index, code = next(b for b in SHELL if b[0].name == page_name and marker in b[2])
     bin_dir = pathlib.Path(sys.executable).parent
     if not (bin_dir / "byol-train").exists():
         pytest.skip("byol_tf's commands are not installed in this environment")
@@ -101,5 +105,4 @@ def test_the_readmes_command_line_quickstart_runs(tmp_path):
     result = subprocess.run(["bash", "-e", "-c", code], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "runs" / "quickstart" / "encoder.keras").exists()
-    assert list((tmp_path / "runs" / "quickstart").glob("eval_linear_encoder_on_sample*.json"))
+    assert (tmp_path / made).exists()
