@@ -88,16 +88,39 @@ def test_every_shell_block_parses(page, index, code):
     assert result.returncode == 0, f"{page.name} block {index}: {result.stderr}"
 
 
-@pytest.mark.slow  # ~1 min each
+def reader_folders(root):
+    """Small stand-ins for the reader's folders the pages name: /data/train and /data/val (two
+    classes of 24 and 8 PNGs) and /data/photos (16 PNGs, no classes)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    folders = {"/data/train": (root / "train", 12), "/data/val": (root / "val", 4),
+               "/data/photos": (root / "photos", 16)}
+    for name, (folder, count) in folders.items():
+        for label, (low, high) in (("dark", (0, 100)), ("bright", (156, 256))):
+            target = folder / label if name != "/data/photos" else folder
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(count if name != "/data/photos" else count // 2):
+                image = rng.integers(low, high, (40, 48, 3), dtype=np.uint8)
+                (target / f"{label}{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return {name: str(folder) for name, (folder, _) in folders.items()}
+
+
+@pytest.mark.slow  # ~1-2 min each
 @pytest.mark.parametrize("page_name,marker,made", [
     ("README.md", "byol-eval --model=runs/quickstart", "runs/quickstart/encoder.keras"),
-    ("zoo.md", "--publish=my_entry", "my_zoo/my_entry/model_card.json")])
+    ("zoo.md", "--publish=my_entry", "my_zoo/my_entry/model_card.json"),
+    ("own_images.md", "--run_dir=runs/mine", "runs/photos/encoder.keras"),
+    ("README.md", "byol-train --dataset=/data/train", "runs")])
 def test_the_command_line_blocks_run_as_written(tmp_path, page_name, marker, made):
-    """The pages' byol-train blocks that need no data of the reader's, as written, with the
-    installed commands, in an empty folder."""
+    """The pages' byol-train / byol-eval blocks as written, with the installed commands, in an
+    empty folder; the reader's folders (/data/...) are small ones made here."""
     import os
 
     page, index, code = next(b for b in SHELL if b[0].name == page_name and marker in b[2])
+    for name, folder in reader_folders(tmp_path / "data").items():
+        code = code.replace(name, folder)
     bin_dir = pathlib.Path(sys.executable).parent
     if not (bin_dir / "byol-train").exists():
         pytest.skip("byol_tf's commands are not installed in this environment")

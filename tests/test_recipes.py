@@ -29,6 +29,9 @@ def test_a_folder_gets_a_recipe_for_its_size_and_host_never_imagenets_on_a_cpu()
         # epochs × images ≈ FOLDER_CPU_IMAGES wherever the 1..100 clip allows.
         if 1 < epochs < 100:
             assert abs(epochs * images - presets.FOLDER_CPU_IMAGES) <= images / 2
+    assert presets.for_folder(1_000, accelerator=False)[1]["batch_size"] == 128
+    assert presets.for_folder(100, accelerator=False)[1]["batch_size"] == 64  # ≤ the images
+    assert presets.for_folder(16, accelerator=False)[1]["batch_size"] == 16
     assert presets.for_folder(9_469, accelerator=True)[0] == "folder"
     assert presets.for_folder(1_281_167, accelerator=True)[0] == "imagenet2012"
     assert presets.PRESETS["folder_cpu"]["epochs"] == 50  # the recipe itself is untouched

@@ -15,7 +15,8 @@ any flag given on the command line overrides it.
   CIFAR-10 images, a few minutes on a 2-core CPU.
 - folder_cpu: a folder of images on a machine without a GPU or TPU: cifar10_cpu_short's
   ResNet and optimizer at 64 px, for FOLDER_CPU_IMAGES images in all (epochs = that / the
-  folder's images, 1 to 100): about 6 minutes on 2 cores
+  folder's images, 1 to 100; the batch halved for folders smaller than it): about 6 minutes on
+  2 cores
   (bench/results/imagenette_mini_cpu.md).
 - folder: a folder with a GPU or TPU: the STL-10 recipe (ResNet-18 at 96 px, batch 256);
   folders of LARGE_FOLDER images or more get imagenet2012's.
@@ -86,4 +87,7 @@ def for_folder(num_images, accelerator):
         name = "imagenet2012" if num_images >= LARGE_FOLDER else "folder"
         return name, dict(PRESETS[name])
     epochs = int(min(100, max(1, round(FOLDER_CPU_IMAGES / max(num_images, 1)))))
-    return "folder_cpu", dict(PRESETS["folder_cpu"], epochs=epochs)
+    batch = PRESETS["folder_cpu"]["batch_size"]
+    while batch > 2 and batch > num_images:  # a batch needs that many images
+        batch //= 2
+    return "folder_cpu", dict(PRESETS["folder_cpu"], epochs=epochs, batch_size=batch)
