@@ -16,16 +16,20 @@ Prints one JSON line: images/s over `--repeats` runs of `--steps` steps, peak RS
 thread count and versions.
 """
 
-import argparse
 import contextlib
 import json
 import time
 from importlib.metadata import version
 
+from absl import app, flags
+
 import torch
 from torch import nn
 
 from memory import memory_mb
+
+FLAGS = flags.FLAGS
+
 
 DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 ENCODERS = {  # byol_tf.encoders.PRESETS, basic-block CIFAR nets
@@ -72,20 +76,9 @@ class CifarResNet(nn.Module):
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--encoder", default="resnet18_cifar", choices=sorted(ENCODERS))
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--hidden_dim", type=int, default=4096)
-    parser.add_argument("--projection_dim", type=int, default=256)
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
-                        help="mixed_bfloat16: the forward passes under torch.autocast(bfloat16)")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = FLAGS
 
 
     from byol_pytorch import BYOL
@@ -128,5 +121,22 @@ def main():
         mkldnn=torch.backends.mkldnn.is_available())))
 
 
+def define_flags():
+    """The command's flags (defined only when it runs: peer_train_cifar10 imports this module)."""
+    flags.DEFINE_enum("encoder", "resnet18_cifar", sorted(ENCODERS),
+                      "byol_tf's ResNet, rebuilt in PyTorch.")
+    flags.DEFINE_integer("batch_size", 128, "Batch.")
+    flags.DEFINE_integer("image_size", 32, "Image side, px.")
+    flags.DEFINE_integer("steps", 5, "Timed steps per repeat.")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps first.")
+    flags.DEFINE_integer("repeats", 1, "Timed repeats.")
+    flags.DEFINE_integer("threads", 0, "torch threads (0: torch's default).")
+    flags.DEFINE_integer("hidden_dim", 4096, "Projector / predictor hidden size.")
+    flags.DEFINE_integer("projection_dim", 256, "Projector / predictor output size.")
+    flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+                      "mixed_bfloat16: the forward passes under torch.autocast(bfloat16).")
+
+
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

@@ -15,11 +15,28 @@ images, normalised with the ImageNet mean/std as its augmentation does. Prints o
 line with the training-loop and whole-run seconds.
 """
 
-import argparse
 import json
 import os
 import resource
 import time
+
+from absl import app, flags
+
+flags.DEFINE_string("npz", "~/.cache/byol_data/cifar10.npz",
+                    "CIFAR-10 as scripts/prepare_cifar10.py writes it.")
+flags.DEFINE_enum("encoder", "tiny_resnet_cifar", ["resnet10_cifar", "resnet18_cifar", "resnet34_cifar",
+                                                   "tiny_resnet_cifar"],
+                  "byol_tf's ResNet, rebuilt in PyTorch.")
+flags.DEFINE_integer("steps", 780, "Training steps.")
+flags.DEFINE_integer("batch_size", 128, "Batch.")
+flags.DEFINE_float("lr", 3e-4, "Adam learning rate.")
+flags.DEFINE_float("tau", 0.99, "EMA rate of the target.")
+flags.DEFINE_integer("hidden_dim", 1024, "Projector / predictor hidden size.")
+flags.DEFINE_integer("projection_dim", 128, "Projector / predictor output size.")
+flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_string("features", None, "Output .npz of features and labels.", required=True)
+FLAGS = flags.FLAGS
+
 
 START = time.perf_counter()
 
@@ -31,19 +48,9 @@ from peer_byol_pytorch import ENCODERS, CifarResNet  # noqa: E402
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--npz", default="~/.cache/byol_data/cifar10.npz")
-    parser.add_argument("--encoder", default="tiny_resnet_cifar", choices=sorted(ENCODERS))
-    parser.add_argument("--steps", type=int, default=780)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--tau", type=float, default=0.99)
-    parser.add_argument("--hidden_dim", type=int, default=1024)
-    parser.add_argument("--projection_dim", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--features", required=True, help="Output .npz of features and labels.")
-    args = parser.parse_args()
+def main(argv):
+    del argv
+    args = FLAGS
 
     from byol_pytorch import BYOL
 
@@ -91,4 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
