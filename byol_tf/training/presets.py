@@ -7,10 +7,10 @@ any flag given on the command line overrides it.
   lightly (LARS base LR 1.0, wd 1e-5, τ_base 0.99), ResNet-18 with the CIFAR stem.
 - cifar10_cpu: CIFAR-10 on a CPU in hours, not days: the ~0.3 M-parameter ResNet at batch
   128, AdamW (base LR 2e-3, no warm-up), no Gaussian blur (at 32 px it mostly erases the
-  image; the common CIFAR choice). Chosen by measurement at short budgets (bench/README.md).
+  image; the common CIFAR choice). Chosen by measurement at short budgets (bench/results/recipes_cpu_2core.md).
 - cifar10_cpu_short: cifar10_cpu for budgets of a few epochs: crops of at least 20% of
   the image instead of 8% (at 32 px the smallest crops leave little to match). Measured
-  against byol-pytorch at equal steps in bench/README.md.
+  against byol-pytorch at equal steps (docs/benchmarks.md).
 - sample: the embedded default: a ~0.3 M-parameter ResNet on the bundled 2,000
   CIFAR-10 images, a few minutes on a 2-core CPU.
 - folder_cpu: a folder of images on a machine without a GPU or TPU: cifar10_cpu_short's
