@@ -12,7 +12,7 @@ TensorFlow's C++ libraries write notices to stderr while they load, before its l
 configured, so `TF_CPP_MIN_LOG_LEVEL` cannot silence them: the CUDA probe of a machine
 without a GPU ("Could not find cuda drivers", "failed call to cuInit"), oneDNN's and the CPU
 features'. `import byol_tf` drops exactly those lines while it imports Keras and its backend
-(`startup_notices_dropped`) and passes everything else through, and sets
+(`startup_notices_dropped`, through `grep`) and passes everything else through at once, and sets
 `TF_CPP_MIN_LOG_LEVEL=1` when it is unset (C++ INFO lines, such as XLA's on its first compile,
 are left out; warnings and errors are kept). `TF_CPP_MIN_LOG_LEVEL=0` keeps everything.
 Nothing here imports TensorFlow.
@@ -21,9 +21,9 @@ Nothing here imports TensorFlow.
 import contextlib
 import os
 import platform
-import re
+import shutil
+import subprocess
 import sys
-import tempfile
 import warnings
 
 from byol_tf import compat
@@ -53,16 +53,17 @@ def warn_if_eigen_kernels():
 
 
 # Lines TensorFlow (and XLA, CUDA's stubs) print while loading on a machine without a GPU.
-STARTUP_NOTICES = re.compile(
-    r"All log messages before absl::InitializeLog\(\) is called|"
-    r"port\.cc:\d+\] oneDNN custom operations are on|"
-    r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
-    r"cuda_platform\.cc:\d+\] failed call to cuInit|"
-    r"cuda_executor\.cc:\d+\] .*(kernel driver|CUDA driver)|"
-    r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized|"
-    r"^To enable the following instructions: .* rebuild TensorFlow|"
-    r"Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc:\d+\] computation "
-    r"placer already registered")
+# (POSIX extended regular expressions: `grep -E` applies them.)
+STARTUP_NOTICES = "|".join([
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"port\.cc:[0-9]+\] oneDNN custom operations are on",
+    r"cudart_stub\.cc:[0-9]+\] Could not find cuda drivers",
+    r"cuda_platform\.cc:[0-9]+\] failed call to cuInit",
+    r"cuda_executor\.cc:[0-9]+\] .*(kernel driver|CUDA driver)",
+    r"cpu_feature_guard\.cc:[0-9]+\] This TensorFlow binary is optimized",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation_placer\.cc:[0-9]+\] computation placer already registered"])
 
 
 def quiet_cpp_info():
@@ -78,10 +79,13 @@ def keep_startup_notices():
 
 @contextlib.contextmanager
 def startup_notices_dropped():
-    """Within: stderr (file descriptor 2, where C++ writes) goes to a temporary file; after,
-    its lines are written back to stderr except `STARTUP_NOTICES`. Does nothing when
-    `keep_startup_notices()`, or when stderr cannot be redirected."""
-    if keep_startup_notices():
+    """Within: stderr (file descriptor 2, where C++ writes) goes through `grep -v -E
+    STARTUP_NOTICES`, a separate process that writes every other line to the real stderr as
+    it comes — so a message printed just before a crash inside the window is still shown.
+    Does nothing when `keep_startup_notices()`, or when stderr cannot be redirected or grep
+    cannot be started."""
+    grep = shutil.which("grep")
+    if keep_startup_notices() or grep is None:
         yield
         return
     try:
@@ -90,23 +94,28 @@ def startup_notices_dropped():
     except (OSError, ValueError, AttributeError):
         yield
         return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+    try:
+        filtering = subprocess.Popen([grep, "--line-buffered", "-v", "-E", STARTUP_NOTICES],
+                                     stdin=subprocess.PIPE, stdout=saved, stderr=saved)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    os.dup2(filtering.stdin.fileno(), 2)
+    try:
+        yield
+    finally:
         try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(True)
-                    if not STARTUP_NOTICES.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)  # (the pipe's last writer closes next: grep reads to the end, exits)
+        os.close(saved)
+        filtering.stdin.close()
+        try:
+            filtering.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            filtering.kill()
 
 
 def accelerator_present():

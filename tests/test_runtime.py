@@ -114,3 +114,20 @@ def test_startup_notices_are_dropped_and_everything_else_kept():
                           env=dict(env, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="0"),
                           timeout=300)
     assert "Could not find cuda drivers" in kept.stderr and "cuInit" in kept.stderr
+
+
+def test_a_crash_inside_the_window_still_shows_what_was_printed_before_it():
+    program = textwrap.dedent(r"""
+        import os
+        from byol_tf import runtime
+        with runtime.startup_notices_dropped():
+            os.write(2, b"I0000 00:00:17.1 1 cudart_stub.cc:31] Could not find cuda drivers on your machine\n")
+            os.write(2, b"The TensorFlow library was compiled to use AVX instructions, but these aren't available\n")
+            os.abort()
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            env=dict(env, PYTHONPATH=str(ROOT)), timeout=300)
+    assert result.returncode != 0
+    assert "compiled to use AVX instructions" in result.stderr
+    assert "cudart_stub" not in result.stderr
