@@ -2,8 +2,8 @@
 
     python bench/ablations.py run --dataset=cifar10 --data_dir=DIR --preset=cifar10_cpu_short \
         --epochs=5 --seeds=0,1 --segment_minutes=120 --out=bench/results/ablations_cifar10.jsonl
-    python bench/ablations.py table --out=bench/results/ablations_cifar10.jsonl \
-        --page=docs/ablations.md
+    python bench/ablations.py table --dataset=cifar10 --epochs=5 \
+        --out=bench/results/ablations_cifar10.jsonl --page=docs/ablations.md
 
 `run` trains every variant (or `--only`) once per seed with the same data, encoder, epochs and
 seed list, in time-limited segments: a run cut by `--segment_minutes` resumes from its
@@ -265,6 +265,10 @@ def write_page(rows, page, command):
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). Host: "
              f"{first['cpu']}, {first['cores']} cores ({', '.join(first['isa'])}).", "", "```",
              public_command(command), "```", ""]
+    if "byol" in knn:
+        lines += [f"BYOL's seed-to-seed spread at this budget: ± {knn['byol'][1]:.3f} (half the "
+                  f"range of {knn['byol'][2]} seeds); an effect smaller than the spreads of its "
+                  "rows is reported as within the spread.", ""]
     cell = lambda table, n, f="{:.3f}": (  # noqa: E731
         f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
     for finding in FINDINGS:
@@ -310,7 +314,10 @@ def main(argv):
     if argv[1:] == ["run"]:
         run(FLAGS)
     elif argv[1:] == ["table"] and FLAGS.page:
-        rows = recorded(FLAGS.out)
+        rows = [r for r in recorded(FLAGS.out)  # the budget --epochs names, on --dataset
+                if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
+        if not rows:
+            raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
         write_page(rows, FLAGS.page, rows[0]["driver"])
     else:
         raise app.UsageError("usage: ablations.py run|table --out=RESULTS.jsonl [--page=PAGE.md]")
