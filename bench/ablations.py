@@ -2,6 +2,8 @@
 
     python bench/ablations.py run --dataset=cifar10 --data_dir=DIR --preset=cifar10_cpu_short \
         --epochs=5 --seeds=0,1 --segment_minutes=120 --out=bench/results/ablations_cifar10.jsonl
+    python bench/ablations.py linear --dataset=cifar10 --data_dir=DIR --epochs=5 --seeds=0 \
+        --linear=byol,no_predictor --out=bench/results/ablations_cifar10.jsonl
     python bench/ablations.py table --dataset=cifar10 --epochs=5 \
         --out=bench/results/ablations_cifar10.jsonl --page=docs/ablations.md
 
@@ -11,10 +13,12 @@ checkpoints when the same command is given again, and runs already recorded are 
 finished run appends one JSON line: the variant, seed, data, kNN top-1 (k = 200, cosine,
 T = 0.1, on the whole test split), the collapse metric `projection_std` of the last epoch
 (std over the batch of l2-normalised projections, mean over dimensions: ≈ 1/√d spread out,
-→ 0 collapsed), the final loss, steps, wall seconds, host and command; `--linear=NAMES` adds a
-linear probe (eval.py) for those variants; `--curves=NAMES` measures kNN every epoch for those
-variants. `table` writes the page: mean ± half the range over seeds per row, the papers'
-claims beside them, whether the runs agree, and the learning curves as a picture.
+→ 0 collapsed), the final loss, steps, wall seconds, host and command; `--curves=NAMES`
+measures kNN every epoch for those variants. `linear` probes finished runs whose folders are
+in `--work_dir` (eval.py's linear protocol, `--linear_epochs`) and appends one line per probe
+to `<out>_linear.jsonl`. `table` writes the page: mean ± half the range over seeds per row,
+the linear top-1 where probed, the papers' claims beside them, whether the runs agree, and
+the learning curves as a picture.
 """
 
 import json
@@ -77,8 +81,9 @@ flags.DEFINE_string("seeds", "0", "Comma-separated seeds; one run each.")
 flags.DEFINE_string("train_flags", "", "Comma-separated extra train.py flags for every run, e.g. "
                     "--base_lr=4e-3.")
 flags.DEFINE_string("only", ",".join(GRID), "Comma-separated variant names.")
-flags.DEFINE_string("linear", "", "Variants that also get a linear probe (eval.py).")
+flags.DEFINE_string("linear", "", "linear: the variants to probe (their runs' folders kept).")
 flags.DEFINE_integer("linear_epochs", 30, "Epochs of the linear probe.")
+flags.DEFINE_float("linear_minutes", 25, "linear: start no probe with less of the segment left.")
 flags.DEFINE_string("curves", "", "Variants that kNN-evaluate every epoch.")
 flags.DEFINE_float("segment_minutes", None, "Stop (resumably) after this many minutes.")
 flags.DEFINE_string("work_dir", "runs/ablations", "Where the runs' folders go.")
@@ -102,7 +107,8 @@ def train_command(args, name, seed):
     flags = dict(dataset=args.dataset, encoder=args.encoder + suffix, epochs=args.epochs,
                  batch_size=args.batch_size, method=method, method_options=json.dumps(options),
                  seed=seed, run_dir=pathlib.Path(args.work_dir) / f"{name}-seed{seed}",
-                 noknn_random_init=None, **extra)
+                 noknn_random_init=None)
+    flags.update(extra)  # a variant's own flags (its batch) replace the common ones
     if args.data_dir:
         flags["data_dir"] = args.data_dir
     if args.preset:
@@ -140,16 +146,6 @@ def run_one(args, name, seed, deadline):
                command=public_command(" ".join(command)),
                driver=public_command(" ".join(["python", "bench/ablations.py", *sys.argv[1:]])),
                **records.host())
-    if name in names(args.linear):
-        out = ROOT / run_dir / "eval_linear.json"
-        if not out.exists():
-            linear = [sys.executable, "eval.py", f"--model={run_dir}/encoder.keras", "--mode=linear",
-                      f"--dataset={args.dataset}", f"--epochs={args.linear_epochs}", f"--out={out}",
-                      *([f"--data_dir={args.data_dir}"] if args.data_dir else [])]
-            done = subprocess.run(linear, cwd=ROOT, capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(f"linear probe of {name} seed {seed} failed:\n{done.stderr[-3000:]}")
-        row["linear_top1"] = json.loads(out.read_text())["top1"]
     return row
 
 
@@ -157,6 +153,61 @@ def recorded(path):
     if not pathlib.Path(path).exists():
         return []
     return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def linear_path(out):
+    """Where the linear probes of the runs in `out` are recorded."""
+    out = pathlib.Path(out)
+    return out.with_name(f"{out.stem}_linear.jsonl")
+
+
+def linear(args):
+    """Linear probes (eval.py --mode=linear) of the recorded runs of `--linear` × `--seeds`,
+    one JSON line each in `linear_path(--out)`; probes already recorded are skipped."""
+    from byol_tf import records
+
+    deadline = time.time() + 60 * args.segment_minutes if args.segment_minutes else None
+    trained = {(r["variant"], r["seed"]) for r in recorded(args.out)
+               if r["dataset"] == args.dataset and r["epochs"] == args.epochs}
+    out = linear_path(args.out)
+    probed = {(r["variant"], r["seed"], r["dataset"], r["epochs"]) for r in recorded(out)}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name in names(args.linear):
+            if (name, seed, args.dataset, args.epochs) in probed:
+                continue
+            if (name, seed) not in trained:
+                print(f"{name} seed {seed}: no recorded run of {args.epochs} epochs; skipped")
+                continue
+            encoder = pathlib.Path(args.work_dir) / f"{name}-seed{seed}" / "encoder.keras"
+            if not (ROOT / encoder).exists():
+                print(f"{name} seed {seed}: {encoder} is gone; train the run again (delete its "
+                      "line) to probe it")
+                continue
+            if deadline is not None and deadline - time.time() < 60 * args.linear_minutes:
+                print("segment over; run the same command again to continue")
+                return
+            metrics = encoder.parent / f"eval_linear_{args.linear_epochs}_epochs.json"
+            command = ["eval.py", f"--model={encoder}", "--mode=linear",
+                       f"--dataset={args.dataset}", f"--epochs={args.linear_epochs}",
+                       f"--seed={seed}", f"--out={metrics}",
+                       *([f"--data_dir={args.data_dir}"] if args.data_dir else [])]
+            start = time.time()
+            done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True,
+                                  text=True)
+            if done.returncode:
+                raise SystemExit(f"linear probe of {name} seed {seed} failed:\n"
+                                 f"{done.stderr[-3000:]}")
+            result = json.loads((ROOT / metrics).read_text())
+            row = dict(variant=name, seed=seed, dataset=args.dataset, epochs=args.epochs,
+                       linear_top1=result["top1"], linear_top5=result["top5"],
+                       linear_epochs=args.linear_epochs, train_examples=result["train_examples"],
+                       test_examples=result["test_examples"],
+                       seconds=round(time.time() - start, 1),
+                       command=public_command(" ".join(command)), **records.host())
+            print(json.dumps(row), flush=True)
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    print("all probes recorded")
 
 
 def run(args):
@@ -254,8 +305,10 @@ def public_command(driver):
     return " ".join(words)
 
 
-def write_page(rows, page, command):
-    knn, linear, std = (summary(rows, k) for k in ("knn_top1", "linear_top1", "projection_std"))
+def write_page(rows, probes, page, command):
+    """The page of `rows` (runs) and `probes` (their linear probes) of one budget."""
+    knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
+    linear = summary(probes, "linear_top1")
     first = rows[0]
     lines = ["# Ablations on CIFAR-10: the papers' findings, measured", "",
              f"Every row is a full `train.py` run per seed: {first['dataset']}, encoder "
@@ -269,6 +322,10 @@ def write_page(rows, page, command):
         lines += [f"BYOL's seed-to-seed spread at this budget: ± {knn['byol'][1]:.3f} (half the "
                   f"range of {knn['byol'][2]} seeds); an effect smaller than the spreads of its "
                   "rows is reported as within the spread.", ""]
+    if probes:
+        lines += [f"Linear top-1: eval.py's linear protocol ({probes[0]['linear_epochs']} epochs "
+                  "of SGD on the frozen encoder, crops and flips, the whole test split) on the "
+                  "runs' encoders, for the baseline and the best and worst rows.", ""]
     cell = lambda table, n, f="{:.3f}": (  # noqa: E731
         f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
     for finding in FINDINGS:
@@ -313,14 +370,18 @@ def learning_curves(rows, path):
 def main(argv):
     if argv[1:] == ["run"]:
         run(FLAGS)
+    elif argv[1:] == ["linear"]:
+        linear(FLAGS)
     elif argv[1:] == ["table"] and FLAGS.page:
-        rows = [r for r in recorded(FLAGS.out)  # the budget --epochs names, on --dataset
-                if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
+        rows, probes = ([r for r in recorded(path)  # the budget --epochs names, on --dataset
+                         if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
+                        for path in (FLAGS.out, linear_path(FLAGS.out)))
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        write_page(rows, FLAGS.page, rows[0]["driver"])
+        write_page(rows, probes, FLAGS.page, rows[0]["driver"])
     else:
-        raise app.UsageError("usage: ablations.py run|table --out=RESULTS.jsonl [--page=PAGE.md]")
+        raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
+                             "[--page=PAGE.md]")
 
 
 if __name__ == "__main__":

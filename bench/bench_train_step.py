@@ -1,13 +1,17 @@
-"""Train-step and augmentation throughput on this machine (TF backend; KERAS_BACKEND=jax
-times the jitted JAX step instead, with --aug_steps=0).
+"""byol_tf's train step (and its augmentation alone) on this machine's CPU or GPU.
 
     python bench/bench_train_step.py --encoder=resnet18_cifar --batch_size=128 --steps=10
+    KERAS_BACKEND=jax python bench/bench_train_step.py --encoder=resnet50 --image_size=224 \
+        --batch_size=256 --precision=mixed_bfloat16 --steps=20 --aug_steps=0   # on a GPU
 
-Train step: ResNet-18 CIFAR stem, 32 px, batch 128, LARS, augmentation inside the step
-(two views, per sample), the full BYOL update (online fwd+bwd on both views, target fwd,
-EMA). Images/s counts input images (each makes two views). The first `--warmup` steps
-(tracing, compilation) are not timed. Augmentation: `byol_tf.Augmenter` alone on the same batch.
-Writes a JSON line to stdout and, with --out, to a file.
+Train step: LARS, the full BYOL update (online forward + backward on both views, target
+forward, EMA), with the paper's two views drawn per sample inside the step (`--noaugment`:
+the views given, as a compute-only step). On TensorFlow the Keras train function; on JAX
+the step train.py's JAX trainer jits (state donated, data already on the device). Images/s
+counts input images (each makes two views); the first `--warmup` steps (tracing,
+compilation) are not timed. Augmentation: `byol_tf.Augmenter` alone on the same batch
+(TensorFlow only). Writes a JSON line to stdout and, with --out, to a file: rates, peak
+memory (host RSS; the accelerator's peak where there is one), host, device and versions.
 """
 
 import json
@@ -24,7 +28,8 @@ flags.DEFINE_integer("steps", 10, "Timed train steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed train steps first.")
 flags.DEFINE_integer("aug_steps", 20, "Timed augmentation batches (0: skip).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (this VM's speed varies: median reported).")
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_bool("augment", True, "Draw the two views inside the step (else: given).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (TensorFlow).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_string("out", None, "Append the JSON result to this file.")
 FLAGS = flags.FLAGS
@@ -37,13 +42,19 @@ def main(_):
     from byol_tf.records import host
 
     backend = keras.backend.backend()
+    if FLAGS.aug_steps and backend != "tensorflow":
+        raise app.UsageError("the augmentation alone is timed on TensorFlow: use --aug_steps=0")
     rng = np.random.default_rng(0)
     size, batch = FLAGS.image_size, FLAGS.batch_size
-    images = keras.ops.convert_to_tensor(rng.integers(0, 256, (batch, size, size, 3),
-                                                      dtype=np.uint8))
+    pixels = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    images = keras.ops.convert_to_tensor(pixels)
+    # The step's input: uint8 images, or (compute only) two given float views in [0, 1].
+    views = keras.ops.convert_to_tensor((pixels / 255.0).astype(np.float32))
+    data = images if FLAGS.augment else (views, views)
 
     keras.mixed_precision.set_global_policy(FLAGS.precision)
-    model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000, seed=0)
+    model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000,
+                         augment=FLAGS.augment, seed=0)
     model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
     if backend == "jax":  # the step train.py's JAX trainer jits
         import jax
@@ -51,7 +62,7 @@ def main(_):
         from byol_tf.steps.jax_step import initial_state
 
         state = [initial_state(model)]
-        jitted, data = jax.jit(model.train_step, donate_argnums=0), images
+        jitted = jax.jit(model.train_step, donate_argnums=0)
 
         def step():
             logs, state[0] = jitted(state[0], data)
@@ -59,7 +70,7 @@ def main(_):
     else:
         model.make_train_function()
         def step():
-            return model.train_function(iter([images]))
+            return model.train_function(iter([data]))
 
     def run(n):
         start = time.perf_counter()
@@ -90,12 +101,12 @@ def main(_):
 
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
-        jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
+        augment=FLAGS.augment, jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
         train_images_per_s=round(float(np.median(train_rates)), 2),
         train_images_per_s_runs=[round(r, 2) for r in train_rates],
         steps_per_run=FLAGS.steps,
         encoder_parameters=sum(int(np.prod(w.shape)) for w in model.online_encoder.trainable_weights),
-        **memory_mb(),
+        **memory_mb(), **accelerator(backend),
         threads=threads(backend),
         augment_two_views_images_per_s=round(float(np.median(aug_rates)), 1) if aug_rates else None,
         augment_runs=[round(r, 1) for r in aug_rates],
@@ -119,6 +130,30 @@ def threads(backend):
         return dict(intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
                     inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
                     onednn=byol_tf.compat.onednn_enabled())
+    return {}
+
+
+def accelerator(backend):
+    """The device the step ran on and its peak memory (MiB), where it is not the CPU."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return {}
+        stats = device.memory_stats() or {}
+        return dict(device=device.device_kind,
+                    device_peak_mb=round(stats.get("peak_bytes_in_use", 0) / 2**20, 1))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        if not gpus:
+            return {}
+        name = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU")
+        peak = tf.config.experimental.get_memory_info(gpus[0].name)["peak"]
+        return dict(device=name, device_peak_mb=round(peak / 2**20, 1))
     return {}
 
 

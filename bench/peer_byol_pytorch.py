@@ -1,19 +1,25 @@
-"""The peer's BYOL update: byol-pytorch (lucidrains) on the same ResNet, timed like ours.
+"""The peer's BYOL update: byol-pytorch (lucidrains) on the same ResNet, timed like ours, on
+the CPU or a CUDA GPU.
 
 Runs in the bench-only environment (`bench/requirements-peer.txt`), never imported by
 byol_tf. `bench/compare_peer.py` starts it beside `bench/bench_train_step.py`.
 
     .venv-peer/bin/python bench/peer_byol_pytorch.py --encoder=resnet18_cifar --steps=5
+    python bench/peer_byol_pytorch.py --device=cuda --encoder=resnet50 --image_size=224 \
+        --batch_size=256 --precision=mixed_bfloat16 --steps=20
 
-The network is byol_tf's ResNet rebuilt in PyTorch layer for layer (CIFAR stem: 3×3/1
-conv + BN + ReLU, no max-pool; basic blocks; projection shortcut when the shape changes;
-global average pool), so both libraries train the same parameter count. byol-pytorch's
-own `BYOL` wraps it as its README shows (`hidden_layer=-1`: the network's output is the
-representation), with its default augmentation inside the step, projector/predictor
-4096 → 256, and Adam (its README's optimizer). One step: forward on both views (the
-library concatenates them into one batch), loss, backward, optimizer step, EMA update.
-Prints one JSON line: images/s over `--repeats` runs of `--steps` steps, peak RSS,
-thread count and versions.
+The network is byol_tf's: its CIFAR ResNets rebuilt in PyTorch layer for layer (3×3/1
+conv + BN + ReLU stem, no max-pool; basic blocks; projection shortcut when the shape
+changes; global average pool), its ImageNet-stem ResNets are torchvision's (the same
+layers; the classifier removed), so both libraries train the same parameter count.
+byol-pytorch's own `BYOL` wraps it as its README shows (`hidden_layer=-1`: the network's
+output is the representation), with its default augmentation inside the step
+(`--noaugment`: the identity, a compute-only step like ours), projector/predictor 4096 →
+256, and Adam (its README's optimizer). One step: forward on both views (the library
+concatenates them into one batch), loss, backward, optimizer step, EMA update. On CUDA
+the peer runs at its best: cuDNN autotuning, TF32 matmuls, channels-last tensors, images
+already on the GPU. Prints one JSON line: images/s over `--repeats` runs of `--steps`
+steps, peak RSS (and peak GPU memory), thread count and versions.
 """
 
 import contextlib
@@ -38,6 +44,7 @@ ENCODERS = {  # byol_tf.encoders.PRESETS, basic-block CIFAR nets
     "resnet18_cifar": dict(depth=18, base_width=64),
     "resnet34_cifar": dict(depth=34, base_width=64),
 }
+IMAGENET_STEM = ["resnet18", "resnet34", "resnet50"]  # torchvision's, the same layers
 
 
 class BasicBlock(nn.Module):
@@ -76,24 +83,41 @@ class CifarResNet(nn.Module):
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
 
+def build_net(encoder):
+    if encoder in ENCODERS:
+        return CifarResNet(**ENCODERS[encoder])
+    import torchvision
+
+    net = getattr(torchvision.models, encoder)()  # byol_tf's ImageNet-stem ResNets
+    net.fc = nn.Identity()
+    return net
+
 def main(argv):
     del argv
     args = FLAGS
-
-
     from byol_pytorch import BYOL
 
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    net = CifarResNet(**ENCODERS[args.encoder])
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--device=cuda: torch sees no CUDA GPU")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    layout = torch.channels_last if cuda else torch.contiguous_format
+    net = build_net(args.encoder)
+    extra = {} if args.augment else dict(augment_fn=nn.Identity())
     learner = BYOL(net, image_size=args.image_size, hidden_layer=-1,
                    projection_size=args.projection_dim,
-                   projection_hidden_size=args.hidden_dim)
+                   projection_hidden_size=args.hidden_dim, **extra).to(device, memory_format=layout)
     optimizer = torch.optim.Adam(learner.parameters(), lr=3e-4)
-    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size)
+    images = torch.rand(args.batch_size, 3, args.image_size, args.image_size,
+                        device=device).contiguous(memory_format=layout)
 
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if args.precision == "mixed_bfloat16" else contextlib.nullcontext())
 
     def run(n):
@@ -105,17 +129,21 @@ def main(argv):
             loss.backward()
             optimizer.step()
             learner.update_moving_average()
-        float(loss.detach())
+        float(loss.detach())  # waits for the device
         return time.perf_counter() - start
 
     run(args.warmup)
     rates = sorted(args.steps * args.batch_size / run(args.steps) for _ in range(args.repeats))
+    gpu = {}
+    if cuda:
+        gpu = dict(device=torch.cuda.get_device_name(device),
+                   device_peak_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1))
     print(json.dumps(dict(
         library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
-        batch_size=args.batch_size, precision=args.precision,
+        batch_size=args.batch_size, precision=args.precision, augment=args.augment,
         encoder_parameters=sum(p.numel() for p in net.parameters()),
         train_images_per_s=rates[len(rates) // 2], train_images_per_s_runs=[round(r, 2) for r in rates],
-        steps_per_run=args.steps, **memory_mb(),
+        steps_per_run=args.steps, **memory_mb(), **gpu,
         threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
         torch=torch.__version__, byol_pytorch=version("byol-pytorch"), torchvision=version("torchvision"),
         mkldnn=torch.backends.mkldnn.is_available())))
@@ -123,8 +151,10 @@ def main(argv):
 
 def define_flags():
     """The command's flags (defined only when it runs: peer_train_cifar10 imports this module)."""
-    flags.DEFINE_enum("encoder", "resnet18_cifar", sorted(ENCODERS),
-                      "byol_tf's ResNet, rebuilt in PyTorch.")
+    flags.DEFINE_enum("encoder", "resnet18_cifar", sorted(ENCODERS) + IMAGENET_STEM,
+                      "byol_tf's ResNet, in PyTorch.")
+    flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "Where the step runs.")
+    flags.DEFINE_bool("augment", True, "byol-pytorch's augmentation in the step (else: none).")
     flags.DEFINE_integer("batch_size", 128, "Batch.")
     flags.DEFINE_integer("image_size", 32, "Image side, px.")
     flags.DEFINE_integer("steps", 5, "Timed steps per repeat.")

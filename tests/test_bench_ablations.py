@@ -1,0 +1,109 @@
+"""bench/ablations.py: every row of the grid is a train.py command that builds its switch, and
+the page's verdicts and cells follow from the recorded runs (hand-computed here)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+COMMANDS = """
+import json, sys
+sys.path.insert(0, "bench")
+import ablations
+from absl import flags
+flags.FLAGS(["ablations.py", "--out=x.jsonl", "--dataset=cifar10", "--epochs=15",
+             "--preset=cifar10_cpu_short", "--batch_size=128"])
+print(json.dumps({n: [str(w) for w in ablations.train_command(flags.FLAGS, n, 3)[0]]
+                  for n in ablations.GRID}))
+"""
+
+BUILD = """
+import json, sys
+from absl import flags
+import byol_tf.cli.train  # noqa: F401  (defines train.py's flags)
+from byol_tf.training import build, config
+out = {}
+for name, command in json.loads(sys.stdin.read()).items():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(command)
+    resolved = config.resolve(flags.FLAGS)
+    resolved.update(total_steps=100, steps_per_epoch=10)  # (set by the trainer from the data)
+    model = build.build_model(resolved, num_classes=10)
+    out[name] = dict(batch_size=resolved["batch_size"], method=resolved["method"],
+                     options=resolved["method_options"], seed=resolved["seed"],
+                     model=type(model).__name__, encoder=resolved["encoder"])
+print(json.dumps(out))
+"""
+
+
+def python(code, stdin=None):
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=stdin, text=True,
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_every_grid_row_is_a_train_command_that_builds_its_switch():
+    commands = json.loads(python(COMMANDS))
+    for name, command in commands.items():
+        flag_names = [w.split("=")[0] for w in command[1:]]
+        assert len(flag_names) == len(set(flag_names)), (name, command)  # one value per flag
+    built = json.loads(python(BUILD, json.dumps(commands)))
+    assert set(built) == set(commands)
+    for name, row in built.items():
+        assert row["seed"] == 3
+        assert row["batch_size"] == (32 if name.endswith("batch32") else 128), name
+    assert built["no_predictor"]["options"]["use_predictor"] is False
+    assert built["tau_0"]["options"]["tau_base"] == 0.0
+    assert built["tau_1"]["options"]["tau_base"] == 1.0
+    assert built["no_batch_norm"]["encoder"].endswith("_nonorm")
+    assert built["no_batch_stats_gnws"]["encoder"].endswith("_gnws")
+    for colourless in ("byol_crop_flip", "simclr_crop_flip"):
+        for view in ("view1", "view2"):
+            options = built[colourless]["options"][view]
+            assert options["jitter_prob"] == options["grayscale_prob"] == 0.0
+            assert options["blur_prob"] == options["solarize_prob"] == 0.0
+    assert {built[n]["method"] for n in ("simclr", "moco_v2", "multiview")} == {
+        "simclr", "moco", "multiview"}
+    assert built["multiview_cl"]["options"]["lambda_fp"] == 0.0
+    assert built["multiview_cl"]["options"]["lambda_ip"] == 0.0
+    assert built["multiview_cl_fp"]["options"]["lambda_ip"] == 0.0
+    assert "lambda_fp" not in built["multiview_cl_fp"]["options"]  # the method's default
+    assert len({built[n]["model"] for n in ("byol", "simclr", "moco_v2", "multiview")}) == 4
+
+
+def run_row(variant, seed, knn, std=0.07):
+    return dict(variant=variant, seed=seed, dataset="cifar10", epochs=15, batch_size=128,
+                encoder="tiny_resnet_cifar", test_examples=10000, knn_top1=knn,
+                projection_std=std, history={}, cpu="cpu", cores=2, isa=["avx2"],
+                driver="python bench/ablations.py run --epochs=15 --segment_minutes=9")
+
+
+def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
+    runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52),
+            run_row("no_predictor", 0, 0.28, 2e-4), run_row("no_predictor", 1, 0.30, 4e-4),
+            run_row("tau_0", 0, 0.55), run_row("tau_0", 1, 0.53),
+            run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: left out
+    out = tmp_path / "grid.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    probe = dict(dataset="cifar10", epochs=15, linear_epochs=30)
+    (tmp_path / "grid_linear.jsonl").write_text("".join(json.dumps(r | probe) + "\n" for r in [
+        dict(variant="byol", seed=0, linear_top1=0.61),
+        dict(variant="byol", seed=1, linear_top1=0.57)]))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
+                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = page.read_text()
+    # byol 0.53 ± 0.01, no_predictor 0.29 ± 0.01: +0.24 beyond a spread of 0.02.
+    assert "| byol | 0.530 ± 0.010 (2) | 0.590 ± 0.020 (2) |" in text
+    assert "| no_predictor | 0.290 ± 0.010 (2) | — | 0.0003 ± 0.0001 (2) |" in text
+    assert "Ours: agrees (+0.240, spread 0.020)." in text
+    # tau_0 0.54 ± 0.01: byol − tau_0 = −0.01, inside the spread 0.02.
+    assert "Ours: within the spread (-0.010, spread 0.020)." in text
+    assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
+    assert "--segment_minutes" not in text and "30 epochs" in text
