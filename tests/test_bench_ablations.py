@@ -89,7 +89,8 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
             run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: left out
     out = tmp_path / "grid.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    probe = dict(dataset="cifar10", epochs=15, linear_epochs=30)
+    probe = dict(dataset="cifar10", epochs=15, linear_epochs=30,
+                 driver="python bench/ablations.py linear --linear=byol")
     (tmp_path / "grid_linear.jsonl").write_text("".join(json.dumps(r | probe) + "\n" for r in [
         dict(variant="byol", seed=0, linear_top1=0.61),
         dict(variant="byol", seed=1, linear_top1=0.57)]))
@@ -107,3 +108,4 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     assert "Ours: within the spread (-0.010, spread 0.020)." in text
     assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
     assert "--segment_minutes" not in text and "30 epochs" in text
+    assert "python bench/ablations.py linear --linear=byol" in text
