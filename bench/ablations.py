@@ -326,13 +326,14 @@ def write_page(rows, probes, page, command):
     knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
     linear = summary(probes, "linear_top1")
     first = rows[0]
+    hosts = sorted({f"{r['cpu']}, {r['cores']} cores ({', '.join(r['isa'])})" for r in rows})
     lines = ["# Ablations on CIFAR-10: the papers' findings, measured", "",
              f"Every row is a full `train.py` run per seed: {first['dataset']}, encoder "
              f"`{first['encoder']}`, {first['epochs']} epochs, batch {first['batch_size']} "
              f"unless the row says otherwise, kNN top-1 (k = 200, cosine, T = 0.1) on the "
              f"{first['test_examples']:,} test images; mean ± half the range over the seeds. "
-             "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). Host: "
-             f"{first['cpu']}, {first['cores']} cores ({', '.join(first['isa'])}).", "", "```",
+             "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). "
+             f"{'Host' if len(hosts) == 1 else 'Hosts'}: {'; '.join(hosts)}.", "", "```",
              public_command(command), "```", ""]
     if any(r["batch_size"] != first["batch_size"] for r in rows):
         lines += ["A row with a smaller batch keeps the epochs (more steps) and its learning "
@@ -400,7 +401,8 @@ def main(argv):
                         for path in (FLAGS.out, linear_path(FLAGS.out)))
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        write_page(rows, probes, FLAGS.page, rows[-1]["driver"])  # the newest command
+        drivers = [r["driver"] for r in rows]  # the command most rows came from
+        write_page(rows, probes, FLAGS.page, max(drivers[::-1], key=drivers.count))
     else:
         raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
                              "[--page=PAGE.md]")
