@@ -144,7 +144,7 @@ def run_one(args, name, seed, deadline):
                history={k: history[k] for k in ("knn_top1", "projection_std", "loss")
                         if k in history},
                command=public_command(" ".join(command)),
-               driver=public_command(" ".join(["python", "bench/ablations.py", *sys.argv[1:]])),
+               driver=this_command(),
                **records.host())
     return row
 
@@ -153,6 +153,16 @@ def recorded(path):
     if not pathlib.Path(path).exists():
         return []
     return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def segment_deadline(args):
+    """When this segment ends (time.time()), or None without --segment_minutes."""
+    return time.time() + 60 * args.segment_minutes if args.segment_minutes else None
+
+
+def this_command():
+    """This driver's command as results record it (`public_command`)."""
+    return public_command(" ".join(["python", "bench/ablations.py", *sys.argv[1:]]))
 
 
 def linear_path(out):
@@ -166,7 +176,7 @@ def linear(args):
     one JSON line each in `linear_path(--out)`; probes already recorded are skipped."""
     from byol_tf import records
 
-    deadline = time.time() + 60 * args.segment_minutes if args.segment_minutes else None
+    deadline = segment_deadline(args)
     trained = {(r["variant"], r["seed"]) for r in recorded(args.out)
                if r["dataset"] == args.dataset and r["epochs"] == args.epochs}
     out = linear_path(args.out)
@@ -204,8 +214,7 @@ def linear(args):
                        test_examples=result["test_examples"],
                        seconds=round(time.time() - start, 1),
                        command=public_command(" ".join(command)),
-                       driver=public_command(" ".join(["python", "bench/ablations.py",
-                                                       *sys.argv[1:]])), **records.host())
+                       driver=this_command(), **records.host())
             print(json.dumps(row), flush=True)
             with open(out, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -213,7 +222,7 @@ def linear(args):
 
 
 def run(args):
-    deadline = time.time() + 60 * args.segment_minutes if args.segment_minutes else None
+    deadline = segment_deadline(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     done = {(r["variant"], r["seed"], r["dataset"], r["epochs"]) for r in recorded(args.out)}
     for seed in seeds:  # every row's first seed before any row's second
@@ -358,10 +367,10 @@ def write_page(rows, probes, page, command):
         f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
     for finding in FINDINGS:
         heading, names, claim, _ = finding
-        lines += [f"## {heading}", "", f"Paper: {claim}", "",
-                  f"Ours: {verdict(finding, knn) or 'not yet measured'}.", "",
+        ours = verdict(finding, knn) or "not yet measured"
+        lines += [f"## {heading}", "", f"Paper: {claim}", "", f"Ours: {ours}.", "",
                   *([f"Found: {NOTES[heading]}", ""]
-                    if heading in NOTES and "disagrees" in (verdict(finding, knn) or "") else []),
+                    if heading in NOTES and "disagrees" in ours else []),
                   "| variant | kNN top-1 (seeds) | linear top-1 | projection_std |",
                   "|---|---|---|---|"]
         lines += [f"| {n} | {cell(knn, n)} | {cell(linear, n)} | {cell(std, n, '{:.4f}')} |"

@@ -102,6 +102,13 @@ def compare(precision):
     if ours_params != peer_params:
         raise RuntimeError(f"the networks differ: {ours_params} vs {peer_params} parameters")
     median = {k: statistics.median(v) for k, v in rates.items()}
+
+    def most(key, library, absent=None):
+        """The largest `key` over the library's runs (`absent`: a run's value without it;
+        None: every run must have it)."""
+        return max(r[key] if absent is None else r.get(key, absent)
+                   for r in lines if r["library"] == library)
+
     summary = dict(
         summary=True, label=FLAGS.label, encoder=FLAGS.encoder, batch_size=FLAGS.batch_size,
         image_size=FLAGS.image_size, precision=precision, augment=FLAGS.augment,
@@ -110,16 +117,14 @@ def compare(precision):
         peer_images_per_s=round(median["byol-pytorch"], 2),
         ours_over_peer=round(median["byol_tf"] / median["byol-pytorch"], 3),
         byol_tf_runs=rates["byol_tf"], peer_runs=rates["byol-pytorch"],
-        byol_tf_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol_tf"),
-        peer_peak_rss_mb=max(r["peak_rss_mb"] for r in lines if r["library"] == "byol-pytorch"),
-        byol_tf_rss_anon_mb=max(r.get("rss_anon_mb", 0) for r in lines if r["library"] == "byol_tf"),
-        peer_rss_anon_mb=max(r.get("rss_anon_mb", 0) for r in lines if r["library"] == "byol-pytorch"),
+        byol_tf_peak_rss_mb=most("peak_rss_mb", "byol_tf"),
+        peer_peak_rss_mb=most("peak_rss_mb", "byol-pytorch"),
+        byol_tf_rss_anon_mb=most("rss_anon_mb", "byol_tf", absent=0),
+        peer_rss_anon_mb=most("rss_anon_mb", "byol-pytorch", absent=0),
         page_cache_dropped=FLAGS.drop_caches,
         **({} if FLAGS.device == "cpu" else dict(
-            byol_tf_device_peak_mb=max(r["device_peak_mb"] for r in lines
-                                       if r["library"] == "byol_tf"),
-            peer_device_peak_mb=max(r["device_peak_mb"] for r in lines
-                                    if r["library"] == "byol-pytorch"))),
+            byol_tf_device_peak_mb=most("device_peak_mb", "byol_tf"),
+            peer_device_peak_mb=most("device_peak_mb", "byol-pytorch"))),
         encoder_parameters=ours_params, torch=lines[1]["torch"],
         byol_pytorch=lines[1]["byol_pytorch"], tensorflow=lines[0].get("tensorflow"),
         jax=lines[0].get("jax"),
@@ -129,8 +134,8 @@ def compare(precision):
                        baseline_images_per_s=round(statistics.median(rates[BASELINE]), 2),
                        baseline_over_peer=round(statistics.median(rates[BASELINE]) /
                                                 median["byol-pytorch"], 3),
-                       baseline_runs=rates[BASELINE], baseline_peak_rss_mb=max(
-                           r["peak_rss_mb"] for r in lines if r["library"] == BASELINE))
+                       baseline_runs=rates[BASELINE],
+                       baseline_peak_rss_mb=most("peak_rss_mb", BASELINE))
     report(lines, summary, FLAGS.out)
 
 

@@ -84,6 +84,7 @@ class CifarResNet(nn.Module):
 
 
 def build_net(encoder):
+    """byol_tf's `encoder` in PyTorch: images [B, 3, H, W] → [B, D]."""
     if encoder in ENCODERS:
         return CifarResNet(**ENCODERS[encoder])
     import torchvision
@@ -91,6 +92,7 @@ def build_net(encoder):
     net = getattr(torchvision.models, encoder)()  # byol_tf's ImageNet-stem ResNets
     net.fc = nn.Identity()
     return net
+
 
 def main(argv):
     del argv

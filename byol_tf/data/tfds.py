@@ -137,9 +137,10 @@ def _tfds_load(tfds, name, split, data_dir):
     if not builder.is_prepared():
         raise ValueError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir!s} (byol_tf does not "
-            f"download): prepare it once with `tensorflow_datasets.builder({name!r}, data_dir=DIR)"
-            f".download_and_prepare()` and pass --data_dir=DIR (for CIFAR-10 where TFDS cannot download, a clone of byol_tf has "
-            f"`python scripts/prepare_cifar10.py DEST`, then --data_dir=DEST/tfds)")
+            f"download): prepare it once with `tensorflow_datasets.builder({name!r}, "
+            f"data_dir=DIR).download_and_prepare()` and pass --data_dir=DIR (for CIFAR-10 "
+            f"where TFDS cannot download, a clone of byol_tf has `python "
+            f"scripts/prepare_cifar10.py DEST`, then --data_dir=DEST/tfds)")
     if split not in builder.info.splits:
         raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has "
                          f"{sorted(builder.info.splits)}")
