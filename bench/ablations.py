@@ -325,9 +325,12 @@ def verdict(finding, knn):
         return None
     difference, spread_of = test({n: v[0] for n, v in knn.items()})
     spread = sum(knn[n][1] for n in spread_of)
+    single = [n for n in names if knn[n][2] < 2]  # a spread of one seed is unknown, not 0
+    caveat = f"; provisional: one seed of {', '.join(single)}" if single else ""
     if abs(difference) <= spread:
-        return f"within the spread ({difference:+.3f}, spread {spread:.3f})"
-    return f"{'agrees' if difference > 0 else 'disagrees'} ({difference:+.3f}, spread {spread:.3f})"
+        return f"within the spread ({difference:+.3f}, spread {spread:.3f}{caveat})"
+    return (f"{'agrees' if difference > 0 else 'disagrees'} ({difference:+.3f}, "
+            f"spread {spread:.3f}{caveat})")
 
 
 def public_command(driver):
@@ -347,7 +350,8 @@ def write_page(rows, probes, page, command):
              f"Every row is a full `train.py` run per seed: {first['dataset']}, encoder "
              f"`{first['encoder']}`, {first['epochs']} epochs, batch {first['batch_size']} "
              f"unless the row says otherwise, kNN top-1 (k = 200, cosine, T = 0.1) on the "
-             f"{first['test_examples']:,} test images; mean ± half the range over the seeds. "
+             f"{first['test_examples']:,} test images; mean ± half the range over the seeds (their number in brackets; one "
+             "seed has no spread). "
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). "
              f"{'Host' if len(hosts) == 1 else 'Hosts'}: {'; '.join(hosts)}.", "", "```",
              public_command(command), "```", ""]
@@ -357,14 +361,19 @@ def write_page(rows, probes, page, command):
     if "byol" in knn:
         lines += [f"BYOL's seed-to-seed spread at this budget: ± {knn['byol'][1]:.3f} (half the "
                   f"range of {knn['byol'][2]} seeds); an effect smaller than the spreads of its "
-                  "rows is reported as within the spread.", ""]
+                  "rows is reported as within the spread, and a verdict that rests on a row of one seed "
+                  "as provisional.", ""]
     if probes:
         lines += [f"Linear top-1: eval.py's linear protocol ({probes[0]['linear_epochs']} epochs "
                   "of SGD on the frozen encoder, crops and flips, the whole test split) on the "
                   "runs' encoders, for the baseline and the best and worst rows:", "", "```",
                   probes[-1].get("driver") or probes[-1].get("command", ""), "```", ""]
-    cell = lambda table, n, f="{:.3f}": (  # noqa: E731
-        f"{f.format(table[n][0])} ± {f.format(table[n][1])} ({table[n][2]})" if n in table else "—")
+    def cell(table, n, f="{:.3f}"):  # mean ± half the range (seeds); one seed has no spread
+        if n not in table:
+            return "—"
+        mean, spread, seeds = table[n]
+        return f"{f.format(mean)} ({seeds})" if seeds < 2 else (
+            f"{f.format(mean)} ± {f.format(spread)} ({seeds})")
     for finding in FINDINGS:
         heading, names, claim, _ = finding
         ours = verdict(finding, knn) or "not yet measured"

@@ -107,5 +107,22 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     # tau_0 0.54 ± 0.01: byol − tau_0 = −0.01, inside the spread 0.02.
     assert "Ours: within the spread (-0.010, spread 0.020)." in text
     assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
+    verdicts_and_rows = [line for line in text.splitlines() if line.startswith(("Ours:", "| "))]
+    assert not [line for line in verdicts_and_rows if "(1)" in line or "provisional" in line]
     assert "--segment_minutes" not in text and "30 epochs" in text
     assert "python bench/ablations.py linear --linear=byol" in text
+
+
+def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_path):
+    runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52), run_row("tau_1", 0, 0.45)]
+    out = tmp_path / "grid.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
+                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = page.read_text()
+    assert "| tau_1 | 0.450 (1) | — | 0.0700 (1) |" in text
+    # byol 0.53 ± 0.01 − tau_1 0.45 = +0.08, beyond byol's spread; tau_1's own is unknown.
+    assert "Ours: agrees (+0.080, spread 0.010; provisional: one seed of tau_1)." in text
