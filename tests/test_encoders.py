@@ -90,3 +90,43 @@ def test_encoder_without_normalisation_is_the_plain_residual_net():
         y = np.maximum(conv(h, f"{name}_conv0"), 0)
         h = np.maximum(conv(y, f"{name}_conv1") + shortcut, 0)
     np.testing.assert_allclose(model(x), h.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny_resnet_cifar_gnws", "tiny_resnet_cifar"])
+def test_gnws_encoder_uses_no_batch_statistics(name):
+    """`_gnws`: every conv weight-standardised, every norm a GroupNormalization of
+    min(16, channels) groups, so in training mode an image's features do not depend on the
+    other images of its batch (Richemond et al. 2020); the batch-norm net's do."""
+    from byol_tf.layers import WSConv2D
+
+    model = encoders.get(name)
+    x = np.random.default_rng(2).normal(size=(8, 16, 16, 3)).astype(np.float32)
+    alone = np.asarray(model(x[:2], training=True))
+    in_batch = np.asarray(model(x, training=True))[:2]
+    if name.endswith("_gnws"):
+        convs = [layer for layer in model.layers if "conv" in layer.name]
+        norms = [layer for layer in model.layers if "bn" in layer.name]
+        assert convs and all(isinstance(layer, WSConv2D) for layer in convs)
+        assert norms and all(type(layer).__name__ == "GroupNormalization" and
+                             layer.groups == min(16, layer.input.shape[-1]) for layer in norms)
+        np.testing.assert_allclose(alone, in_batch, rtol=1e-4, atol=1e-5)
+    else:
+        assert not np.allclose(alone, in_batch, rtol=1e-2, atol=1e-3)
+
+
+def test_byol_without_batch_statistics_heads_are_per_example():
+    """The grid's `no_batch_stats_gnws` online network (GN+WS encoder, layer-norm projector and
+    predictor) in training mode: each image's prediction is the same alone as in a batch."""
+    import byol_tf
+
+    model = byol_tf.BYOL("tiny_resnet_cifar_gnws", projector_norm="layer_norm",
+                         predictor_norm="layer_norm", projection_dim=16, hidden_dim=32,
+                         num_classes=10, seed=0)
+    x = np.random.default_rng(3).normal(size=(8, 16, 16, 3)).astype(np.float32)
+
+    def predict(images):
+        features = model.online_encoder(images, training=True)
+        return np.asarray(model.online_predictor(model.online_projector(features, training=True),
+                                                 training=True))
+
+    np.testing.assert_allclose(predict(x[:2]), predict(x)[:2], rtol=1e-4, atol=1e-5)

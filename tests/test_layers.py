@@ -1,11 +1,12 @@
-"""The fused BatchNorm equals Keras' BatchNormalization: outputs, gradients, statistics."""
+"""The fused BatchNorm equals Keras' BatchNormalization: outputs, gradients, statistics;
+the weight-standardised conv equals its formula."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from byol_tf.layers import BatchNorm
+from byol_tf.layers import BatchNorm, WSConv2D
 
 
 @pytest.mark.parametrize("shape", [(16, 5, 5, 7), (32, 9)])
@@ -141,3 +142,29 @@ def test_fused_batch_norm_in_bfloat16_matches_keras():
         a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
         scale = np.abs(b).max()
         np.testing.assert_allclose(a, b, atol=2e-2 * scale)
+
+
+def test_weight_standardised_conv_matches_numpy():
+    """WSConv2D = a plain conv whose kernel numpy standardised per output channel over
+    (height, width, input channels), (w − mean) / √(var + 1e-5) (Qiao et al. 2019); so its
+    output ignores a per-channel scale and shift of the kernel."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+    kernel = (0.3 * rng.normal(size=(3, 3, 3, 4)) + rng.normal(size=4)).astype(np.float32)
+    flat = kernel.reshape(-1, 4).astype(np.float64)
+    standardised = ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(kernel.shape)
+    plain = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    plain.build(x.shape)
+    plain.kernel.assign(standardised.astype(np.float32))
+    expected = keras.ops.convert_to_numpy(plain(x))
+
+    ws = WSConv2D(4, 3, padding="same", use_bias=False)
+    ws.build(x.shape)
+    ws.kernel.assign(kernel)
+    np.testing.assert_allclose(ws(x), expected, rtol=1e-4, atol=1e-4)
+    raw = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    raw.build(x.shape)
+    raw.kernel.assign(kernel)
+    assert not np.allclose(raw(x), expected, atol=1e-2)  # the standardisation matters here
+    ws.kernel.assign(5.0 * kernel + np.arange(4, dtype=np.float32))
+    np.testing.assert_allclose(ws(x), expected, rtol=1e-3, atol=1e-3)
