@@ -298,6 +298,16 @@ NOTES = {
         "the paper's setting is the recipe: AdamW at 2e-3, batch 128, 15 epochs of CIFAR-10 here; "
         "LARS at batch 4096 for 300 epochs of ImageNet there. SimSiam (Chen & He 2021) also "
         "learns without an EMA target: the predictor and the stop-gradient suffice there too."),
+    "No batch statistics (GroupNorm + weight standardisation)": (
+        "The switch is tested: `WSConv2D` equals a convolution with a kernel standardised in "
+        "numpy, and the online network computes each image alone as in its batch "
+        "(`tests/test_layers.py`, `tests/test_encoders.py`). The collapse comes from the "
+        "heads: over the first 200 steps of this recipe the GN + WS encoder learns beside the "
+        "batch-norm one when the projector and predictor keep batch norm (projection_std 0.064 "
+        "against 0.066), while with layer-norm heads its projections fall to a constant within "
+        "25 steps; a warm-up or a ten times smaller learning rate only slows the fall "
+        "(`bench/results/gnws_heads.md`). Richemond et al. trained with LARS at batch 4096 for "
+        "300 epochs of ImageNet; this recipe is AdamW at batch 128 for 15 epochs."),
     "Contrastive siblings": (
         "The contrastive losses equal their papers' formulas computed in numpy "
         "(`tests/test_losses.py`: NT-Xent, MoCo's InfoNCE). The papers rank the methods after "
