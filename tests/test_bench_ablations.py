@@ -126,3 +126,29 @@ def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_pa
     assert "| tau_1 | 0.450 (1) | — | 0.0700 (1) |" in text
     # byol 0.53 ± 0.01 − tau_1 0.45 = +0.08, beyond byol's spread; tau_1's own is unknown.
     assert "Ours: agrees (+0.080, spread 0.010; provisional: one seed of tau_1)." in text
+
+
+def test_a_resumed_runs_wall_time_counts_every_training_segment():
+    # metrics.json of a run trained in two processes (6690.7 s, then 821.1 s): its `train`
+    # phase record times only the second (with its start-up); the row adds the first.
+    metrics = dict(train_seconds=7511.7, segments=[dict(train_seconds=6690.7),
+                                                   dict(train_seconds=821.1)],
+                   phase_seconds=dict(train=825.7, save=0.4, evaluate=70.2, export=3.1))
+    code = ("import json, sys; sys.path.insert(0, 'bench'); import ablations; "
+            f"print(ablations.wall_seconds(json.loads('{json.dumps(metrics)}')))")
+    assert float(python(code)) == round(6690.7 + 825.7 + 0.4 + 70.2 + 3.1, 1)
+
+
+def test_no_batch_statistics_must_come_nearer_the_baseline_than_no_normalisation():
+    code = """
+import sys; sys.path.insert(0, "bench"); import ablations
+finding = next(f for f in ablations.FINDINGS if "no_batch_stats_gnws" in f[1])
+for gnws in (0.46, 0.39):
+    knn = dict(byol=(0.53, 0.01, 2), no_batch_stats_gnws=(gnws, 0.01, 2),
+               no_batch_norm=(0.31, 0.01, 2))
+    print(ablations.verdict(finding, knn), end=" | ")
+"""
+    # (0.46 − 0.31) − (0.53 − 0.46) = +0.08; (0.39 − 0.31) − (0.53 − 0.39) = −0.06, though 0.39
+    # is far above the net without normalisation; the spreads of the three rows sum to 0.03.
+    assert python(code) == ("agrees (+0.080, spread 0.030) | "
+                            "disagrees (-0.060, spread 0.030) |")
