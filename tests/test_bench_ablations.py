@@ -106,6 +106,8 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     assert "Ours: agrees (+0.240, spread 0.020)." in text
     # tau_0 0.54 ± 0.01: byol − tau_0 = −0.01, inside the spread 0.02.
     assert "Ours: within the spread (-0.010, spread 0.020)." in text
+    # a finding that does not separate shows what was checked, as one that disagrees does
+    assert "Found: The switch does what the paper describes: with τ = 0" in text
     assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
     verdicts_and_rows = [line for line in text.splitlines() if line.startswith(("Ours:", "| "))]
     assert not [line for line in verdicts_and_rows if "(1)" in line or "provisional" in line]
@@ -124,8 +126,28 @@ def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     text = page.read_text()
     assert "| tau_1 | 0.450 (1) | — | 0.0700 (1) |" in text
-    # byol 0.53 ± 0.01 − tau_1 0.45 = +0.08, beyond byol's spread; tau_1's own is unknown.
-    assert "Ours: agrees (+0.080, spread 0.010; provisional: one seed of tau_1)." in text
+    # byol 0.53 ± 0.01 − tau_1 0.45 = +0.08; tau_1's own spread is unknown, so it counts
+    # byol's: 0.01 + 0.01.
+    assert "Ours: agrees (+0.080, spread 0.020; provisional: one seed of tau_1)." in text
+
+
+def test_a_rows_spread_is_at_least_the_baselines():
+    code = """
+import sys; sys.path.insert(0, "bench"); import ablations
+finding = next(f for f in ablations.FINDINGS if "multiview" in f[1])
+rows = dict(multiview_cl=(0.600, 0.0005, 2), multiview_cl_fp=(0.601, 0.0, 1),
+            multiview=(0.605, 0.0, 1))
+print(ablations.verdict(finding, rows), end=" | ")
+print(ablations.verdict(finding, rows | dict(byol=(0.54, 0.004, 3))), end=" | ")
+print(ablations.verdict(finding, rows | dict(byol=(0.54, 0.001, 3))), end=" |")
+"""
+    # multiview − multiview_cl = +0.005. Without a baseline the rows' own spreads sum to
+    # 0.0005; with byol's ± 0.004 each row counts 0.004 (0.008 > 0.005); with ± 0.001, 0.002.
+    assert python(code) == (
+        "agrees (+0.005, spread 0.001; provisional: one seed of multiview_cl_fp, multiview) | "
+        "within the spread (+0.005, spread 0.008; provisional: one seed of multiview_cl_fp, "
+        "multiview) | "
+        "agrees (+0.005, spread 0.002; provisional: one seed of multiview_cl_fp, multiview) |")
 
 
 def test_a_resumed_runs_wall_time_counts_every_training_segment():
