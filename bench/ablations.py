@@ -376,7 +376,29 @@ def public_command(driver):
     return " ".join(words)
 
 
-def write_page(rows, probes, page, command):
+def reproducing_commands(rows, choice):
+    """The driver commands (`run` or `linear`) that make `rows`: their drivers' common command
+    without seeds or variants, once per set of seeds that share a set of variants, naming the
+    variants with `choice` (`--only`, left out for the whole grid, or `--linear`)."""
+    drivers = [r["driver"] for r in rows]
+    base = [w for w in public_command(max(drivers[::-1], key=drivers.count)).split()
+            if not w.startswith(("--seeds=", "--only=", "--linear="))]
+    variants = {}
+    for r in rows:
+        variants.setdefault(r["seed"], set()).add(r["variant"])
+    order = GRID + sorted(set(VARIANTS) - set(GRID))
+    groups = {}  # variants → seeds, in the order of the seeds
+    for seed in sorted(variants):
+        groups.setdefault(tuple(n for n in order if n in variants[seed]), []).append(seed)
+    commands = []
+    for group, seeds in groups.items():
+        named = [] if choice == "--only" and set(group) == set(GRID) else [
+            f"{choice}={','.join(group)}"]
+        commands.append(" ".join(base + [f"--seeds={','.join(map(str, seeds))}"] + named))
+    return commands
+
+
+def write_page(rows, probes, page):
     """The page of `rows` (runs) and `probes` (their linear probes) of one budget."""
     knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
     linear = summary(probes, "linear_top1")
@@ -389,8 +411,8 @@ def write_page(rows, probes, page, command):
              f"{first['test_examples']:,} test images; mean ± half the range over the seeds (their number in brackets; one "
              "seed has no spread). "
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). "
-             f"{'Host' if len(hosts) == 1 else 'Hosts'}: {'; '.join(hosts)}.", "", "```",
-             public_command(command), "```", ""]
+             f"{'Host' if len(hosts) == 1 else 'Hosts'}: {'; '.join(hosts)}. The commands "
+             "that made the rows:", "", "```", *reproducing_commands(rows, "--only"), "```", ""]
     if any(r["batch_size"] != first["batch_size"] for r in rows):
         lines += ["A row with a smaller batch keeps the epochs (more steps) and its learning "
                   "rate is the recipe's base × batch / 256, as at every batch.", ""]
@@ -405,7 +427,7 @@ def write_page(rows, probes, page, command):
         lines += [f"Linear top-1: eval.py's linear protocol ({probes[0]['linear_epochs']} epochs "
                   "of SGD on the frozen encoder, crops and flips, the whole test split) on the "
                   "runs' encoders, for the baseline and the best and worst rows:", "", "```",
-                  probes[-1].get("driver") or probes[-1].get("command", ""), "```", ""]
+                  *reproducing_commands(probes, "--linear"), "```", ""]
     def cell(table, n, f="{:.3f}"):  # mean ± half the range (seeds); one seed has no spread
         if n not in table:
             return "—"
@@ -464,8 +486,7 @@ def main(argv):
                         for path in (FLAGS.out, linear_path(FLAGS.out)))
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        drivers = [r["driver"] for r in rows]  # the command most rows came from
-        write_page(rows, probes, FLAGS.page, max(drivers[::-1], key=drivers.count))
+        write_page(rows, probes, FLAGS.page)
     else:
         raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
                              "[--page=PAGE.md]")

@@ -112,7 +112,27 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     verdicts_and_rows = [line for line in text.splitlines() if line.startswith(("Ours:", "| "))]
     assert not [line for line in verdicts_and_rows if "(1)" in line or "provisional" in line]
     assert "--segment_minutes" not in text and "30 epochs" in text
-    assert "python bench/ablations.py linear --linear=byol" in text
+    assert "python bench/ablations.py run --epochs=15 --seeds=0,1 --only=byol,no_predictor,tau_0" in text
+    assert "python bench/ablations.py linear --seeds=0,1 --linear=byol" in text
+
+
+def test_the_pages_commands_make_every_row_and_no_other():
+    code = """
+import json, pathlib, sys; sys.path.insert(0, "bench"); import ablations
+home = str(pathlib.Path.home())
+rows = [dict(variant=n, seed=0) for n in ablations.GRID] + [
+    dict(variant="tau_0", seed=1), dict(variant="byol", seed=1), dict(variant="byol", seed=2),
+    dict(variant="tau_0", seed=3), dict(variant="byol", seed=3)]
+for r in rows:
+    r["driver"] = (f"python bench/ablations.py run --work_dir={home}/grid --seeds={r['seed']} "
+                   f"--only={r['variant']} --segment_minutes=30")
+print(json.dumps(ablations.reproducing_commands(rows, "--only")))
+"""
+    # Seed 0 has the whole grid (no --only); seeds 1 and 3 share a pair, in the grid's order.
+    assert json.loads(python(code)) == [
+        "python bench/ablations.py run --work_dir=~/grid --seeds=0",
+        "python bench/ablations.py run --work_dir=~/grid --seeds=1,3 --only=byol,tau_0",
+        "python bench/ablations.py run --work_dir=~/grid --seeds=2 --only=byol"]
 
 
 def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_path):
