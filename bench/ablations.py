@@ -322,8 +322,8 @@ NOTES = {
         "heads learns beside the baseline (0.064), so the slow start comes from the layer-norm "
         "heads; a warm-up or a ten times smaller learning rate did not prevent it there "
         "(`bench/results/gnws_heads.md`). Three or four of fifteen epochs lost is a large share "
-        "of this budget; Richemond et al. trained with LARS at batch 4096 for 300 epochs of ImageNet, "
-        "this recipe is AdamW at batch 128 for 15 epochs of CIFAR-10."),
+        "of this budget; Richemond et al. trained with LARS at batch 4096 for 300 epochs of "
+        "ImageNet, this recipe is AdamW at batch 128 for 15 epochs of CIFAR-10."),
     "The multi-view objective": (
         "The three terms equal their formulas computed in numpy (`tests/test_losses.py`: "
         "InfoNCE, the forward- and inverse-predictive losses), and each is active in these "
@@ -380,11 +380,12 @@ def public_command(driver):
 
 def reproducing_commands(rows, choice):
     """The driver commands (`run` or `linear`) that make `rows`: their drivers' common command
-    without seeds or variants, once per set of seeds that share a set of variants, naming the
-    variants with `choice` (`--only`, left out for the whole grid, or `--linear`)."""
+    (`public_command`, which drops `--only`) without seeds or probed variants, once per set of
+    seeds that share a set of variants, naming the variants with `choice` (`--only`, left out
+    for the whole grid, or `--linear`)."""
     drivers = [r["driver"] for r in rows]
     base = [w for w in public_command(max(drivers[::-1], key=drivers.count)).split()
-            if not w.startswith(("--seeds=", "--only=", "--linear="))]
+            if not w.startswith(("--seeds=", "--linear="))]
     variants = {}
     for r in rows:
         variants.setdefault(r["seed"], set()).add(r["variant"])

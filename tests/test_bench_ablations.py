@@ -112,7 +112,8 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     verdicts_and_rows = [line for line in text.splitlines() if line.startswith(("Ours:", "| "))]
     assert not [line for line in verdicts_and_rows if "(1)" in line or "provisional" in line]
     assert "--segment_minutes" not in text and "30 epochs" in text
-    assert "python bench/ablations.py run --epochs=15 --seeds=0,1 --only=byol,no_predictor,tau_0" in text
+    assert ("python bench/ablations.py run --epochs=15 --seeds=0,1 "
+            "--only=byol,no_predictor,tau_0") in text
     assert "python bench/ablations.py linear --seeds=0,1 --linear=byol" in text
 
 
