@@ -182,6 +182,18 @@ def test_a_resumed_runs_wall_time_counts_every_training_segment():
     assert float(python(code)) == round(6690.7 + 825.7 + 0.4 + 70.2 + 3.1, 1)
 
 
+def test_a_row_keeps_each_term_of_a_summed_loss_and_drops_the_rest():
+    # metrics.json's history of a multi-view run (two epochs, as train.py writes it)
+    history = dict(loss=[5.4, 4.6], loss_cl=[3.8, 2.9], loss_fp=[261.5, 258.0],
+                   loss_ip=[0.31, 0.45], projection_std=[0.051, 0.070],
+                   learning_rate=[1e-3, 9e-4], probe_accuracy=[0.25, 0.31], probe_loss=[2.0, 1.9])
+    code = ("import json, sys; sys.path.insert(0, 'bench'); import ablations; "
+            f"print(json.dumps(ablations.kept_history(json.loads('{json.dumps(history)}'))))")
+    kept = json.loads(python(code))
+    assert kept == {k: history[k] for k in ("loss", "loss_cl", "loss_fp", "loss_ip",
+                                            "projection_std")}
+
+
 def test_no_batch_statistics_must_come_nearer_the_baseline_than_no_normalisation():
     code = """
 import sys; sys.path.insert(0, "bench"); import ablations
