@@ -345,7 +345,7 @@ NOTES = {
     "The multi-view objective": (
         "The three terms equal their formulas computed in numpy (`tests/test_losses.py`: "
         "InfoNCE, the forward- and inverse-predictive losses), and each is active in these "
-        "runs: at the last epoch λ_FP·L_FP ≈ 0.005 × 249 ≈ 1.24, as large as L_CL "
+        "runs: at the last epoch λ_FP·L_FP ≈ 0.005 × 249 ≈ 1.25, as large as L_CL "
         "(1.08–1.28), and L_IP ≈ 0.55–0.56 (each term's per-epoch history is in the results "
         "file for seed 2). Over three seeds the three objectives end within BYOL's "
         "seed-to-seed spread of one another (0.605, 0.607, 0.601): at this budget the added "
