@@ -420,8 +420,54 @@ def reproducing_commands(rows, choice):
     return commands
 
 
-def write_page(rows, probes, page):
-    """The page of `rows` (runs) and `probes` (their linear probes) of one budget."""
+def cell(table, n, f="{:.3f}"):
+    """A table's cell: mean ± half the range (seeds); one seed has no spread."""
+    if n not in table:
+        return "—"
+    mean, spread, seeds = table[n]
+    return f"{f.format(mean)} ({seeds})" if seeds < 2 else (
+        f"{f.format(mean)} ± {f.format(spread)} ({seeds})")
+
+
+def budgets_section(rows, others):
+    """The budget of `rows` beside `others` (runs of the same dataset at other epochs): the
+    kNN top-1 of each variant run at more than one budget, and the commands of `others`."""
+    if not others:
+        return []
+    epochs = rows[0]["epochs"]
+    by_budget = {epochs: rows}
+    for r in others:
+        by_budget.setdefault(r["epochs"], []).append(r)
+    order = GRID + sorted(set(VARIANTS) - set(GRID))
+    shared = [n for n in order
+              if sum(any(r["variant"] == n for r in b) for b in by_budget.values()) > 1]
+    knn = {e: summary(b, "knn_top1") for e, b in by_budget.items()}
+    pilots = [f"± {knn[e]['byol'][1]:.3f} at {e} epochs ({knn[e]['byol'][2]} seeds)"
+              for e in sorted(by_budget) if e < epochs and knn[e].get("byol", (0, 0, 1))[2] > 1]
+    lines = ["## The budget", "",
+             f"The grid runs {epochs} epochs: BYOL's seeds spread by ± "
+             f"{knn[epochs]['byol'][1]:.3f} there, several times less than the papers' effects"
+             if "byol" in knn[epochs] else f"The grid runs {epochs} epochs"]
+    lines[-1] += (f"; shorter pilots: {'; '.join(pilots)}." if pilots else ".")
+    lines[-1] += (" The variants run at more than one budget, kNN top-1 (seeds) on the same "
+                  "test images:")
+    lines += ["", "| epochs | steps | " + " | ".join(shared) + " |",
+              "|---" * (len(shared) + 2) + "|"]
+    for e in sorted(by_budget):
+        steps = sorted({r["steps"] for r in by_budget[e] if r["batch_size"] == 128})
+        lines.append(f"| {e}{' (this page)' if e == epochs else ''} | "
+                     f"{', '.join(f'{s:,}' for s in steps) or '—'} | "
+                     + " | ".join(cell(knn[e], n) for n in shared) + " |")
+    lines += ["", "The commands of the other budgets:", "", "```"]
+    for e in sorted(by_budget):
+        if e != epochs:
+            lines += reproducing_commands(by_budget[e], "--only")
+    return lines + ["```", ""]
+
+
+def write_page(rows, probes, page, others=()):
+    """The page of `rows` (runs) and `probes` (their linear probes) of one budget; `others`
+    are runs of the same dataset at other budgets."""
     knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
     linear = summary(probes, "linear_top1")
     first = rows[0]
@@ -450,12 +496,7 @@ def write_page(rows, probes, page):
                   "of SGD on the frozen encoder, crops and flips, the whole test split) on the "
                   "runs' encoders, for the baseline and the best and worst rows:", "", "```",
                   *reproducing_commands(probes, "--linear"), "```", ""]
-    def cell(table, n, f="{:.3f}"):  # mean ± half the range (seeds); one seed has no spread
-        if n not in table:
-            return "—"
-        mean, spread, seeds = table[n]
-        return f"{f.format(mean)} ({seeds})" if seeds < 2 else (
-            f"{f.format(mean)} ± {f.format(spread)} ({seeds})")
+    lines += budgets_section(rows, others)
     for finding in FINDINGS:
         heading, names, claim, _ = finding
         ours = verdict(finding, knn) or "not yet measured"
@@ -508,7 +549,9 @@ def main(argv):
                         for path in (FLAGS.out, linear_path(FLAGS.out)))
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        write_page(rows, probes, FLAGS.page)
+        others = [r for r in recorded(FLAGS.out)
+                  if r["epochs"] != FLAGS.epochs and r["dataset"] == FLAGS.dataset]
+        write_page(rows, probes, FLAGS.page, others)
     else:
         raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
                              "[--page=PAGE.md]")

@@ -78,7 +78,7 @@ def test_every_grid_row_is_a_train_command_that_builds_its_switch():
 def run_row(variant, seed, knn, std=0.07):
     return dict(variant=variant, seed=seed, dataset="cifar10", epochs=15, batch_size=128,
                 encoder="tiny_resnet_cifar", test_examples=10000, knn_top1=knn,
-                projection_std=std, history={}, cpu="cpu", cores=2, isa=["avx2"],
+                projection_std=std, history={}, cpu="cpu", cores=2, isa=["avx2"], steps=5850,
                 driver="python bench/ablations.py run --epochs=15 --segment_minutes=9")
 
 
@@ -86,7 +86,7 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52),
             run_row("no_predictor", 0, 0.28, 2e-4), run_row("no_predictor", 1, 0.30, 4e-4),
             run_row("tau_0", 0, 0.55), run_row("tau_0", 1, 0.53),
-            run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: left out
+            run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: only in its section
     out = tmp_path / "grid.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in runs))
     probe = dict(dataset="cifar10", epochs=15, linear_epochs=30,
@@ -109,12 +109,46 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     # a finding that does not separate shows what was checked, as one that disagrees does
     assert "Found: The switch does what the paper describes: with τ = 0" in text
     assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
-    verdicts_and_rows = [line for line in text.splitlines() if line.startswith(("Ours:", "| "))]
+    verdicts_and_rows = [line for line in text.splitlines()
+                         if line.startswith(("Ours:", "| ")) and not line.startswith("| 5 |")]
     assert not [line for line in verdicts_and_rows if "(1)" in line or "provisional" in line]
     assert "--segment_minutes" not in text and "30 epochs" in text
     assert ("python bench/ablations.py run --epochs=15 --seeds=0,1 "
             "--only=byol,no_predictor,tau_0") in text
     assert "python bench/ablations.py linear --seeds=0,1 --linear=byol" in text
+
+
+def test_other_budgets_show_the_variants_they_share_and_their_commands(tmp_path):
+    other = dict(epochs=30, steps=11700,
+                 driver="python bench/ablations.py run --epochs=30 --segment_minutes=9")
+    pilot = dict(epochs=5, steps=1950, driver="python bench/ablations.py run --epochs=5")
+    runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.53), run_row("tau_0", 0, 0.52),
+            run_row("simclr", 0, 0.59), run_row("simclr", 1, 0.58),
+            run_row("byol", 0, 0.40) | pilot, run_row("byol", 1, 0.44) | pilot,
+            run_row("byol", 0, 0.62) | other, run_row("byol", 1, 0.60) | other,
+            run_row("simclr", 0, 0.63) | other]
+    out = tmp_path / "grid.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
+                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = page.read_text()
+    section = text.split("## The budget")[1].split("\n## ")[0]
+    # byol at 15: 0.535 ± 0.005; the 5-epoch pilot 0.42 ± 0.02; tau_0 ran at one budget only
+    assert "BYOL's seeds spread by ± 0.005 there" in section
+    assert "shorter pilots: ± 0.020 at 5 epochs (2 seeds)." in section
+    assert "| epochs | steps | byol | simclr |" in section and "tau_0" not in section
+    assert "| 5 | 1,950 | 0.420 ± 0.020 (2) | — |" in section
+    assert "| 15 (this page) | 5,850 | 0.535 ± 0.005 (2) | 0.585 ± 0.005 (2) |" in section
+    assert "| 30 | 11,700 | 0.610 ± 0.010 (2) | 0.630 (1) |" in section
+    commands = section.split("```")[1].strip().splitlines()
+    assert commands == ["python bench/ablations.py run --epochs=5 --seeds=0,1 --only=byol",
+                        "python bench/ablations.py run --epochs=30 --seeds=0 --only=byol,simclr",
+                        "python bench/ablations.py run --epochs=30 --seeds=1 --only=byol"]
+    # the findings use the page's budget only
+    assert "| simclr | 0.585 ± 0.005 (2) |" in text
 
 
 def test_the_pages_commands_make_every_row_and_no_other():
