@@ -446,7 +446,8 @@ def budgets_section(rows, others):
               if sum(any(r["variant"] == n for r in b) for b in by_budget.values()) > 1]
     knn = {e: summary(b, "knn_top1") for e, b in by_budget.items()}
     pilots = [f"± {knn[e]['byol'][1]:.3f} at {e} epochs ({knn[e]['byol'][2]} seeds)"
-              for e in sorted(by_budget) if e < epochs and knn[e].get("byol", (0, 0, 1))[2] > 1]
+              for e in sorted(by_budget)
+              if e < epochs and "byol" in knn[e] and knn[e]["byol"][2] > 1]
     lines = ["## The budget", "",
              f"The grid runs {epochs} epochs: BYOL's seeds spread by ± "
              f"{knn[epochs]['byol'][1]:.3f} there, several times less than the papers' effects"
@@ -457,7 +458,7 @@ def budgets_section(rows, others):
     lines += ["", "| epochs | steps | " + " | ".join(shared) + " |",
               "|---" * (len(shared) + 2) + "|"]
     for e in sorted(by_budget):
-        steps = sorted({r["steps"] for r in by_budget[e] if r["batch_size"] == 128})
+        steps = sorted({r["steps"] for r in by_budget[e] if r["variant"] in shared})
         lines.append(f"| {e}{' (this page)' if e == epochs else ''} | "
                      f"{', '.join(f'{s:,}' for s in steps) or '—'} | "
                      + " | ".join(cell(knn[e], n) for n in shared) + " |")
@@ -547,14 +548,13 @@ def main(argv):
     elif argv[1:] == ["linear"]:
         linear(FLAGS)
     elif argv[1:] == ["table"] and FLAGS.page:
-        rows, probes = ([r for r in recorded(path)  # the budget --epochs names, on --dataset
-                         if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
-                        for path in (FLAGS.out, linear_path(FLAGS.out)))
+        runs = [r for r in recorded(FLAGS.out) if r["dataset"] == FLAGS.dataset]
+        rows = [r for r in runs if r["epochs"] == FLAGS.epochs]  # the budget --epochs names
+        probes = [r for r in recorded(linear_path(FLAGS.out))
+                  if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        others = [r for r in recorded(FLAGS.out)
-                  if r["epochs"] != FLAGS.epochs and r["dataset"] == FLAGS.dataset]
-        write_page(rows, probes, FLAGS.page, others)
+        write_page(rows, probes, FLAGS.page, [r for r in runs if r["epochs"] != FLAGS.epochs])
     else:
         raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
                              "[--page=PAGE.md]")
