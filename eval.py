@@ -1,6 +1,6 @@
 """`byol-eval` from a clone: kNN, linear, fine-tune, semi-supervised (see byol_tf/cli/eval.py)."""
 
-from byol_tf.cli.eval import run
+import byol_tf_runtime
 
 if __name__ == "__main__":
-    run()
+    byol_tf_runtime.evaluate()

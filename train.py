@@ -1,6 +1,6 @@
 """`byol-train` from a clone: pretrain, evaluate, export and publish (see byol_tf/cli/train.py)."""
 
-from byol_tf.cli.train import run
+import byol_tf_runtime
 
 if __name__ == "__main__":
-    run()
+    byol_tf_runtime.train()

@@ -32,11 +32,21 @@ flags.DEFINE_bool("augment", True, "Draw the two views inside the step (else: gi
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (TensorFlow).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "Keras dtype policy.")
 flags.DEFINE_string("out", None, "Append the JSON result to this file.")
+flags.DEFINE_bool("onednn", True, "TensorFlow's oneDNN CPU kernels (byol_tf_runtime.use_onednn(), "
+                  "as the commands); --noonednn: Eigen's, where TensorFlow's default allows.")
 FLAGS = flags.FLAGS
 
 
 def main(_):
-    import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
+    import os
+
+    import byol_tf_runtime
+
+    if FLAGS.onednn:
+        byol_tf_runtime.use_onednn()  # before TensorFlow loads, as the commands do
+    else:
+        os.environ.setdefault(byol_tf_runtime.ONEDNN, "0")
+    import byol_tf
     import keras
     import numpy as np
     from byol_tf.records import host

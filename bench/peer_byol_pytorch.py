@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 
 DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-ENCODERS = {  # byol_tf.encoders.PRESETS, basic-block CIFAR nets
+ENCODERS = {  # byol_tf.encoders.ARCHITECTURES, basic-block CIFAR nets
     "tiny_resnet_cifar": dict(depth=10, base_width=16),
     "resnet10_cifar": dict(depth=10, base_width=64),
     "resnet18_cifar": dict(depth=18, base_width=64),

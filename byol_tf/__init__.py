@@ -1,18 +1,14 @@
-"""byol_tf: BYOL (Bootstrap Your Own Latent) for Keras 3 / TensorFlow."""
+"""byol_tf: BYOL (Bootstrap Your Own Latent) for Keras 3 / TensorFlow.
 
-from byol_tf import runtime
+Importing it imports Keras (and its backend) and registers byol_tf's classes for
+`keras.models.load_model`; it starts no process and changes neither the environment, nor
+stderr, nor the devices. TensorFlow's CPU kernels and start-up lines are the program's
+choice, made before TensorFlow loads: see `byol_tf_runtime`.
+"""
 
-runtime.choose_cpu_kernels()  # before anything imports TensorFlow (byol_tf/runtime.py)
-runtime.warn_if_eigen_kernels()
-runtime.quiet_cpp_info()
-with runtime.startup_notices_dropped():  # (TensorFlow's CUDA probe on a CPU machine, ...)
-    import keras  # noqa: F401
+import importlib
 
-    runtime.list_devices()
-
-import importlib  # noqa: E402
-
-from byol_tf import augment, encoders, optimizers, schedules  # noqa: E402
+from byol_tf import augment, encoders, optimizers, runtime, schedules  # noqa: E402
 from byol_tf.augmenter import Augmenter  # noqa: E402
 from byol_tf.byol import BYOL  # noqa: E402
 from byol_tf.image_encoder import ImageEncoder  # noqa: E402

@@ -23,7 +23,7 @@ class BYOL(TwoViewModel):
     """BYOL around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
 
     Args:
-      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.ARCHITECTURES`.
       projection_dim: int. Output size of projector and predictor. Defaults to 256.
       hidden_dim: int. Hidden size of the projector and predictor MLPs. Defaults to 4096.
       tau_base: float in [0, 1]. Base EMA rate τ_base of the target network; 0 makes the

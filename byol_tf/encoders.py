@@ -10,11 +10,11 @@
   "cifar" = 3×3/1 conv + BN + ReLU, no max-pool.
 - BatchNorm: momentum 0.9, epsilon 1e-5 (official values). Convs: fan-in truncated
   normal (haiku's default initialiser).
-- `norm="gn_ws"` (presets `<name>_gnws`): no batch statistics anywhere (Richemond et al.
+- `norm="gn_ws"` (architectures `<name>_gnws`): no batch statistics anywhere (Richemond et al.
   2020, "BYOL works even without batch statistics"): every conv is weight-standardised
   (`WSConv2D`) and every BatchNorm is a GroupNormalization (16 groups, fewer when a layer
   has fewer channels; epsilon 1e-5; the same zero-initialised last scale).
-- `norm="none"` (presets `<name>_nonorm`): no normalisation layer at all, for the ablation
+- `norm="none"` (architectures `<name>_nonorm`): no normalisation layer at all, for the ablation
   "BYOL without batch norm" (Fetterman & Albrecht 2020).
 
 keras-hub's ResNetBackbone was not used: its stem pads with ZeroPadding2D + "valid"
@@ -39,7 +39,7 @@ _DEPTHS = {
 
 
 GN_GROUPS = 16
-_NORMS = {"batch_norm": "", "gn_ws": "_gnws", "none": "_nonorm"}  # norm → preset suffix
+_NORMS = {"batch_norm": "", "gn_ws": "_gnws", "none": "_nonorm"}  # norm → architecture suffix
 
 def _conv(filters, kernel, stride, name, norm="batch_norm"):
     conv = WSConv2D if norm == "gn_ws" else layers.Conv2D
@@ -146,8 +146,9 @@ class ResNet(keras.Model):
         return cls(**config)
 
 
-# Presets as data: name → constructor arguments.
-PRESETS = {
+# Architectures as data: name → constructor arguments (`get(name)` builds one). In byol_tf, a
+# "preset" is a zoo entry (`ImageEncoder.from_preset`), as in keras-hub.
+ARCHITECTURES = {
     **{f"resnet{d}": dict(depth=d, stem="imagenet") for d in _DEPTHS},
     **{f"resnet{d}_cifar": dict(depth=d, stem="cifar") for d in _DEPTHS},
     "resnet50x2": dict(depth=50, stem="imagenet", width_multiplier=2),
@@ -155,12 +156,15 @@ PRESETS = {
     "resnet200x2": dict(depth=200, stem="imagenet", width_multiplier=2),
     "tiny_resnet_cifar": dict(depth=10, stem="cifar", base_width=16),  # ~0.3 M, CPU demos
 }
-PRESETS.update({f"{name}{suffix}": dict(args, norm=norm) for name, args in list(PRESETS.items())
+ARCHITECTURES.update({f"{name}{suffix}": dict(args, norm=norm)
+                      for name, args in list(ARCHITECTURES.items())
                 for norm, suffix in _NORMS.items() if suffix})
 
 
 def get(name, **overrides):
-    """Builds a preset encoder, e.g. `get("resnet18_cifar")`, `get("resnet50x2")`."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown encoder {name!r}; known: {', '.join(sorted(PRESETS))}")
-    return ResNet(**{**PRESETS[name], **overrides})
+    """Builds the encoder of a named architecture, e.g. `get("resnet18_cifar")`,
+    `get("resnet50x2")`; `overrides` change its constructor's arguments."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"Unknown encoder architecture {name!r}; known: "
+                         f"{', '.join(sorted(ARCHITECTURES))}")
+    return ResNet(**{**ARCHITECTURES[name], **overrides})

@@ -26,7 +26,7 @@ class MoCo(TwoViewModel):
     """MoCo v2 around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
 
     Args:
-      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.ARCHITECTURES`.
       projection_dim: int. Output size of the head. Defaults to 128.
       hidden_dim: int. Hidden size of the head. Defaults to 2048.
       queue_size: int. K, the number of earlier keys used as negatives; a multiple of the

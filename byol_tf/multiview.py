@@ -30,7 +30,7 @@ class MultiView(TwoViewModel):
     """The multi-view objective around any Keras encoder `images → representation [B, D]`.
 
     Args:
-      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.ARCHITECTURES`.
       projection_dim: int. Output size of the projector. Defaults to 128.
       hidden_dim: int. Hidden size of the projector and the decoder. Defaults to 2048.
       temperature: float. Temperature of L_CL. Defaults to 0.1.

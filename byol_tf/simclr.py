@@ -18,7 +18,7 @@ class SimCLR(TwoViewModel):
     """SimCLR around any Keras encoder `images [B, H, W, 3] → representation [B, D]`.
 
     Args:
-      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.PRESETS`.
+      encoder: a built `keras.Model`, or a name from `byol_tf.encoders.ARCHITECTURES`.
       projection_dim: int. Output size of the projector. Defaults to 128.
       hidden_dim: int. Hidden size of the projector. Defaults to 2048.
       temperature: float. NT-Xent temperature; 0.1 is the paper's ImageNet setting, 0.5

@@ -42,7 +42,7 @@ class TwoViewModel(compat.BuildsOptimizerOnly, keras.Model):
 
     Args:
       encoder: a built `keras.Model` mapping normalised images `[B, H, W, 3]` to `[B, D]`,
-        or a name from `byol_tf.encoders.PRESETS`.
+        or a name from `byol_tf.encoders.ARCHITECTURES`.
       total_steps: int. K, the number of optimizer steps the method's schedules span.
         Defaults to 1000.
       num_classes: int or None. If set, an online linear probe on the stop-gradient

@@ -3,7 +3,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import byol_tf  # noqa: E402,F401  (first: it picks TensorFlow's CPU kernels, byol_tf/runtime.py)
+import byol_tf_runtime  # noqa: E402
+
+byol_tf_runtime.use_onednn()  # as the commands do, before TensorFlow loads
+
+import byol_tf  # noqa: E402,F401
 import pathlib  # noqa: E402
 
 import pytest

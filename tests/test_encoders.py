@@ -58,7 +58,7 @@ def test_round_trip_and_unknown_name():
     clone.set_weights(model.get_weights())
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(model(x), clone(x))
-    with pytest.raises(ValueError, match="Unknown encoder 'resnet19'"):
+    with pytest.raises(ValueError, match="Unknown encoder architecture 'resnet19'"):
         encoders.get("resnet19")
     with pytest.raises(ValueError, match="depth"):
         encoders.ResNet(depth=19)

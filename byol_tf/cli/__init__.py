@@ -1,5 +1,7 @@
 """The commands installed with byol_tf: `byol-train`, `byol-eval`, `byol-zoo`, `byol-convert`
-(the repository's `train.py` and `eval.py` run the same programs)."""
+(the repository's `train.py` and `eval.py` run the same programs). Their entry points are in
+`byol_tf_runtime`, which prepares the process (TensorFlow's CPU kernels, its start-up lines)
+before TensorFlow loads, then runs `run()` of the module here."""
 
 import logging
 import os
@@ -21,7 +23,7 @@ def fail(message, status=2):
 def quiet_logs():
     """The commands' default log: warnings and errors, and what the program prints itself;
     `--verbosity=0` (INFO) or higher shows the frameworks' INFO lines too (TensorFlow's C++
-    start-up lines: TF_CPP_MIN_LOG_LEVEL=0, see byol_tf/runtime.py)."""
+    start-up lines: TF_CPP_MIN_LOG_LEVEL=0, see byol_tf_runtime)."""
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
 

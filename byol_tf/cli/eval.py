@@ -29,7 +29,7 @@ import sys
 
 from absl import app, flags
 
-from byol_tf.cli import run_app  # (byol_tf first: it picks TensorFlow's CPU kernels)
+from byol_tf.cli import run_app
 
 flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
                     required=True)
@@ -110,22 +110,25 @@ def main(argv):
     import numpy as np
 
     from byol_tf import data, evaluation
-    from byol_tf.data import folders
-
-    folders.MAX_IMAGE_PIXELS = FLAGS.max_image_pixels
     from byol_tf.files import write_json
     from byol_tf.records import versions
     from byol_tf.training import pictures
+    from byol_tf.training.config import in_flag_terms
 
+    try:
+        source = data.Source.of(
+            FLAGS.dataset, data_dir=FLAGS.data_dir, eval_folder=FLAGS.eval_dataset,
+            skip_bad_images=FLAGS.skip_bad_images, max_image_pixels=FLAGS.max_image_pixels)
+    except ValueError as error:
+        raise app.UsageError(in_flag_terms(error)) from None
     encoder = load_encoder(FLAGS.model)
     try:
         x_train, y_train, x_test, y_test = data.load_arrays(
-            FLAGS.dataset, FLAGS.data_dir, FLAGS.max_examples, FLAGS.max_examples,
-            eval_folder=FLAGS.eval_dataset, image_size=encoder.image_size,
-            skip_bad_images=FLAGS.skip_bad_images)
-        class_names = data.class_names(FLAGS.dataset, FLAGS.data_dir, FLAGS.eval_dataset)
+            source, max_train=FLAGS.max_examples, max_test=FLAGS.max_examples,
+            image_size=encoder.image_size)
+        class_names = data.class_names(source)
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise app.UsageError(in_flag_terms(error)) from None
     evaluated = FLAGS.eval_dataset or FLAGS.dataset  # the test images scored
     out = pathlib.Path(FLAGS.out) if FLAGS.out else unused_path(
         pathlib.Path(FLAGS.model).parent / f"eval_{FLAGS.mode}_{pathlib.Path(FLAGS.model).stem}_"

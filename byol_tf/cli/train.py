@@ -8,8 +8,9 @@ kNN against itself at random init, save.
     byol-train --method_options='{"use_predictor": false}'      # a BYOL ablation
 
 (`byol-train` is installed with the package; `python train.py` in a clone is the same program.)
-Every flag left unset comes from the dataset's preset (`byol_tf.training.presets`). The run
-folder gets: config.json (flags, preset, seed, library versions), metrics.json (history,
+Every flag left unset comes from the dataset's recipe (`byol_tf.training.recipes`); the whole
+config is resolved once before anything is written (`byol_tf.training.config`). The run
+folder gets: config.json (the resolved config, library versions, the command), metrics.json (history,
 kNN), history.csv, tensorboard/, checkpoints/ (the last --keep_checkpoints, each epoch by
 default), byol.keras (the whole model with optimizer state), encoder.keras (a
 `byol_tf.ImageEncoder`: uint8 images of any size → embedding, the online encoder behind its
@@ -27,11 +28,13 @@ import errno
 import sys
 import time
 
-PROCESS_STARTED = time.time()  # (start-up counts: the train phase's seconds include it)
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from byol_tf.cli import fail, run_app
 
-from byol_tf.cli import fail, run_app  # noqa: E402  (byol_tf first: it picks TF's CPU kernels)
+# The process's start (start-up counts: the train phase's seconds include it): the command's
+# entry point (byol_tf_runtime) records it before TensorFlow loads.
+PROCESS_STARTED = getattr(sys.modules.get("byol_tf_runtime"), "STARTED", time.time())
 
 flags.DEFINE_string("dataset", "sample", "'sample' (bundled), a TFDS name (cifar10, cifar100, "
                     "stl10, imagenet2012) or a folder of images.")
@@ -39,9 +42,13 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir (downloads are off).")
 flags.DEFINE_bool("skip_bad_images", False, "Image folders: leave out (and count) files that "
                   "are not readable images instead of stopping with their names.")
 flags.DEFINE_string("split", None, "Pretraining split (default: the dataset's training split).")
-flags.DEFINE_string("preset", None, "Recipe from byol_tf.training.presets (default: by dataset).")
-flags.DEFINE_string("encoder", None, "Encoder name from byol_tf.encoders.PRESETS.")
-flags.DEFINE_integer("image_size", None, "Side of the augmented views, pixels.")
+flags.DEFINE_string("recipe", None, "Training recipe from byol_tf.training.recipes (default: by "
+                    "dataset; a folder's is sized to it and to the machine).")
+flags.DEFINE_string("preset", None, "The old name of --recipe (still accepted, with a notice).")
+flags.DEFINE_string("encoder", None, "Encoder architecture from byol_tf.encoders.ARCHITECTURES.")
+flags.DEFINE_integer("image_size", None, "Side of the augmented views, pixels (cropped from the "
+                     "images and resized to it; default: a fixed-size dataset's own side, or the "
+                     "recipe's).")
 flags.DEFINE_integer("epochs", None, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", None, "Global batch size.")
 flags.DEFINE_float("base_lr", None, "Base learning rate, scaled by batch/256.")
@@ -95,12 +102,10 @@ def main(argv):
     from byol_tf.training import trainer
     from byol_tf.training.config import ConfigError
     from byol_tf.training.divergence import Diverged
-    from byol_tf.data import folders
 
-    folders.MAX_IMAGE_PIXELS = FLAGS.max_image_pixels
-
+    given = {flag.name for flag in FLAGS.get_flags_for_module(__name__) if flag.present}
     try:
-        trainer.run(FLAGS, sys.argv, PROCESS_STARTED)
+        trainer.run(FLAGS, sys.argv, PROCESS_STARTED, given=given)
     except ConfigError as error:
         raise app.UsageError(str(error)) from None
     except Diverged as error:

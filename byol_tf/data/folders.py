@@ -2,6 +2,7 @@
 skipped), never silently dropped."""
 
 import contextlib
+import functools
 import os
 import pathlib
 
@@ -14,8 +15,21 @@ IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a",
 
 # Images with more pixels are refused before decoding (a small file can hold a huge image:
 # a 10000 × 10000 PNG of flat colour is 300 KB and decodes to 300 MB, with more for the
-# resize). Set it (e.g. `--max_image_pixels`) to admit larger images.
+# resize): the default of every `max_image_pixels` argument.
 MAX_IMAGE_PIXELS = 40_000_000
+
+
+class DataError(ValueError):
+    """A problem with a dataset, in the library's terms. `arguments`: the spellings of the
+    keyword arguments its message names (e.g. "skip_bad_images=True"), so that a command can
+    name its own flags instead (`byol_tf.cli.in_flag_terms`)."""
+
+    def __init__(self, message, arguments=()):
+        super().__init__(message)
+        self.arguments = tuple(arguments)
+
+
+SKIP_BAD = "skip_bad_images=True"
 
 
 def image_size_of(head):
@@ -39,9 +53,9 @@ def image_size_of(head):
     return None
 
 
-def image_file_problem(path):
+def image_file_problem(path, max_image_pixels=MAX_IMAGE_PIXELS):
     """None if the file at `path` starts like a JPEG, PNG, GIF or BMP image of at most
-    `MAX_IMAGE_PIXELS` pixels, else what is wrong with it (a cheap check of its first bytes;
+    `max_image_pixels` pixels, else what is wrong with it (a cheap check of its first bytes;
     see `undecodable_images`)."""
     try:
         with open(path, "rb") as f:
@@ -55,20 +69,20 @@ def image_file_problem(path):
     if not head.startswith(IMAGE_SIGNATURES):
         return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
     size = image_size_of(head)
-    if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+    if size and size[0] * size[1] > max_image_pixels:
         return (f"{size[0]} × {size[1]} = {size[0] * size[1]:,} pixels, over the limit of "
-                f"{MAX_IMAGE_PIXELS:,} (--max_image_pixels)")
+                f"{max_image_pixels:,} (max_image_pixels)")
     return None
 
 
-def undecodable_images(files):
+def undecodable_images(files, max_image_pixels=MAX_IMAGE_PIXELS):
     """[(path, what is wrong)] for the files TensorFlow cannot decode as RGB images (a full
     decode of every file: for naming the culprit after a decode error)."""
     import tensorflow as tf
 
     bad = []
     for path in files:
-        problem = image_file_problem(path)
+        problem = image_file_problem(path, max_image_pixels)
         if problem is None:
             try:
                 tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -82,7 +96,7 @@ def undecodable_images(files):
 @contextlib.contextmanager
 def bad_images_named(name, info):
     """Around reading the images of `pretrain_dataset(name)` (whose `info` it takes): a decode
-    error raised as a ValueError that names the unreadable files."""
+    error raised as a `DataError` that names the unreadable files."""
     try:
         yield
     except Exception as error:
@@ -91,11 +105,12 @@ def bad_images_named(name, info):
             raise
         import tensorflow as tf
 
-        bad = undecodable_images(files) if isinstance(error, tf.errors.InvalidArgumentError) else []
+        bad = (undecodable_images(files, info.get("max_image_pixels", MAX_IMAGE_PIXELS))
+               if isinstance(error, tf.errors.InvalidArgumentError) else [])
         if not bad:
             raise
-        raise ValueError(f"{name}: {describe_bad_images(bad)}; remove them or pass "
-                         "--skip_bad_images") from None
+        raise DataError(f"{name}: {describe_bad_images(bad)}; remove them or pass {SKIP_BAD}",
+                        [SKIP_BAD]) from None
 
 
 def describe_bad_images(bad, limit=5):
@@ -104,32 +119,55 @@ def describe_bad_images(bad, limit=5):
     return f"{len(bad)} unreadable image file(s): {shown}{more}"
 
 
-def read_folder(root, skip_bad_images=False):
+@functools.lru_cache(maxsize=16)
+def _listing(root, skip_bad_images, max_image_pixels, stamp):
+    from absl import logging
+
+    files = sorted(str(p) for p in pathlib.Path(root).rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    bad = [(f, problem) for f in files if (problem := image_file_problem(f, max_image_pixels))]
+    if bad and not skip_bad_images:
+        raise DataError(f"{root}: {describe_bad_images(bad)}; remove them or pass {SKIP_BAD}",
+                        [SKIP_BAD])
+    if bad:
+        logging.warning("%s: skipping %s", root, describe_bad_images(bad))
+        skipped = {f for f, _ in bad}
+        files = [f for f in files if f not in skipped]
+        if not files:
+            raise DataError(f"no readable images under {root}")
+    classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files
+                      if len(pathlib.Path(f).relative_to(root).parts) > 1})
+    labelled = classes and all(len(pathlib.Path(f).relative_to(root).parts) > 1 for f in files)
+    return tuple(files), tuple(classes) if labelled else None
+
+
+def list_folder(root, skip_bad_images=False, max_image_pixels=MAX_IMAGE_PIXELS):
+    """(image files, class names or None) of a folder: the images under `root` (recursively),
+    each checked by its first bytes (`image_file_problem`); labels from first-level
+    sub-folders when every image is in one. Listed once per process while the folder's
+    modification times are unchanged."""
+    root = str(root)
+    try:  # (the folder's and its sub-folders' modification times: a file added changes one)
+        stamp = tuple(os.stat(d).st_mtime_ns for d in (root, *sorted(
+            e.path for e in os.scandir(root) if e.is_dir())))
+    except OSError as error:
+        raise DataError(f"{root}: {error.strerror}") from None
+    files, classes = _listing(root, bool(skip_bad_images), int(max_image_pixels), stamp)
+    return list(files), list(classes) if classes is not None else None
+
+
+def read_folder(root, skip_bad_images=False, max_image_pixels=MAX_IMAGE_PIXELS):
     """(dataset, image files, class names or None): images under `root` (recursively);
     labels from first-level sub-folders if every image is in one. Files
     that are not images (empty, another format) raise a ValueError naming them, or are left
     out with a warning when `skip_bad_images` (which also skips files that fail to decode
     later, e.g. truncated ones)."""
     import tensorflow as tf
-    from absl import logging
 
-    files = sorted(str(p) for p in pathlib.Path(root).rglob("*")
-                   if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    bad = [(f, problem) for f in files if (problem := image_file_problem(f))]
-    if bad and not skip_bad_images:
-        raise ValueError(f"{root}: {describe_bad_images(bad)}; remove them or pass "
-                         "--skip_bad_images")
-    if bad:
-        logging.warning("%s: skipping %s", root, describe_bad_images(bad))
-        skipped = {f for f, _ in bad}
-        files = [f for f in files if f not in skipped]
-        if not files:
-            raise ValueError(f"no readable images under {root}")
-    classes = sorted({pathlib.Path(f).relative_to(root).parts[0] for f in files
-                      if len(pathlib.Path(f).relative_to(root).parts) > 1})
-    labelled = classes and all(len(pathlib.Path(f).relative_to(root).parts) > 1 for f in files)
+    files, classes = list_folder(root, skip_bad_images, max_image_pixels)
+    labelled = classes is not None
 
     def decode(path):
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
@@ -149,7 +187,7 @@ def read_folder(root, skip_bad_images=False):
     return ds, files, classes if labelled else None
 
 
-def folder_arrays(root, image_size, skip_bad_images=False):
+def folder_arrays(root, image_size, skip_bad_images=False, max_image_pixels=MAX_IMAGE_PIXELS):
     """((images uint8 [N, S, S, 3], labels [N]), class names) of a folder with one
     sub-folder per class; each image centre-cropped to a square and resized to S (the
     `ImageConverter` crop, without the normalisation). Unreadable files raise a ValueError
@@ -159,7 +197,7 @@ def folder_arrays(root, image_size, skip_bad_images=False):
     from byol_tf.preprocessing import ImageConverter
 
     root = os.path.expanduser(str(root))
-    ds, files, classes = read_folder(root, skip_bad_images)
+    ds, files, classes = read_folder(root, skip_bad_images, max_image_pixels)
     if not classes:
         raise ValueError(f"{root} has no class sub-folders (one per class) for labels")
     crop = ImageConverter(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -170,5 +208,7 @@ def folder_arrays(root, image_size, skip_bad_images=False):
             images.append(tf.cast(tf.round(x), tf.uint8).numpy())
             labels.append(int(label))
     except tf.errors.InvalidArgumentError:
-        raise ValueError(f"{root}: {describe_bad_images(undecodable_images(files))}") from None
+        bad = undecodable_images(files, max_image_pixels)
+        raise DataError(f"{root}: {describe_bad_images(bad)}; remove them or pass {SKIP_BAD}",
+                        [SKIP_BAD]) from None
     return (np.stack(images), np.array(labels, np.int64)), classes

@@ -2,7 +2,6 @@
 pipeline of batches for `fit`."""
 
 import importlib.util
-import os
 import sys
 
 import keras
@@ -11,7 +10,8 @@ import numpy as np
 from byol_tf import augment as augment_lib
 from byol_tf.augmenter import Augmenter
 from byol_tf.data.folders import read_folder
-from byol_tf.data.sample import class_count, is_npz, load_npz, load_sample
+from byol_tf.data.sample import class_count
+from byol_tf.data.sources import Source
 from byol_tf.data.tfds import TFDS_DATASETS, _tfds, _tfds_load, decoded_split, fits_in_memory
 
 
@@ -21,8 +21,9 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
     """A `tf.data.Dataset` for `BYOL.fit`, batched (drop_remainder) and prefetched.
 
     Args:
-      name: "sample", an .npz file of arrays (`load_npz`), a TFDS name (cifar10, cifar100,
-        stl10, imagenet2012) or a folder.
+      name: a `Source`, or what `Source.of` takes: "sample", an .npz file of arrays
+        (`load_npz`), a TFDS name (cifar10, cifar100, stl10, imagenet2012) or a folder
+        (`data_dir`, `split` and `skip_bad_images` then make the source).
       image_size: side of the views (needed for variable-size sources).
       view1, view2: the views' augmentation configs (the model's `view1`/`view2`); used
         here for variable-size sources, which crop per image in tf.data.
@@ -42,9 +43,10 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1; got {batch_size}")
-    arrays = name == "sample" or is_npz(name)
+    source = Source.of(name, data_dir=data_dir, split=split, skip_bad_images=skip_bad_images)
+    name, arrays = source.name, source.kind == "arrays"
     if arrays:
-        s = load_sample() if name == "sample" else load_npz(name)
+        s = source.arrays()
         x, y = s["x_train"], s["y_train"].astype(np.int64)
         info = dict(num_examples=len(x), image_size=x.shape[1], premade_views=False,
                     num_classes=class_count(s))
@@ -55,10 +57,11 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
 
     if arrays:
         ds = tf.data.Dataset.from_tensor_slices((x, y))
-    elif name in TFDS_DATASETS:
+    elif source.kind == "tfds":
         tfds = _tfds()
         default_split, side, labelled = TFDS_DATASETS[name]
-        split = split or default_split
+        split = source.split or default_split
+        data_dir = source.data_dir
         ds, builder_info = _tfds_load(tfds, name, split, data_dir)
         num = builder_info.splits[split].num_examples
         num_classes = builder_info.features["label"].num_classes if labelled else None
@@ -70,14 +73,12 @@ def pretrain_dataset(name, batch_size, image_size=None, data_dir=None, split=Non
             ds = tf.data.Dataset.from_tensor_slices(decoded_split(name, split, data_dir))
         if not labelled:
             ds = ds.map(lambda x, y: x)
-    elif os.path.isdir(os.path.expanduser(name)):
-        ds, files, classes = read_folder(os.path.expanduser(name), skip_bad_images)
-        info = dict(num_examples=len(files), image_size=None, premade_views=True,
-                    num_classes=len(classes) if classes else None, files=files)
     else:
-        raise ValueError(f"Unknown dataset {name!r}: use 'sample', one of "
-                         f"{sorted(TFDS_DATASETS)}, an .npz file of arrays or an existing folder "
-                         "of images")
+        ds, files, classes = read_folder(str(source.path), source.skip_bad_images,
+                                         source.max_image_pixels)
+        info = dict(num_examples=len(files), image_size=None, premade_views=True,
+                    num_classes=len(classes) if classes else None, files=files,
+                    max_image_pixels=source.max_image_pixels)
     _check_one_batch(name, info, batch_size)
     buffer = min(shuffle_buffer, info["num_examples"])
     if repeat:

@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 
+from byol_tf.data.folders import DataError
 from byol_tf.files import atomic_path
 
 # TFDS name → (pretraining split, fixed image side or None, has labels in that split)
@@ -133,15 +134,15 @@ def _tfds_load(tfds, name, split, data_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:
-        raise ValueError(f"TFDS dataset {name!r} unknown: {error}") from error
+        raise DataError(f"TFDS dataset {name!r} unknown: {error}") from error
     if not builder.is_prepared():
-        raise ValueError(
+        raise DataError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir!s} (byol_tf does not "
             f"download): prepare it once with `tensorflow_datasets.builder({name!r}, "
-            f"data_dir=DIR).download_and_prepare()` and pass --data_dir=DIR (for CIFAR-10 "
+            f"data_dir=DIR).download_and_prepare()` and pass data_dir=DIR (for CIFAR-10 "
             f"where TFDS cannot download, a clone of byol_tf has `python "
-            f"scripts/prepare_cifar10.py DEST`, then --data_dir=DEST/tfds)")
+            f"scripts/prepare_cifar10.py DEST`, then data_dir=DEST/tfds)", ["data_dir"])
     if split not in builder.info.splits:
-        raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has "
-                         f"{sorted(builder.info.splits)}")
+        raise DataError(f"TFDS dataset {name!r} has no split {split!r}; it has "
+                        f"{sorted(builder.info.splits)}", ["split"])
     return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False), builder.info

@@ -16,17 +16,17 @@ METHODS = {"byol": BYOL, "simclr": SimCLR, "moco": MoCo, "multiview": MultiView}
 
 
 def build_method(config, encoder, num_classes, total_steps):
-    """The method `config["method"]` (default byol) around `encoder`: projection and hidden
-    sizes (and BYOL's tau_base) from the config, then `config["method_options"]`."""
-    name = config.get("method", "byol")
+    """The method `config.method` around `encoder`: projection and hidden sizes (and BYOL's
+    tau_base) from the `RunConfig`, then its `method_options`."""
+    name = config.method
     if name not in METHODS:
         raise ConfigError(f"--method={name}: unknown; known: {', '.join(METHODS)}")
-    kwargs = dict(projection_dim=config["projection_dim"], hidden_dim=config["hidden_dim"],
+    kwargs = dict(projection_dim=config.projection_dim, hidden_dim=config.hidden_dim,
                   total_steps=total_steps, num_classes=num_classes,
-                  image_size=config["image_size"], seed=config["seed"])
+                  image_size=config.image_size, seed=config.seed)
     if name == "byol":
-        kwargs["tau_base"] = config["tau_base"]
-    kwargs.update(config.get("method_options") or {})
+        kwargs["tau_base"] = config.tau_base
+    kwargs.update(config.method_options or {})
     try:
         return METHODS[name](encoder, **kwargs)
     except (TypeError, ValueError) as e:
@@ -34,18 +34,17 @@ def build_method(config, encoder, num_classes, total_steps):
 
 
 def build_model(config, num_classes):
-    """The compiled model of a resolved config (`total_steps`, `steps_per_epoch` set)."""
-    keras.utils.set_random_seed(config["seed"])
+    """The compiled model of a `RunConfig`."""
+    keras.utils.set_random_seed(config.seed)
     try:
-        encoder = byol_tf.encoders.get(config["encoder"])
+        encoder = byol_tf.encoders.get(config.encoder)
     except ValueError as e:
         raise ConfigError(f"--encoder: {e}") from None
-    total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
-    model = build_method(config, encoder, num_classes, total_steps)
-    schedule = byol_tf.WarmupCosine(config["base_lr"], config["batch_size"], total_steps,
-                                    min(round(config["warmup_epochs"] * steps_per_epoch), total_steps - 1))
-    optimizer = byol_tf.optimizers.get(config["optimizer"], schedule, config["weight_decay"])
-    model.compile(optimizer=optimizer, jit_compile=config["jit_compile"])
+    model = build_method(config, encoder, num_classes, config.total_steps)
+    schedule = byol_tf.WarmupCosine(config.base_lr, config.batch_size, config.total_steps,
+                                    config.warmup_steps)
+    optimizer = byol_tf.optimizers.get(config.optimizer, schedule, config.weight_decay)
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     return model
 
 

@@ -118,9 +118,13 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
     config, metrics = record["config"], folder.metrics()
     encoder = as_image_encoder(keras.models.load_model(folder.path / "encoder.keras"),
                                config["image_size"])
-    x_train, y_train, x_test, y_test = data.load_arrays(
-        config["dataset"], config["data_dir"], eval_folder=eval_dataset,
-        image_size=config["image_size"], skip_bad_images=config.get("skip_bad_images", False))
+    folder_source = data.Source.of(config["dataset"]).kind == "folder"
+    source = data.Source.of(
+        config["dataset"], data_dir=config["data_dir"],
+        eval_folder=eval_dataset if folder_source else None,
+        skip_bad_images=config.get("skip_bad_images", False) and folder_source,
+        max_image_pixels=config.get("max_image_pixels", data.MAX_IMAGE_PIXELS))
+    x_train, y_train, x_test, y_test = data.load_arrays(source, image_size=config["image_size"])
     knn = metrics.get("knn") or {}
     if (knn.get("train_examples"), knn.get("test_examples")) != (len(x_train), len(x_test)):
         knn = dict(pretrained=evaluation.knn_accuracy(encoder, x_train, y_train, x_test, y_test,

@@ -93,12 +93,11 @@ class RunFolder:
         return None if record is None else record["config"]
 
     def check(self, config):
-        """Raises ValueError when the folder holds a run with another training config, or a
-        trained one whose saved models are missing."""
+        """Raises ValueError when the folder holds a run with another training config (a
+        `RunConfig`'s training fields), or a trained one whose saved models are missing."""
         previous = self.recorded_config()
-        if previous is not None and previous != config:
-            changed = sorted(k for k in set(previous) | set(config)
-                             if previous.get(k) != config.get(k))
+        changed = config.differences(previous) if previous is not None else []
+        if changed:
             raise ValueError(f"{self.path} holds a run with another config (differs in "
                              f"{changed}); rerun it with the same flags or choose another "
                              "run folder")
@@ -136,7 +135,7 @@ class RunFolder:
         self.check(config)
         if self.is_chief and self.recorded_config() is None:
             self.path.mkdir(parents=True, exist_ok=True)
-            write_json(self.config_path, dict(config=config, versions=versions,
+            write_json(self.config_path, dict(config=config.record(), versions=versions,
                                               command=list(command), started=time.ctime()))
 
     def phases(self):

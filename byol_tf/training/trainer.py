@@ -3,7 +3,8 @@
     (validate the whole config — nothing is written before this succeeds)
     config.json → train → save → evaluate → export → publish
 
-`run(options, argv)` takes train.py's flags (any object with the same attributes). Every
+`run(options, argv, started)` takes train.py's flags (any object with the same attributes),
+resolved once into a `RunConfig` (`byol_tf.training.config`) that every phase reads. Every
 phase is recorded in the run folder when complete (`RunFolder`); a rerun of the same command
 skips the recorded phases and resumes training from the newest intact checkpoint, at the
 exact step. On the JAX backend the export (and so the publish) needs TensorFlow's
@@ -25,149 +26,89 @@ from byol_tf.files import LockedError, sha256_file
 from byol_tf.records import versions
 from byol_tf.training import build, publish, run_folder
 from byol_tf.training.checkpoints import CheckpointManager, SaveEvery
-from byol_tf.training.config import ConfigError, resolve, view_configs
+from byol_tf.training.config import (ConfigError, Host, default_run_dir, in_flag_terms, resolve,
+                                     view_configs)
 from byol_tf.training.divergence import DivergenceGuard, Diverged
 
 
 class Run:
-    """A validated run: its config, data stream, strategy, folder and model."""
+    """A validated run: its config (resolved once), data stream, strategy, folder and model."""
 
-    def __init__(self, options, started):
-        self.options, tensorflow = options, keras.backend.backend() == "tensorflow"
-        accelerator = options.strategy == "tpu" or runtime.accelerator_present()
-        config = resolve(options, accelerator)
-        if options.time_limit_minutes is not None and options.time_limit_minutes <= 0:
-            raise ConfigError(f"--time_limit_minutes must be > 0; got {options.time_limit_minutes}")
-        if options.time_limit_minutes and options.strategy == "multi_worker":
-            raise ConfigError("--time_limit_minutes: each worker would stop by its own clock and "
-                              "the others would wait for it; stop a multi-worker run from "
-                              "outside (it resumes from its checkpoints)")
-        folder = pathlib.Path(config["dataset"]).expanduser().is_dir()
-        if folder and not tensorflow:
-            raise ConfigError(f"--dataset={config['dataset']}: image folders are cropped per "
-                              "image in tf.data, which needs the tensorflow backend")
-        if options.deterministic and tensorflow:
-            import tensorflow as tf
+    def __init__(self, options, given, started):
+        from byol_tf.training import memory
 
-            tf.config.experimental.enable_op_determinism()
+        backend = keras.backend.backend()
         self.strategy = build.Strategy(options.strategy, options.tpu)
-        self.folder = run_folder.RunFolder(
-            options.run_dir or f"runs/{pathlib.Path(options.dataset).name}-"
-                               f"{time.strftime('%Y%m%d-%H%M%S')}",
-            self.strategy.is_chief, started=started)
-        self.notes = recipe_notes(options, config, self.folder, accelerator)
-        view1, view2 = view_configs(config)
-        # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
+        accelerator = options.strategy == "tpu" or runtime.accelerator_present()
+        host = Host(accelerator=accelerator,
+                    available_bytes=None if accelerator else memory.available_bytes(),
+                    backend=backend, replicas=self.strategy.replicas)
+        run_dir = options.run_dir or default_run_dir(options.dataset)
+        self.folder = run_folder.RunFolder(run_dir, self.strategy.is_chief, started=started)
         try:
-            self.dataset, self.info = data.pretrain_dataset(
-                config["dataset"], config["batch_size"], image_size=config["image_size"],
-                data_dir=config["data_dir"], split=config["split"], seed=config["seed"],
-                view1=view1, view2=view2, repeat=True,
-                skip_bad_images=config["skip_bad_images"])
+            previous = self.folder.recorded_config()
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        steps_per_epoch = self.info["num_examples"] // config["batch_size"]
-        if config["steps_per_epoch"]:
-            steps_per_epoch = min(steps_per_epoch, config["steps_per_epoch"])
-        total_steps = steps_per_epoch * config["epochs"]
-        if config["warmup_epochs"] * steps_per_epoch >= total_steps:
-            self.notes.append(scale_warmup(options, config))
-        config.update(image_size=self.info["image_size"], num_examples=self.info["num_examples"],
-                      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                      strategy=options.strategy, replicas=self.strategy.replicas,
-                      deterministic=options.deterministic, precision=options.precision)
-        self.config = config
+        self.config, self.notes = resolve(options, given, host, previous, run_dir=run_dir)
+        config = self.config
         try:
             self.folder.check(config)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.knn = options.knn and bool(self.info["num_classes"])
-        if folder and (self.knn or options.publish) and not options.eval_dataset:
-            raise ConfigError(
-                f"--knn and --publish evaluate on a labelled test split: pass --eval_dataset=<"
-                f"folder with the class sub-folders of {config['dataset']}>, or --noknn (and no "
-                "--publish)")
-        if options.eval_dataset and not pathlib.Path(options.eval_dataset).expanduser().is_dir():
-            raise ConfigError(f"--eval_dataset: no such folder {options.eval_dataset}")
-        if folder and options.eval_dataset and (self.knn or options.publish):
-            try:
-                data.check_same_classes(config["dataset"], options.eval_dataset)
-            except ValueError as error:
-                raise ConfigError(str(error)) from None
-        self.publish_root = pathlib.Path(options.zoo_dir or self.folder.path / "zoo")
-        if options.publish:
-            publish.check_name(options.publish, self.folder.path, self.publish_root)
-        build.warn_if_bfloat16_is_emulated(options.precision, self.strategy)
-        keras.mixed_precision.set_global_policy(options.precision)
+        if config.publish:
+            publish.check_name(config.publish, self.folder.path, self.publish_root)
+        if config.deterministic and backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        view1, view2 = view_configs(config)
+        # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
+        try:
+            self.dataset, self.info = data.pretrain_dataset(
+                config.source(), config.batch_size, image_size=config.image_size,
+                seed=config.seed, view1=view1, view2=view2, repeat=True)
+        except ValueError as error:
+            raise ConfigError(in_flag_terms(error)) from None
+        if self.info["num_examples"] != config.num_examples:  # (the folder changed meanwhile)
+            raise ConfigError(f"--dataset={config.dataset} changed while the run started "
+                              f"({config.num_examples} then {self.info['num_examples']} examples)")
+        build.warn_if_bfloat16_is_emulated(config.precision, self.strategy)
+        keras.mixed_precision.set_global_policy(config.precision)
         with self.strategy.scope():
-            self.model = build.build_model(config, self.info["num_classes"])
+            self.model = build.build_model(config, config.num_classes)
         self.random_init = (evaluation.copy_image_encoder(self.model.image_encoder())
-                            if self.knn and options.knn_random_init else None)
+                            if config.knn and config.knn_random_init else None)
+
+    @property
+    def publish_root(self):
+        return pathlib.Path(self.config.zoo_dir or self.folder.path / "zoo")
 
     def probe_images(self):
         """16 uint8 images whose representation `DivergenceGuard` watches: test images when
         the run evaluates, else fixed noise."""
-        if self.knn:
+        if self.config.knn:
             return self.eval_arrays[2][:16]
-        side = self.config["image_size"]
+        side = self.config.image_size
         return np.random.default_rng(0).integers(0, 256, (16, side, side, 3), dtype=np.uint8)
 
     @functools.cached_property
     def eval_arrays(self):
         """(x_train, y_train, x_test, y_test) of the kNN evaluations, loaded once."""
-        return data.load_arrays(self.config["dataset"], self.config["data_dir"],
-                                self.options.max_eval_examples, self.options.max_eval_examples,
-                                eval_folder=self.options.eval_dataset,
-                                image_size=self.config["image_size"],
-                                skip_bad_images=self.config["skip_bad_images"])
+        cap = self.config.max_eval_examples
+        try:
+            return data.load_arrays(self.config.eval_source(), max_train=cap, max_test=cap,
+                                    image_size=self.config.image_size)
+        except data.DataError as error:
+            raise ConfigError(in_flag_terms(error)) from None
 
 
-def recipe_notes(options, config, folder, accelerator):
-    """What the run chose for the user, as lines to print: a folder's recipe, and (on a
-    machine without a GPU or TPU, for a new run) a batch that fits its memory
-    (`memory.fit_batch`; a resumed run keeps its recorded batch). Changes `config`."""
-    from byol_tf.training import memory
-
-    notes = []
-    if config["preset"] in ("folder_cpu", "folder") and not options.preset:
-        from byol_tf.training.config import count_images
-
-        notes.append(f"Recipe {config['preset']} for a folder of {count_images(options.dataset)} "
-                     f"images{'' if accelerator else ' without a GPU'}: {config['encoder']} at "
-                     f"{config['image_size']} px, batch {config['batch_size']}, "
-                     f"{config['epochs']} epochs, {config['optimizer']} (flags override it).")
-    previous = folder.recorded_config()
-    if previous is not None:
-        if options.batch_size is None:  # the batch this run was started with
-            config["batch_size"] = previous.get("batch_size", config["batch_size"])
-        return notes
-    available = None if accelerator else memory.available_bytes()
-    if available is not None:
-        config["batch_size"], note = memory.fit_batch(config, available,
-                                                      options.batch_size is not None)
-        notes += [note] if note else []
-    return notes
-
-
-def scale_warmup(options, config):
-    """A warm-up as long as the run or longer becomes the recipe's share of its own length
-    (10 of 1000 epochs: 1%), or 10% when given by flag; returns the line that says so."""
-    from byol_tf.training import presets
-
-    recipe = presets.PRESETS.get(config["preset"], {})
-    given, epochs = config["warmup_epochs"], config["epochs"]
-    share = (recipe["warmup_epochs"] / recipe["epochs"]
-             if options.warmup_epochs is None and recipe.get("epochs") else 0.1)
-    config["warmup_epochs"] = round(share * epochs, 4)
-    return (f"A warm-up of {given:g} epochs would last the whole {epochs}-epoch run: warming up "
-            f"for {config['warmup_epochs']:g} epochs ({share:.0%} of the run) instead.")
-
-
-def run(options, argv, started):
-    """Runs (or resumes) the run `options` describe; `started` is the process's start (a
-    `time.time()`: the train phase's seconds count from it). Raises ConfigError for a bad
-    option before anything is written."""
-    r = Run(options, started)
+def run(options, argv, started, given=None):
+    """Runs (or resumes) the run `options` describe (train.py's flags, or any object with
+    their attributes; `given`: the names given explicitly, see `config.resolve`); `started`
+    is the process's start (a `time.time()`: the train phase's seconds count from it). Raises
+    ConfigError for a bad option before anything is written."""
+    r = Run(options, given, started)
+    config = r.config
     try:
         r.folder.lock()
     except LockedError as error:
@@ -175,18 +116,18 @@ def run(options, argv, started):
     r.folder.start(r.config, argv, versions())
     for note in r.notes:
         print(note)
-    manager = CheckpointManager(r.folder.path / "checkpoints", keep=options.keep_checkpoints,
+    manager = CheckpointManager(r.folder.path / "checkpoints", keep=config.keep_checkpoints,
                                 is_chief=r.strategy.is_chief)
-    history = run_folder.RunHistory(r.folder, r.config["batch_size"])
+    history = run_folder.RunHistory(r.folder, r.config.batch_size)
     step = start_step = manager.restore(r.model)
-    history.restore(manager.state, mid_epoch=step % r.config["steps_per_epoch"] != 0)
+    history.restore(manager.state, mid_epoch=step % r.config.steps_per_epoch != 0)
     trained, knn_every = r.folder.done("train"), None
     if not trained:
         trained, knn_every = train(r, manager, history, step, start_step, started)
         if trained is None:  # stopped at the time limit
             return
-    if options.final_weights_npz:  # every worker: for checking replicas and workers agree
-        np.savez(options.final_weights_npz, step=int(r.model.optimizer.iterations.numpy()),
+    if config.final_weights_npz:  # every worker: for checking replicas and workers agree
+        np.savez(config.final_weights_npz, step=int(r.model.optimizer.iterations.numpy()),
                  **{v.path: np.asarray(v.numpy()) for v in r.model.weights})
     try:  # every worker ends in finish_together, the chief after its phases
         if r.strategy.is_chief:  # the chief alone saves, evaluates, exports and publishes
@@ -198,18 +139,18 @@ def run(options, argv, started):
 def train(r, manager, history, step, start_step, started):
     """The train phase: `fit` over the stream from `step`, checkpointed; returns (its record,
     the kNN callback), or (None, None) when it stopped at the time limit."""
-    options, config, model = r.options, r.config, r.model
-    steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
+    config, model = r.config, r.model
+    steps_per_epoch, total_steps = config.steps_per_epoch, config.total_steps
     knn_every = None
-    if r.knn and options.knn_every:
-        knn_every = evaluation.KnnEvery(r.eval_arrays, options.knn_every, config["epochs"],
-                                        k=options.knn_k)
-    limit = (run_folder.TimeLimit(60 * options.time_limit_minutes, started)
-             if options.time_limit_minutes else None)
+    if r.config.knn and config.knn_every:
+        knn_every = evaluation.KnnEvery(r.eval_arrays, config.knn_every, config.epochs,
+                                        k=config.knn_k)
+    limit = (run_folder.TimeLimit(60 * config.time_limit_minutes, started)
+             if config.time_limit_minutes else None)
     # KnnEvery before `history`: it adds knn_top1 to the epoch's logs.
     guard = DivergenceGuard(r.probe_images())
     callbacks = [guard, *([knn_every] if knn_every else []), history,
-                 SaveEvery(manager, options.checkpoint_every or steps_per_epoch,
+                 SaveEvery(manager, config.checkpoint_every,
                            steps_per_epoch, history.state, healthy=guard.healthy),
                  *([limit] if limit else [])]
     if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
@@ -218,27 +159,27 @@ def train(r, manager, history, step, start_step, started):
     # A resume inside an epoch first finishes that epoch, then runs whole ones.
     while step < total_steps:
         epoch = step // steps_per_epoch
-        last_epoch = config["epochs"] if step % steps_per_epoch == 0 else epoch + 1
+        last_epoch = config.epochs if step % steps_per_epoch == 0 else epoch + 1
         try:  # (the checkpoints so far are kept)
-            with data.bad_images_named(config["dataset"], r.info):
+            with data.bad_images_named(config.dataset, r.info):
                 model.fit(r.dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
                           steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
                           callbacks=callbacks, verbose="auto", shuffle=False)
         except ValueError as error:
-            raise ConfigError(str(error)) from None
+            raise ConfigError(in_flag_terms(error)) from None
         step = int(model.optimizer.iterations.numpy())
         if model.stop_training:  # diverged, or the time limit
             break
     if guard.reason:
         raise Diverged(f"training diverged {guard.reason}; nothing after the last checkpoint "
                        f"was kept (step {max(manager.steps(), default=0)}). Lower --base_lr (it is "
-                       f"{config['base_lr']}) or check the data, then choose another run folder")
+                       f"{config.base_lr}) or check the data, then choose another run folder")
     # The same decision on every worker: saving reads the metrics, an all-reduce each.
     if step not in (start_step, manager.last_saved_step):
         manager.save(model, step, history.state())
     if limit and limit.stopped and step < total_steps:
         print(f"Stopped at the time limit after step {step} of {total_steps} (epoch "
-              f"{step // steps_per_epoch} of {config['epochs']}); run the same command "
+              f"{step // steps_per_epoch} of {config.epochs}); run the same command "
               f"again to continue. Run folder: {r.folder.path}")
         return None, None
     record = dict(final_step=step, resumed_from_step=start_step, history=history.by_key(),
@@ -250,7 +191,7 @@ def train(r, manager, history, step, start_step, started):
 
 def chief_phases(r, trained, knn_every):
     """save → evaluate → export → publish, each skipped when recorded."""
-    options, folder = r.options, r.folder
+    config, folder = r.config, r.folder
     if not saved_files_verify(r, trained):
         folder.save_keras(r.model, "byol.keras")
         folder.save_keras(r.model.image_encoder(), "encoder.keras")
@@ -259,7 +200,7 @@ def chief_phases(r, trained, knn_every):
                       sha256={n: sha256_file(folder.path / n) for n in names})
     image_encoder = keras.models.load_model(folder.path / "encoder.keras")
     evaluated = folder.done("evaluate")
-    if r.knn and not evaluated:
+    if r.config.knn and not evaluated:
         evaluated = evaluate(r, image_encoder, knn_every)
     metrics = {k: trained[k] for k in ("train_seconds", "final_step", "resumed_from_step",
                                        "history")}
@@ -282,7 +223,7 @@ def chief_phases(r, trained, knn_every):
         folder.finish("export", saved_model=str(saved_model))
     metrics.update(saved_model=str(saved_model), phase_seconds=folder.phase_seconds())
     folder.write_metrics(metrics)
-    if options.publish:
+    if config.publish:
         publish_phase(r)
     print(f"Run folder: {folder.path}")
 
@@ -310,7 +251,7 @@ def saved_files_verify(r, trained):
 
 def publish_phase(r):
     """The publish phase: the run as zoo entry `--publish` (`publish.publish_run`)."""
-    name, root, folder = r.options.publish, r.publish_root, r.folder
+    name, root, folder = r.config.publish, r.publish_root, r.folder
     entry = root / name
     published = publish.published_from(name, folder.path, root)  # (a publish is atomic)
     if published:
@@ -322,8 +263,8 @@ def publish_phase(r):
     if published and (folder.done("publish") or {}).get("entry") == str(entry):
         return
     if not published:
-        publish.publish_run(folder.path, name, root, r.options.publish_linear_epochs,
-                            eval_dataset=r.options.eval_dataset, overwrite=entry.exists(),
+        publish.publish_run(folder.path, name, root, r.config.publish_linear_epochs,
+                            eval_dataset=r.config.eval_dataset, overwrite=entry.exists(),
                             verbose=1 if sys.stdout.isatty() else 2)
     results = zoo.info(name, root)["results"]
     folder.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
@@ -337,7 +278,7 @@ def evaluate(r, image_encoder, knn_every):
     init), the neighbour picture; returns its record."""
     from byol_tf.training import pictures
 
-    options, k = r.options, r.options.knn_k
+    k = r.config.knn_k
     x_train, y_train, x_test, y_test = r.eval_arrays
     step = int(r.model.optimizer.iterations.numpy())
     verbose = 1 if sys.stdout.isatty() else 2
@@ -354,8 +295,7 @@ def evaluate(r, image_encoder, knn_every):
         scores["random_init"] = evaluation.knn_accuracy(r.random_init, x_train, y_train,
                                                         x_test, y_test, k=k, verbose=verbose)
     pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
-                            data.class_names(r.config["dataset"], r.config["data_dir"],
-                                             options.eval_dataset),
+                            data.class_names(r.config.eval_source()),
                             r.folder.path / "neighbours.png")
     record = dict(knn=dict(scores, k=k, temperature=0.1, train_examples=len(x_train),
                            test_examples=len(x_test)),

@@ -14,8 +14,12 @@ import sys
 
 import numpy as np
 
-import byol_tf  # first: it picks TensorFlow's CPU kernels (byol_tf/runtime.py)
-import tensorflow as tf
+import byol_tf_runtime
+
+byol_tf_runtime.use_onednn()  # before TensorFlow loads, as the commands do
+
+import byol_tf  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

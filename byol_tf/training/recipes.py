@@ -1,5 +1,6 @@
-"""Training recipes as data, one per dataset. `train.py --preset=NAME` starts from one;
-any flag given on the command line overrides it.
+"""Training recipes as data, one per dataset. `byol-train --recipe=NAME` starts from one;
+any flag given on the command line overrides it. (Until 0.1.0 `--preset`; a preset is now a
+zoo entry only, as in keras-hub.)
 
 - imagenet2012: the paper / DeepMind's official config (1000 epochs, batch 4096, LARS
   base LR 0.2, wd 1.5e-6, τ_base 0.996, 10 warm-up epochs, 224 px).
@@ -25,25 +26,25 @@ any flag given on the command line overrides it.
 from byol_tf import augment
 
 
-def merge_method_options(preset_options, options):
-    """The method options of a run: `options` over the preset's; a view given in part
-    ({"view1": {"crop_area": [0.2, 1.0]}}) changes only those keys of the preset's view (or
+def merge_method_options(recipe_options, options):
+    """The method options of a run: `options` over the recipe's; a view given in part
+    ({"view1": {"crop_area": [0.2, 1.0]}}) changes only those keys of the recipe's view (or
     of the paper's, augment.VIEW1 / VIEW2), in canonical (JSON) form. ValueError names a
     bad view."""
-    merged = {**preset_options, **options}
+    merged = {**recipe_options, **options}
     for view, paper in (("view1", augment.VIEW1), ("view2", augment.VIEW2)):
         if view in options:
             if not isinstance(options[view], dict):
                 raise ValueError(f"{view} must be a JSON object")
             try:
-                merged[view] = augment.check_config({**preset_options.get(view, paper),
+                merged[view] = augment.check_config({**recipe_options.get(view, paper),
                                                      **options[view]})
             except ValueError as e:
                 raise ValueError(f"{view}: {e}") from None
     return merged
 
 
-PRESETS = {
+RECIPES = {
     "imagenet2012": dict(encoder="resnet50", image_size=224, epochs=1000, batch_size=4096,
                          base_lr=0.2, weight_decay=1.5e-6, tau_base=0.996, warmup_epochs=10,
                          optimizer="lars", hidden_dim=4096, projection_dim=256),
@@ -57,27 +58,27 @@ PRESETS = {
                    base_lr=1.0, weight_decay=1e-5, tau_base=0.99, warmup_epochs=2,
                    optimizer="lars", hidden_dim=1024, projection_dim=128),
 }
-PRESETS["cifar100"] = dict(PRESETS["cifar10"])
-PRESETS["cifar10_cpu"] = dict(
-    PRESETS["sample"], epochs=150, optimizer="adamw", base_lr=2e-3, weight_decay=1e-6,
+RECIPES["cifar100"] = dict(RECIPES["cifar10"])
+RECIPES["cifar10_cpu"] = dict(
+    RECIPES["sample"], epochs=150, optimizer="adamw", base_lr=2e-3, weight_decay=1e-6,
     warmup_epochs=0, method_options=dict(  # (canonical JSON form: a resume compares configs)
         view1=augment.check_config(dict(augment.VIEW1, blur_prob=0.0)),
         view2=augment.check_config(dict(augment.VIEW2, blur_prob=0.0))))
-PRESETS["cifar10_cpu_short"] = dict(
-    PRESETS["cifar10_cpu"], epochs=10, method_options=merge_method_options(
-        PRESETS["cifar10_cpu"]["method_options"],
+RECIPES["cifar10_cpu_short"] = dict(
+    RECIPES["cifar10_cpu"], epochs=10, method_options=merge_method_options(
+        RECIPES["cifar10_cpu"]["method_options"],
         dict(view1=dict(crop_area=[0.2, 1.0]), view2=dict(crop_area=[0.2, 1.0]))))
 
 
-PRESETS["folder_cpu"] = dict(PRESETS["cifar10_cpu_short"], image_size=64, epochs=50)
-PRESETS["folder"] = dict(PRESETS["stl10"])
+RECIPES["folder_cpu"] = dict(RECIPES["cifar10_cpu_short"], image_size=64, epochs=50)
+RECIPES["folder"] = dict(RECIPES["stl10"])
 FOLDER_CPU_IMAGES = 50_000
 LARGE_FOLDER = 200_000
 
 
 def for_dataset(name):
-    """The preset for a dataset name (unknown names get the ImageNet recipe)."""
-    return dict(PRESETS.get(name, PRESETS["imagenet2012"]))
+    """The recipe for a dataset name (unknown names get the ImageNet recipe)."""
+    return dict(RECIPES.get(name, RECIPES["imagenet2012"]))
 
 
 def for_folder(num_images, accelerator):
@@ -85,9 +86,9 @@ def for_folder(num_images, accelerator):
     (`accelerator`) or without a GPU/TPU."""
     if accelerator:
         name = "imagenet2012" if num_images >= LARGE_FOLDER else "folder"
-        return name, dict(PRESETS[name])
+        return name, dict(RECIPES[name])
     epochs = int(min(100, max(1, round(FOLDER_CPU_IMAGES / max(num_images, 1)))))
-    batch = PRESETS["folder_cpu"]["batch_size"]
+    batch = RECIPES["folder_cpu"]["batch_size"]
     while batch > 2 and batch > num_images:  # a batch needs that many images
         batch //= 2
-    return "folder_cpu", dict(PRESETS["folder_cpu"], epochs=epochs, batch_size=batch)
+    return "folder_cpu", dict(RECIPES["folder_cpu"], epochs=epochs, batch_size=batch)

@@ -16,7 +16,7 @@ KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_deca
 def test_every_preset_is_complete_and_names_real_parts(name):
     recipe = presets.PRESETS[name]
     assert set(recipe) - {"method_options"} == KEYS
-    assert recipe["encoder"] in encoders.PRESETS
+    assert recipe["encoder"] in encoders.ARCHITECTURES
     assert 0 < recipe["tau_base"] < 1 and recipe["warmup_epochs"] < recipe["epochs"]
     optimizers.get(recipe["optimizer"], 0.1, recipe["weight_decay"])
 
