@@ -10,7 +10,7 @@ byol_tf_runtime.use_onednn()  # as the commands do, before TensorFlow loads
 import byol_tf  # noqa: E402,F401
 import pathlib  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

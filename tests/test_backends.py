@@ -133,7 +133,7 @@ def test_train_py_on_jax_is_the_same_trainer(tmp_path):
     import json
     import zipfile
 
-    from byol_tf.training import presets
+    from byol_tf.training import recipes
 
     run_dir = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "--preset=cifar10_cpu", "--dataset=sample",
@@ -145,7 +145,7 @@ def test_train_py_on_jax_is_the_same_trainer(tmp_path):
     assert jax_run.returncode == 0, jax_run.stderr[-3000:]
     with zipfile.ZipFile(run_dir / "byol.keras") as saved:
         model_config = json.loads(saved.read("config.json"))["config"]
-    preset_views = presets.PRESETS["cifar10_cpu"]["method_options"]
+    preset_views = recipes.RECIPES["cifar10_cpu"]["method_options"]
     assert model_config["view1"] == preset_views["view1"] and model_config["view1"]["blur_prob"] == 0
     assert model_config["view2"] == preset_views["view2"]
     record = json.loads((run_dir / "config.json").read_text())

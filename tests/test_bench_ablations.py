@@ -27,14 +27,15 @@ import byol_tf.cli.train  # noqa: F401  (defines train.py's flags)
 from byol_tf.training import build, config
 out = {}
 for name, command in json.loads(sys.stdin.read()).items():
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(command)
-    resolved = config.resolve(flags.FLAGS)
-    resolved.update(total_steps=100, steps_per_epoch=10)  # (set by the trainer from the data)
+    flags.FLAGS.unparse_flags()  # (the bundled sample stands in for CIFAR-10: same recipe)
+    flags.FLAGS([w if not w.startswith(("--dataset=", "--data_dir=")) else "--dataset=sample"
+                 for w in command])
+    given = {f.name for f in flags.FLAGS.get_flags_for_module("byol_tf.cli.train") if f.present}
+    resolved, _ = config.resolve(flags.FLAGS, given, config.Host())
     model = build.build_model(resolved, num_classes=10)
-    out[name] = dict(batch_size=resolved["batch_size"], method=resolved["method"],
-                     options=resolved["method_options"], seed=resolved["seed"],
-                     model=type(model).__name__, encoder=resolved["encoder"])
+    out[name] = dict(batch_size=resolved.batch_size, method=resolved.method,
+                     options=resolved.method_options, seed=resolved.seed,
+                     model=type(model).__name__, encoder=resolved.encoder)
 print(json.dumps(out))
 """
 

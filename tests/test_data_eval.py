@@ -51,7 +51,7 @@ def test_tfds_pipeline_and_errors(cifar10_dir):
         data.pretrain_dataset("cifar10", 256, data_dir=cifar10_dir / "tfds", split="validation")
     with pytest.raises(ValueError, match="not prepared"):
         data.pretrain_dataset("cifar100", 256, data_dir=cifar10_dir / "tfds")
-    with pytest.raises(ValueError, match="Unknown dataset"):
+    with pytest.raises(ValueError, match="unknown dataset"):
         data.pretrain_dataset("no_such_dataset_or_folder", 256)
     with pytest.raises(ValueError, match="fewer than one batch"):
         data.pretrain_dataset("sample", 4096)

@@ -173,12 +173,6 @@ def test_header_sizes_match_the_decoded_images_for_every_format(tmp_path):
             head += f.read(1 << 16) if folders.image_size_of(head) is None else b""
         assert folders.image_size_of(head) == (53, 37), name
     assert tf.io.decode_jpeg(jpeg[:2] + app1 + jpeg[2:]).shape == (37, 53, 3)
-    old = folders.MAX_IMAGE_PIXELS
-    try:
-        folders.MAX_IMAGE_PIXELS = 53 * 37 - 1
-        problem = folders.image_file_problem(tmp_path / "c.jpg")
-        assert problem == "53 × 37 = 1,961 pixels, over the limit of 1,960 (--max_image_pixels)"
-        folders.MAX_IMAGE_PIXELS = 53 * 37
-        assert folders.image_file_problem(tmp_path / "c.jpg") is None
-    finally:
-        folders.MAX_IMAGE_PIXELS = old
+    problem = folders.image_file_problem(tmp_path / "c.jpg", max_image_pixels=53 * 37 - 1)
+    assert problem == "53 × 37 = 1,961 pixels, over the limit of 1,960 (max_image_pixels)"
+    assert folders.image_file_problem(tmp_path / "c.jpg", max_image_pixels=53 * 37) is None

@@ -9,12 +9,12 @@ import re
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
 
-from byol_tf.training import memory, presets, trainer
+from byol_tf.training import config as run_config
+from byol_tf.training import memory, recipes
 from byol_tf.training.config import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,18 +23,18 @@ GIB = 2**30
 
 def test_a_folder_gets_a_recipe_for_its_size_and_host_never_imagenets_on_a_cpu():
     for images, epochs in ((1_000, 50), (9_469, 5), (40, 100), (10_000_000, 1)):
-        name, recipe = presets.for_folder(images, accelerator=False)
+        name, recipe = recipes.for_folder(images, accelerator=False)
         assert name == "folder_cpu" and recipe["epochs"] == epochs
         assert recipe["encoder"] == "tiny_resnet_cifar" and recipe["image_size"] == 64
         # epochs × images ≈ FOLDER_CPU_IMAGES wherever the 1..100 clip allows.
         if 1 < epochs < 100:
-            assert abs(epochs * images - presets.FOLDER_CPU_IMAGES) <= images / 2
-    assert presets.for_folder(1_000, accelerator=False)[1]["batch_size"] == 128
-    assert presets.for_folder(100, accelerator=False)[1]["batch_size"] == 64  # ≤ the images
-    assert presets.for_folder(16, accelerator=False)[1]["batch_size"] == 16
-    assert presets.for_folder(9_469, accelerator=True)[0] == "folder"
-    assert presets.for_folder(1_281_167, accelerator=True)[0] == "imagenet2012"
-    assert presets.PRESETS["folder_cpu"]["epochs"] == 50  # the recipe itself is untouched
+            assert abs(epochs * images - recipes.FOLDER_CPU_IMAGES) <= images / 2
+    assert recipes.for_folder(1_000, accelerator=False)[1]["batch_size"] == 128
+    assert recipes.for_folder(100, accelerator=False)[1]["batch_size"] == 64  # ≤ the images
+    assert recipes.for_folder(16, accelerator=False)[1]["batch_size"] == 16
+    assert recipes.for_folder(9_469, accelerator=True)[0] == "folder"
+    assert recipes.for_folder(1_281_167, accelerator=True)[0] == "imagenet2012"
+    assert recipes.RECIPES["folder_cpu"]["epochs"] == 50  # the recipe itself is untouched
 
 
 def test_step_estimate_is_the_documented_formula_and_grows_with_the_image_area():
@@ -53,7 +53,7 @@ def test_step_estimate_is_the_documented_formula_and_grows_with_the_image_area()
 
 
 def test_a_recipes_batch_shrinks_to_fit_and_a_users_batch_is_refused_with_the_numbers():
-    config = dict(presets.PRESETS["imagenet2012"], image_size=64)
+    config = dict(recipes.RECIPES["imagenet2012"], image_size=64)
     activations, parameters = memory.model_size(config)
     # Room for exactly batch 512 (in 90% of the memory), not for 1024.
     available = memory.step_bytes(512, activations, parameters) / 0.9 + 1
@@ -72,13 +72,12 @@ def test_a_recipes_batch_shrinks_to_fit_and_a_users_batch_is_refused_with_the_nu
 
 
 def test_a_warmup_longer_than_the_run_becomes_the_recipes_share_of_it():
-    options = types.SimpleNamespace(warmup_epochs=None)
-    config = dict(presets.PRESETS["imagenet2012"], preset="imagenet2012", epochs=20)
-    note = trainer.scale_warmup(options, config)
+    config = dict(recipes.RECIPES["imagenet2012"], epochs=20)
+    note = run_config.scale_warmup(config, "imagenet2012", given=False)
     assert config["warmup_epochs"] == pytest.approx(20 * 10 / 1000)  # 1% of the run
     assert "10 epochs" in note and "0.2 epochs" in note and "1%" in note
-    config = dict(presets.PRESETS["sample"], preset="sample", epochs=1, warmup_epochs=3)
-    trainer.scale_warmup(types.SimpleNamespace(warmup_epochs=3), config)  # given: 10%
+    config = dict(recipes.RECIPES["sample"], epochs=1, warmup_epochs=3)
+    run_config.scale_warmup(config, "sample", given=True)  # given: 10%
     assert config["warmup_epochs"] == pytest.approx(0.1)
 
 
@@ -121,7 +120,7 @@ def test_the_folder_recipe_trains_inside_its_memory_estimate(tmp_path):
     and batch); its steps run with the process's peak resident memory under the estimate and,
     where this machine allows a memory cgroup, inside one limited to that estimate."""
     folder = jpeg_folder(tmp_path / "images", 160)
-    name, recipe = presets.for_folder(1_000, accelerator=False)
+    name, recipe = recipes.for_folder(1_000, accelerator=False)
     estimate = memory.step_bytes(recipe["batch_size"], *memory.model_size(recipe))
     group = cgroup_with_limit(estimate)
     command = [sys.executable, "train.py", f"--dataset={folder}", f"--eval_dataset={folder}",
@@ -143,7 +142,7 @@ def test_the_folder_recipe_trains_inside_its_memory_estimate(tmp_path):
         group.rmdir()
     assert process.returncode == 0, err[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-    assert config["preset"] == "folder_cpu" and config["batch_size"] == recipe["batch_size"]
+    assert config["recipe"] == "folder_cpu" and config["batch_size"] == recipe["batch_size"]
     assert config["image_size"] == 64 and config["encoder"] == "tiny_resnet_cifar"
     assert "Recipe folder_cpu for a folder of 160 images without a GPU" in out
     assert 0 < peak <= estimate, (peak / GIB, estimate / GIB)

@@ -19,17 +19,13 @@ from byol_tf import export, records
 from byol_tf.training import pictures
 from byol_tf.training import run_folder as runs
 from helpers.png import png_size
+from helpers.commands import ENV, train
+from helpers.models import config_stand_in
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 SMALL = ["--epochs=2", "--steps_per_epoch=2", "--batch_size=32", "--hidden_dim=32",
          "--projection_dim=16", "--deterministic", "--max_eval_examples=200",
          "--publish_linear_epochs=1", "--knn_every=1", "--noknn_random_init"]
-
-
-def train(*args, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -328,7 +324,7 @@ def test_bfloat16_on_a_cpu_without_native_bfloat16_warns(tmp_path):
 def test_a_trained_run_without_its_saved_models_is_refused(tmp_path):
     """A folder that kept only a finished run's records (as the published CIFAR-10 run in
     runs/ does) is named as such instead of failing later on a missing file."""
-    run, config = runs.RunFolder(tmp_path / "run"), {"epochs": 1}
+    run, config = runs.RunFolder(tmp_path / "run"), config_stand_in(epochs=1)
     run.start(config, ["train.py"], {})
     run.finish("train")
     for name in ("byol.keras", "encoder.keras"):

@@ -11,22 +11,17 @@ import numpy as np
 import pytest
 
 import byol_tf  # (also registers byol_tf classes for load_model)
+from helpers.commands import evaluate, run_command, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_script(script, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
 def run_train(*args):
-    return run_script("train.py", *args)
+    return train(*args, timeout=900)
 
 
 def run_eval(*args):
-    return run_script("eval.py", *args)
+    return evaluate(*args, timeout=900)
 
 
 def test_train_py_writes_a_complete_run_folder(tmp_path):
@@ -181,5 +176,5 @@ def test_a_bad_flag_is_one_line_and_status_2(tmp_path, args, names):
 
 def test_help_exits_0_with_the_flags():
     for script, flag in (("train.py", "--dataset"), ("eval.py", "--mode")):
-        result = run_script(script, "--help")
+        result = run_command(script, "--help", timeout=900)
         assert result.returncode == 0 and flag in result.stdout and "Flags:" in result.stdout

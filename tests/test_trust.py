@@ -16,16 +16,12 @@ import tensorflow as tf
 
 from byol_tf import export, files
 from byol_tf.training import run_folder as runs
+from helpers.commands import ENV, train
+from helpers.models import config_stand_in
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 TINY = ["--epochs=1", "--steps_per_epoch=2", "--batch_size=16", "--hidden_dim=32",
         "--projection_dim=16", "--max_eval_examples=100", "--noknn_random_init"]
-
-
-def train(*args, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def last_line(stderr):
@@ -125,7 +121,7 @@ def test_a_finished_run_without_config_json_is_refused_not_rewritten(finished_ru
 @pytest.mark.parametrize("damage", ["{truncated", "[1, 2]", '{"train": 3}'])
 def test_a_damaged_phases_record_is_named(tmp_path, damage):
     run = runs.RunFolder(tmp_path / "run")
-    run.start({"epochs": 1}, ["train.py"], {})
+    run.start(config_stand_in(epochs=1), ["train.py"], {})
     (run.path / "phases.json").write_text(damage)
     with pytest.raises(ValueError, match=rf"{run.path / 'phases.json'} is damaged"):
         run.phases()

@@ -270,6 +270,11 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
                                                       method_options)
     except ValueError as e:
         raise ConfigError(f"--method_options {e}") from None
+    from byol_tf import encoders
+
+    if config["encoder"] not in encoders.ARCHITECTURES:
+        raise ConfigError(f"--encoder={config['encoder']}: unknown; known: "
+                          f"{', '.join(sorted(encoders.ARCHITECTURES))}")
     for key in ("epochs", "batch_size", "image_size", "hidden_dim", "projection_dim"):
         if config[key] < 1:
             raise ConfigError(f"--{key} must be ≥ 1; got {config[key]}")
@@ -340,9 +345,11 @@ def scale_warmup(config, recipe_name, given):
 
 
 def view_configs(config):
-    """The (view1, view2) augmentation configs a run config gives its model (and its
+    """The (view1, view2) augmentation configs a run config (a `RunConfig`, or its record)
+    gives its model (and its
     tf.data pipeline, for sources that crop per image): `method_options`' or the paper's."""
     from byol_tf import augment
 
-    options = config.method_options or {}
+    options = (config.get("method_options") if isinstance(config, dict)
+               else config.method_options) or {}
     return augment.view_configs(options.get("view1"), options.get("view2"))

@@ -16,7 +16,6 @@ import functools
 import pathlib
 import shutil
 import sys
-import time
 
 import keras
 import numpy as np

@@ -13,3 +13,13 @@ def tiny_byol(jit=False, learning_rate=0.1, **kwargs):
     model = byol_tf.BYOL(byol_tf.encoders.get("tiny_resnet_cifar"), **{**defaults, **kwargs})
     model.compile(optimizer=byol_tf.LARS(learning_rate), jit_compile=jit)
     return model
+
+
+def config_stand_in(**record):
+    """A stand-in for a `RunConfig` holding `record`, for `RunFolder` alone."""
+    import types
+
+    return types.SimpleNamespace(
+        record=lambda: dict(record),
+        differences=lambda recorded: sorted(k for k in set(record) | set(recorded)
+                                            if record.get(k) != recorded.get(k)))

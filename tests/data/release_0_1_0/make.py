@@ -1,4 +1,8 @@
-"""Writes the files of byol_tf 0.1.0 that later releases must still load."""
+"""Writes the files of byol_tf 0.1.0 that later releases must still load.
+
+run/ (config.json, checkpoints/, history.csv) is a run folder of 0.1.0's train.py stopped after
+its first epoch: `python train.py --epochs=2 --steps_per_epoch=2 --batch_size=16
+--hidden_dim=16 --projection_dim=8 --noknn --run_dir=RUN --time_limit_minutes=0.01`."""
 import sys, pathlib, json
 sys.path.insert(0, "tests")
 import byol_tf

@@ -1,0 +1,24 @@
+"""The repository's commands (`train.py`, `eval.py`) run in a subprocess, as a user runs them."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_command(script, *args, timeout=600, env=None):
+    """`python <script> args…` in the repository root: the CompletedProcess, text output."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
+                          env={**ENV, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train(*args, timeout=600):
+    return run_command("train.py", *args, timeout=timeout)
+
+
+def evaluate(*args, timeout=600):
+    return run_command("eval.py", *args, timeout=timeout)
