@@ -228,9 +228,9 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
     if "knn" in given and value("knn") and not num_classes:
         raise ConfigError(f"--knn: {source.name} has no labels to evaluate with")
     knn = bool(value("knn")) and bool(num_classes)
-    if not value("knn") and ({"knn_every", "knn_k", "knn_random_init"} & given):
-        raise ConfigError(f"--{sorted({'knn_every', 'knn_k', 'knn_random_init'} & given)[0]} "
-                          "sets the kNN evaluation, which --noknn turns off")
+    if not value("knn") and value("knn_every"):
+        raise ConfigError(f"--knn_every={value('knn_every')} evaluates during training with "
+                          "kNN, which --noknn turns off")
     if source.kind == "folder" and (knn or value("publish")):
         if not value("eval_dataset"):
             raise ConfigError(
