@@ -18,7 +18,6 @@ from byol_tf.data.folders import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, DataError
 from byol_tf.data.sample import is_npz
 from byol_tf.data.tfds import TFDS_DATASETS
 
-KINDS = ("arrays", "tfds", "folder")
 PLURALS = {"arrays": "array datasets", "tfds": "TFDS datasets", "folder": "folders of images"}
 
 
@@ -123,10 +122,6 @@ class Source:
         _, info = _tfds_load(_tfds(), self.name, split, self.data_dir)
         return (info.splits[split].num_examples,
                 info.features["label"].num_classes if labelled else None)
-
-    def count_images(self):
-        """Folders: the image files under it (recursively, by extension), before any is read."""
-        return sum(1 for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
     def check_eval_folder(self):
         """Folders: a `DataError` unless `eval_folder` is given and has the same class
