@@ -110,6 +110,40 @@ def as_image_encoder(model, image_size=None):
     return ImageEncoder(model, ImageConverter(image_size=size))
 
 
+def load_image_encoder(path):
+    """The `.keras` file at `path` as an `ImageEncoder`, checked by encoding one image.
+
+    Raises ValueError in one line naming the file: missing, not a `.keras` archive,
+    unreadable, a classifier (ends in a softmax), or unable to encode RGB images."""
+    import zipfile
+
+    import numpy as np
+
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"no such file {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .keras file (truncated or corrupt: it is not a zip "
+                         "archive)")
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 (Keras' own complaint, kept)
+        raise ValueError(f"{path} is not a readable .keras model ({error})") from None
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if getattr(last, "activation", None) is keras.activations.softmax:
+        raise ValueError(f"{path} ends in a softmax ({last.name}): a classifier, not an "
+                         "encoder; evaluate the encoder it is built on")
+    try:
+        encoder = as_image_encoder(model)
+        side = encoder.image_size or 32
+        encoder(np.zeros((1, side, side, 3), np.uint8))  # one image through the contract
+    except Exception as error:  # noqa: BLE001 (any layer's complaint, said in one line)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} cannot encode RGB images through its input contract: "
+                         f"{first}") from None
+    return encoder
+
+
 def _converted_checkpoint(entry):
     """The official checkpoint an imported entry points at: fetched into the cache (checked
     against the card's sha256 when it has one), converted once, the result cached."""

@@ -8,10 +8,10 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "byol_tf"
 
 
-def imports():
-    """{module: {byol_tf modules it imports}} over every file of the package."""
+def imports(root=PACKAGE):
+    """{module: {byol_tf modules it imports}} over every file under `root` (the package)."""
     graph = {}
-    for path in PACKAGE.rglob("*.py"):
+    for path in root.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found = set()
@@ -59,3 +59,14 @@ def test_no_import_cycle():
                     seen.add(nxt)
                     stack.append((nxt, path + [nxt]))
     assert cycles == []
+
+
+def test_the_tests_run_at_most_one_command_in_process():
+    # A command module defines its flags in absl's global FLAGS when imported, and the
+    # commands share flag names: two of them imported by tests that share a pytest worker
+    # fail with DuplicateFlagError. Tests run other commands in a subprocess.
+    with_flags = {f"byol_tf.cli.{path.stem}" for path in (PACKAGE / "cli").glob("*.py")
+                  if "flags.DEFINE" in path.read_text()}
+    assert {"byol_tf.cli.train", "byol_tf.cli.eval"} <= with_flags
+    imported = {m for found in imports(PACKAGE.parent / "tests").values() for m in found}
+    assert len(imported & with_flags) <= 1, sorted(imported & with_flags)

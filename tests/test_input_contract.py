@@ -20,7 +20,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def test_every_entry_point_gives_the_same_embedding(published_run, uint8_images):
-    from byol_tf.cli import eval as eval_command  # (eval.py and byol-eval run it)
+    from byol_tf.image_encoder import load_image_encoder  # (what eval.py --model loads)
 
     run_dir, root = published_run
     odd = tf.image.resize(uint8_images[:6], (45, 38)).numpy().round().astype(np.uint8)
@@ -29,7 +29,7 @@ def test_every_entry_point_gives_the_same_embedding(published_run, uint8_images)
     entry_points = {
         "train: the whole model": whole_model(odd),
         "train: encoder.keras": keras.models.load_model(run_dir / "encoder.keras")(odd),
-        "eval.py": eval_command.load_encoder(run_dir / "byol.keras")(odd),
+        "eval.py --model": load_image_encoder(run_dir / "byol.keras")(odd),
         "evaluation.extract_features": evaluation.extract_features(whole_model, odd),
         "export: SavedModel": saved_model.signatures["serving_default"](
             images=tf.constant(odd))["embedding"],

@@ -57,18 +57,18 @@ def test_a_recipes_batch_shrinks_to_fit_and_a_users_batch_is_refused_with_the_nu
     activations, parameters = memory.model_size(config)
     # Room for exactly batch 512 (in 90% of the memory), not for 1024.
     available = memory.step_bytes(512, activations, parameters) / 0.9 + 1
-    batch, note = memory.fit_batch(config, available, batch_given=False)
+    batch, note = run_config.fit_batch(config, available, batch_given=False)
     assert batch == 512 and "Batch 4096 of the recipe" in note and "training with batch 512" in note
     with pytest.raises(ConfigError) as refused:
-        memory.fit_batch(config, available, batch_given=True)
+        run_config.fit_batch(config, available, batch_given=True)
     message = str(refused.value)
     need = memory.step_bytes(4096, activations, parameters)
     assert "--batch_size=4096" in message and f"{need / GIB:.1f} GiB" in message
     assert f"{available / GIB:.1f} GiB available" in message and "use --batch_size=512" in message
     # Not even the smallest batch fits: the flags that make the step smaller.
     with pytest.raises(ConfigError, match="--image_size or --encoder"):
-        memory.fit_batch(config, 1.0 * GIB, batch_given=False)
-    assert memory.fit_batch(config, 10_000 * GIB, batch_given=True) == (4096, None)
+        run_config.fit_batch(config, 1.0 * GIB, batch_given=False)
+    assert run_config.fit_batch(config, 10_000 * GIB, batch_given=True) == (4096, None)
 
 
 def test_a_warmup_longer_than_the_run_becomes_the_recipes_share_of_it():

@@ -126,14 +126,18 @@ def test_the_config_is_frozen_and_training_fields_decide_a_resume():
     assert resolved("--epochs=6")[0].differences(config.record()) == ["epochs", "total_steps"]
 
 
-def test_image_size_acts_on_a_fixed_size_source_and_on_the_memory_estimate(cifar10_dir):
+def test_image_size_acts_on_a_fixed_size_source(cifar10_dir):
     config, _ = resolved("--dataset=cifar10", f"--data_dir={cifar10_dir / 'tfds'}",
                          "--image_size=64")
     assert config.image_size == 64 and config.source().image_side == 32
     assert resolved(f"--data_dir={cifar10_dir / 'tfds'}", "--dataset=cifar10")[0].image_size == 32
-    # The memory estimate is the one of 64-px views: a machine with room for the step at 32
-    # px but not at 64 px refuses it, naming 64.
-    sizes = {side: memory.model_size(dict(config.record(), image_size=side)) for side in (32, 64)}
+
+
+def test_the_memory_estimate_is_the_one_of_the_image_size_trained():
+    # A machine with room for the step at 32 px but not at 64 px refuses --image_size=64 on
+    # the 32-px sample, naming 64, and keeps the batch at 32 px.
+    sample = resolved("--batch_size=128", "--recipe=sample")[0].record()
+    sizes = {side: memory.model_size(dict(sample, image_size=side)) for side in (32, 64)}
     room = (memory.step_bytes(128, *sizes[32]) + memory.step_bytes(128, *sizes[64])) / 2 / 0.9
     with pytest.raises(run_config.ConfigError, match="--image_size=64"):
         resolved("--image_size=64", "--batch_size=128", "--recipe=sample",

@@ -1,7 +1,12 @@
 """The commands installed with byol_tf: `byol-train`, `byol-eval`, `byol-zoo`, `byol-convert`
 (the repository's `train.py` and `eval.py` run the same programs). Their entry points are in
 `byol_tf_runtime`, which prepares the process (TensorFlow's CPU kernels, its start-up lines)
-before TensorFlow loads, then runs `run()` of the module here."""
+before TensorFlow loads, then runs `run()` of the module here.
+
+Each command module defines its flags in absl's global `flags.FLAGS` when imported, and the
+commands share flag names (`--dataset`, `--batch_size`, ...): import one command module per
+process. What a command does that a Python user may want lives in the library (for example
+`byol_tf.image_encoder.load_image_encoder` behind `byol-eval --model`)."""
 
 import logging
 import os

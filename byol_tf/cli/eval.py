@@ -57,38 +57,13 @@ FLAGS = flags.FLAGS
 
 
 def load_encoder(path):
-    """The `.keras` file at `path` as an `ImageEncoder` (see `byol_tf.image_encoder`)."""
-    import keras
-    import numpy as np
+    """The `.keras` file at `path` as an `ImageEncoder`; its problems said as --model's."""
+    from byol_tf.image_encoder import load_image_encoder
 
-    import byol_tf  # noqa: F401  (registers byol_tf's layers for loading)
-    from byol_tf.image_encoder import as_image_encoder
-
-    import zipfile
-
-    path = pathlib.Path(path).expanduser()
-    if not path.exists():
-        raise app.UsageError(f"--model: no such file {path}")
-    if not zipfile.is_zipfile(path):
-        raise app.UsageError(f"--model: {path} is not a .keras file (truncated or corrupt: it "
-                             "is not a zip archive)")
     try:
-        model = keras.models.load_model(path)
-    except Exception as error:
-        raise app.UsageError(f"--model: {path} is not a readable .keras model ({error})") from None
-    last = model.layers[-1] if getattr(model, "layers", None) else None
-    if getattr(last, "activation", None) is keras.activations.softmax:
-        raise app.UsageError(f"--model: {path} ends in a softmax ({last.name}): a classifier, "
-                             "not an encoder; evaluate the encoder it is built on")
-    try:
-        encoder = as_image_encoder(model)
-        side = encoder.image_size or 32
-        encoder(np.zeros((1, side, side, 3), np.uint8))  # one image through the contract
-    except Exception as error:  # noqa: BLE001 (any layer's complaint, said in one line)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise app.UsageError(f"--model: {path} cannot encode RGB images through its input "
-                             f"contract: {first}") from None
-    return encoder
+        return load_image_encoder(path)
+    except ValueError as error:
+        raise app.UsageError(f"--model: {error}") from None
 
 
 def unused_path(path):

@@ -168,7 +168,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
     Raises ConfigError naming a bad option, before anything is written.
     """
     from byol_tf.data import DataError, Source
-    from byol_tf.training import memory, recipes
+    from byol_tf.training import recipes
 
     def value(name):
         return getattr(options, name)
@@ -288,7 +288,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
     if previous is not None and "batch_size" not in given:
         config["batch_size"] = previous.get("batch_size", config["batch_size"])
     elif previous is None and not host.accelerator and host.available_bytes is not None:
-        config["batch_size"], note = memory.fit_batch(config, host.available_bytes,
+        config["batch_size"], note = fit_batch(config, host.available_bytes,
                                                       "batch_size" in given)
         notes += [note] if note else []
     if num_examples < config["batch_size"]:
@@ -319,6 +319,41 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
         zoo_dir=value("zoo_dir"), publish_linear_epochs=value("publish_linear_epochs"),
         final_weights_npz=value("final_weights_npz"))
     return resolved, notes
+
+
+def fit_batch(config, available, batch_given):
+    """The batch size to train with on a machine with `available` bytes free: the config's
+    when its estimate fits in 90% of them; otherwise (a batch from the recipe) the largest
+    power-of-two fraction of it that fits, with a message saying so. Raises ConfigError (the
+    estimate, what is free, the flags to change) when a `--batch_size` given by the user, or
+    the smallest batch, does not fit. Returns (batch_size, message or None)."""
+    from byol_tf.training.memory import SMALLEST_BATCH, gib, model_size, step_bytes
+
+    batch = config["batch_size"]
+    try:
+        activations, parameters = model_size(config)
+    except ValueError as e:
+        raise ConfigError(f"--encoder={config['encoder']} at --image_size="
+                          f"{config['image_size']}: {e}") from None
+    budget = 0.9 * available
+    need = step_bytes(batch, activations, parameters)
+    if need <= budget:
+        return batch, None
+    fits = batch
+    while fits > SMALLEST_BATCH and step_bytes(fits, activations, parameters) > budget:
+        fits //= 2
+    fitting = step_bytes(fits, activations, parameters) <= budget
+    advice = (f"--batch_size={fits}" if fitting else
+              "a smaller --image_size or --encoder (e.g. --encoder=tiny_resnet_cifar "
+              "--image_size=64)")
+    if batch_given or not fitting:
+        raise ConfigError(
+            f"--batch_size={batch} with --encoder={config['encoder']} at --image_size="
+            f"{config['image_size']} needs about {gib(need)} for a training step (estimate); "
+            f"this machine has {gib(available)} available: use {advice}")
+    return fits, (f"Batch {batch} of the recipe needs about {gib(need)} for a training step "
+                  f"(estimate); this machine has {gib(available)} available: training with "
+                  f"batch {fits} (the learning rate scales with it). --batch_size sets it.")
 
 
 def default_run_dir(dataset):

@@ -10,8 +10,6 @@ slots):
 
 import numpy as np
 
-from byol_tf.training.config import ConfigError
-
 BASE_BYTES = int(1.25 * 2**30)
 ACTIVATION_FACTOR = 1.25
 PARAMETER_FACTOR = 16
@@ -24,10 +22,7 @@ def model_size(config):
     from byol_tf import encoders
 
     side = config["image_size"]
-    try:
-        model = encoders.get(config["encoder"], input_shape=(side, side, 3))
-    except ValueError as e:
-        raise ConfigError(f"--encoder: {e}") from None
+    model = encoders.get(config["encoder"], input_shape=(side, side, 3))  # ValueError: unknown
     outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
     hidden, projection = config["hidden_dim"], config["projection_dim"]
     heads = int(model.output.shape[-1]) * hidden + hidden * projection + 2 * projection * hidden
@@ -66,32 +61,3 @@ def available_bytes():
 
 def gib(n):
     return f"{n / 2**30:.1f} GiB"
-
-
-def fit_batch(config, available, batch_given):
-    """The batch size to train with on a machine with `available` bytes free: the config's
-    when its estimate fits in 90% of them; otherwise (a batch from the recipe) the largest
-    power-of-two fraction of it that fits, with a message saying so. Raises ConfigError (the
-    estimate, what is free, the flags to change) when a `--batch_size` given by the user, or
-    the smallest batch, does not fit. Returns (batch_size, message or None)."""
-    batch = config["batch_size"]
-    activations, parameters = model_size(config)
-    budget = 0.9 * available
-    need = step_bytes(batch, activations, parameters)
-    if need <= budget:
-        return batch, None
-    fits = batch
-    while fits > SMALLEST_BATCH and step_bytes(fits, activations, parameters) > budget:
-        fits //= 2
-    fitting = step_bytes(fits, activations, parameters) <= budget
-    advice = (f"--batch_size={fits}" if fitting else
-              "a smaller --image_size or --encoder (e.g. --encoder=tiny_resnet_cifar "
-              "--image_size=64)")
-    if batch_given or not fitting:
-        raise ConfigError(
-            f"--batch_size={batch} with --encoder={config['encoder']} at --image_size="
-            f"{config['image_size']} needs about {gib(need)} for a training step (estimate); "
-            f"this machine has {gib(available)} available: use {advice}")
-    return fits, (f"Batch {batch} of the recipe needs about {gib(need)} for a training step "
-                  f"(estimate); this machine has {gib(available)} available: training with "
-                  f"batch {fits} (the learning rate scales with it). --batch_size sets it.")
