@@ -84,21 +84,15 @@ class BYOL(TwoViewModel):
             self.online_predictor = MLP(hidden_dim, projection_dim, projection_dim,
                                         sync_batch_norm, name="online_predictor",
                                         norm=predictor_norm)
-        for target, online in zip(self.target_encoder.weights + self.target_projector.weights,
-                                  self.online_encoder.weights + self.online_projector.weights):
-            target.assign(ops.copy(online.value))  # own buffer (JAX donates state buffers)
-        for target, _ in self.target_pairs:
-            # Off the optimizer's list, but the layers stay trainable so the target's
-            # batch norm still uses batch statistics in training mode.
-            target.trainable = False
+        self.start_ema_copy(self.target_pairs(all_weights=True))  # (batch-norm statistics too)
         self.built = True
 
-    @property
-    def target_pairs(self):
-        """[(target variable ξ, online variable θ)] for target encoder and projector."""
+    def target_pairs(self, all_weights=False):
+        """[(target variable ξ, online variable θ)] of target and online encoder and projector:
+        the trainable ones (the EMA's), or every weight."""
         targets = self.target_encoder.weights + self.target_projector.weights
         onlines = self.online_encoder.weights + self.online_projector.weights
-        return [(t, o) for t, o in zip(targets, onlines) if o.trainable]
+        return [(t, o) for t, o in zip(targets, onlines) if all_weights or o.trainable]
 
     # -------------------------------------------------------------------- losses
     @property
@@ -143,7 +137,7 @@ class BYOL(TwoViewModel):
     # ------------------------------------------------------------------- target
     def tau(self, step):
         """τ_k, in the target weights' dtype (float64 for a float64 model)."""
-        dtype = self.target_pairs[0][0].dtype if self.target_pairs else "float32"
+        dtype = self.target_pairs()[0][0].dtype if self.target_pairs() else "float32"
         if self.tau_schedule == "constant":
             return ops.convert_to_tensor(self.tau_base, dtype)
         return target_ema(step, self.tau_base, self.total_steps, dtype)
@@ -151,14 +145,8 @@ class BYOL(TwoViewModel):
     def step_scalars(self, step):
         return {"tau": self.tau(step)}
 
-    def update_target(self, tau):
-        """ξ ← τ·ξ + (1 − τ)·θ for every target encoder/projector weight."""
-        for target, online in self.target_pairs:
-            t = ops.cast(tau, target.dtype)
-            target.assign(t * target + (1.0 - t) * ops.cast(online, target.dtype))
-
     def after_update(self, targets, scalars):
-        self.update_target(scalars["tau"])
+        self.ema_update(self.target_pairs(), scalars["tau"])  # ξ ← τξ + (1 − τ)θ
 
     # ------------------------------------------------------------ serialization
     def get_config(self):

@@ -53,9 +53,7 @@ class MoCo(TwoViewModel):
         self.key_encoder = keras.models.clone_model(self.online_encoder)
         self.key_encoder.name = "key_" + self.online_encoder.name
         self.key_head = MLP(hidden_dim, projection_dim, dim, name="key_head", norm="none")
-        for key, query in self._key_pairs(all_weights=True):
-            key.assign(ops.copy(query.value))
-            key.trainable = False
+        self.start_ema_copy(self.key_pairs(all_weights=True))
         queue = keras.random.normal((self.queue_size, projection_dim), seed=self.seed)
         self.queue = self.add_weight(shape=(self.queue_size, projection_dim), name="queue",
                                      initializer="zeros", trainable=False,
@@ -66,7 +64,9 @@ class MoCo(TwoViewModel):
                                              aggregation="only_first_replica")
         self.built = True
 
-    def _key_pairs(self, all_weights=False):
+    def key_pairs(self, all_weights=False):
+        """[(key variable, query variable)] of key and online encoder and head: the trainable
+        ones (the EMA's), or every weight."""
         keys = self.key_encoder.weights + self.key_head.weights
         queries = self.online_encoder.weights + self.head.weights
         return [(k, q) for k, q in zip(keys, queries) if all_weights or q.trainable]
@@ -83,9 +83,7 @@ class MoCo(TwoViewModel):
                 {"projection_std": projection_std(q)}, h1)
 
     def after_update(self, keys, scalars):
-        m = self.momentum
-        for key, query in self._key_pairs():
-            key.assign(ops.cast(m, key.dtype) * key + ops.cast(1.0 - m, key.dtype) * query)
+        self.ema_update(self.key_pairs(), self.momentum)  # key ← m·key + (1 − m)·query
         self.enqueue(gather_replicas(keys)[0])
 
     def enqueue(self, keys):

@@ -113,6 +113,25 @@ class TwoViewModel(compat.BuildsOptimizerOnly, keras.Model):
     def after_update(self, targets, scalars):
         """Updates after the optimizer step (EMA targets, queues)."""
 
+    # ------------------------------------------------- EMA copies (targets, keys)
+    @staticmethod
+    def start_ema_copy(pairs):
+        """slow ← fast for each (slow, fast) variable pair, the slow one off the optimizer's
+        list: an EMA copy (BYOL's target, MoCo's key encoder) starts equal to the online."""
+        for slow, fast in pairs:
+            slow.assign(ops.copy(fast.value))  # own buffer (JAX donates state buffers)
+            # Off the optimizer's list; the layers stay trainable, so the copy's batch norm
+            # still uses batch statistics in training mode.
+            slow.trainable = False
+
+    @staticmethod
+    def ema_update(pairs, decay):
+        """slow ← decay·slow + (1 − decay)·fast for each (slow, fast) variable pair, after the
+        optimizer step: BYOL's ξ ← τξ + (1 − τ)θ, MoCo's key ← m·key + (1 − m)·query."""
+        for slow, fast in pairs:
+            d = ops.cast(decay, slow.dtype)
+            slow.assign(d * slow + (1.0 - d) * ops.cast(fast, slow.dtype))
+
     # -------------------------------------------------------------- shared parts
     @property
     def seed_generator(self):

@@ -100,7 +100,7 @@ def test_one_step_matches_independent_computation(images, k):
     model = tiny_model()
     # Make the target differ from the online network so the EMA is visible.
     rng = np.random.default_rng(2)
-    for t, _ in model.target_pairs:
+    for t, _ in model.target_pairs():
         t.assign(t.numpy() + rng.normal(0, 0.1, t.shape).astype(np.float32))
     model.optimizer.build(model.trainable_variables)
     model.optimizer.iterations.assign(k)
@@ -149,12 +149,12 @@ def test_target_network_structure():
         "target weights must get no gradient"
     assert not hasattr(model, "target_predictor")
     # Every target weight has an online twin in encoder/projector, none in the predictor.
-    assert len(model.target_pairs) == len(model.online_encoder.trainable_weights) + \
+    assert len(model.target_pairs()) == len(model.online_encoder.trainable_weights) + \
         len(model.online_projector.trainable_weights)
     predictor_ids = {id(v) for v in model.online_predictor.weights}
-    assert not any(id(o) in predictor_ids for _, o in model.target_pairs)
+    assert not any(id(o) in predictor_ids for _, o in model.target_pairs())
     # Initialised as a copy.
-    for t, o in model.target_pairs:
+    for t, o in model.target_pairs():
         np.testing.assert_array_equal(t.numpy(), o.numpy())
 
 
@@ -190,7 +190,7 @@ def test_float64_lars_and_ema_step_equals_the_official_rule(images, float64_kera
     schedule = byol_tf.WarmupCosine(base_lr, batch, K, warmup)
     model.compile(optimizer=byol_tf.LARS(schedule, weight_decay=weight_decay))
     rng = np.random.default_rng(3)
-    for t, _ in model.target_pairs:
+    for t, _ in model.target_pairs():
         t.assign(t.numpy() + rng.normal(0, 0.1, t.shape))
     model.optimizer.build(model.trainable_variables)
     model.optimizer.iterations.assign(k)
@@ -202,7 +202,7 @@ def test_float64_lars_and_ema_step_equals_the_official_rule(images, float64_kera
     variables = model.trainable_variables
     assert all(v.dtype == "float64" for v in variables)
     online0 = [v.numpy().copy() for v in variables]
-    target0 = [t.numpy().copy() for t, _ in model.target_pairs]
+    target0 = [t.numpy().copy() for t, _ in model.target_pairs()]
     with tf.GradientTape() as tape:
         loss, _ = model.loss_and_logs(x, x, model.target_forward(x, x))
     grads = [g.numpy() for g in tape.gradient(loss, variables)]
@@ -218,6 +218,6 @@ def test_float64_lars_and_ema_step_equals_the_official_rule(images, float64_kera
         expected[v.path], _ = np_lars(w, g, m, lr, weight_decay, adapt)
         np.testing.assert_allclose(v.numpy(), expected[v.path], rtol=1e-12, atol=0, err_msg=v.path)
     by_id = {id(v): e for v, e in zip(variables, expected.values())}
-    for (t, o), t0 in zip(model.target_pairs, target0):
+    for (t, o), t0 in zip(model.target_pairs(), target0):
         np.testing.assert_allclose(t.numpy(), tau * t0 + (1 - tau) * by_id[id(o)], rtol=1e-12,
                                    atol=1e-15, err_msg=t.path)

@@ -117,7 +117,7 @@ def test_mixed_bfloat16_step(jit):
     assert np.isfinite(logs["loss"][0]) and 0 < logs["loss"][0] < 8
     assert model.online_encoder.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in model.weights if v.trainable or "moving" in v.path)
-    assert all(t.dtype == "float32" for t, _ in model.target_pairs)
+    assert all(t.dtype == "float32" for t, _ in model.target_pairs())
 
 
 def free_ports(n):

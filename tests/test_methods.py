@@ -8,6 +8,7 @@ import pytest
 
 import byol_tf
 from byol_tf import losses
+from helpers.method_checks import check_method
 
 SMALL = dict(projection_dim=16, hidden_dim=32, seed=0)
 METHODS = {
@@ -102,34 +103,17 @@ def test_moco_queue_size_must_divide_by_the_batch():
 
 def test_moco_save_restore_round_trip(tmp_path):
     model = _moco(queue_size=8)
-    model.train_on_batch(_views(4, 0))
-    model.save(tmp_path / "moco.keras")
-    restored = keras.models.load_model(tmp_path / "moco.keras")
+    restored = check_method(model, tmp_path, batch=_views(4, 0))
     np.testing.assert_array_equal(restored.queue.numpy(), model.queue.numpy())
     assert int(restored.queue_pointer.numpy()) == int(model.queue_pointer.numpy()) == 4
-    for a, b in zip(model.key_encoder.weights, restored.key_encoder.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    v1, _ = _views(4, 5)
-    np.testing.assert_allclose(restored(v1), model(v1), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_keras_round_trip(name, tmp_path):
-    """Every method and BYOL variant: `.keras` round trip of the whole model (config and
-    every weight) and of its `ImageEncoder`."""
+def test_every_method_passes_the_shared_checks(name, tmp_path):
+    """Every method and BYOL variant: a step, the config round trip, the `.keras` round trip
+    of the whole model (every weight) and of its `ImageEncoder` (helpers.method_checks)."""
     keras.utils.set_random_seed(0)
-    model = METHODS[name]()
-    model.save(tmp_path / "m.keras")
-    restored = keras.models.load_model(tmp_path / "m.keras")
-    assert type(restored) is type(model) and restored.get_config() == model.get_config()
-    assert len(restored.weights) == len(model.weights)
-    for a, b in zip(restored.weights, model.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    x = np.random.default_rng(0).integers(0, 256, (2, 40, 36, 3), dtype=np.uint8)
-    np.testing.assert_allclose(restored(x), model(x), atol=1e-6)
-    model.image_encoder().save(tmp_path / "e.keras")
-    image_encoder = keras.models.load_model(tmp_path / "e.keras")
-    np.testing.assert_allclose(image_encoder(x), model(x), atol=1e-6)
+    check_method(METHODS[name](), tmp_path)
 
 
 def test_byol_tau_extremes_and_no_predictor():
@@ -139,9 +123,9 @@ def test_byol_tau_extremes_and_no_predictor():
         model = byol_tf.BYOL("tiny_resnet_cifar", tau_base=tau, tau_schedule="constant",
                              augment=False, **SMALL)
         model.compile(optimizer=byol_tf.LARS(0.5))
-        start = [t.numpy().copy() for t, _ in model.target_pairs]
+        start = [t.numpy().copy() for t, _ in model.target_pairs()]
         model.fit(x, batch_size=8, epochs=2, verbose=0)
-        for (target, online), initial in zip(model.target_pairs, start):
+        for (target, online), initial in zip(model.target_pairs(), start):
             reference = online.numpy() if expect == "online" else initial
             np.testing.assert_allclose(target.numpy(), reference, atol=1e-6)
         assert float(model.tau(5)) == tau

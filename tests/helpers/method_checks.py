@@ -13,24 +13,24 @@ def images(n=8, seed=0, height=40, width=36):
     return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
 
 
-def check_method(model, tmp_path, batch=None):
+def check_method(model, tmp_path, batch=None, labels=None):
     """Runs the shared checks on `model` (compiled with LARS(0.1) when it is not) and returns
     the model reloaded from `.keras` after one step, for the caller's own checks.
 
-    - a step on uint8 images gives a finite loss and moves the online encoder;
+    - a step on `batch` (default: 8 uint8 images; `labels` for the probe) gives a finite loss and moves the online encoder;
     - `from_config(get_config())` gives the same config and, with the weights, the same
       embeddings;
     - the `.keras` file restores the same class, config, every weight (targets, queues and
       the optimizer's step included) and the same embeddings;
     - `image_encoder()` saved alone and reloaded gives the model's embeddings.
     """
-    if model.optimizer is None:
+    if getattr(model, "optimizer", None) is None:
         model.compile(optimizer=byol_tf.LARS(0.1))
     batch = images() if batch is None else batch
     x = images(2, seed=1)
     online = model.online_encoder
     before = [w.numpy().copy() for w in online.trainable_weights]
-    logs = model.train_on_batch(batch, return_dict=True)
+    logs = model.train_on_batch(batch, labels, return_dict=True)
     assert np.isfinite(logs["loss"]), logs
     moved = [not np.array_equal(b, w.numpy()) for b, w in zip(before, online.trainable_weights)]
     assert any(moved), "one step left the online encoder unchanged"
