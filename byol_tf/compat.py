@@ -4,7 +4,8 @@ Written against TensorFlow 2.21 and Keras 3.15 (`requirements.txt` pins both to 
 version; nothing here imports either at module level). When either moves, this module and the two private hooks overridden by name are
 what to check:
   - `keras.Model._maybe_symbolic_build` (`BuildsOptimizerOnly` below);
-  - `keras.optimizers.Optimizer._apply_weight_decay` (`byol_tf.optimizers.AdamW`).
+  - `keras.optimizers.Optimizer._apply_weight_decay` (`byol_tf.optimizers.AdamW`);
+and Keras' private list of variables created unallocated (`deferred_variables` below).
 """
 
 TENSORFLOW = "2.21"
@@ -78,3 +79,24 @@ def reducible_step_results(results):
     if not multi_worker():
         return results
     return {k: ops.reshape(v, (1,)) for k, v in results.items()}
+
+
+# ------------------------------------------------------------------ variable creation
+def deferred_variables():
+    """A context in which Keras variables created under `keras.StatelessScope(
+    initialize_variables=False)` stay unallocated and are forgotten on exit: Keras keeps
+    them in a private list that its next eager `StatelessScope` exit would allocate."""
+    import contextlib
+
+    from keras.src.backend.common import global_state
+
+    @contextlib.contextmanager
+    def scope():
+        key = "uninitialized_variables"
+        before = list(global_state.get_global_attribute(key, []) or [])
+        try:
+            yield
+        finally:
+            global_state.set_global_attribute(key, before)
+
+    return scope()

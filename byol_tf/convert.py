@@ -72,11 +72,27 @@ def _numpy_global(name):
     return {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar}[name]
 
 
+def _empty_array(subtype, shape, dtype):
+    """numpy's `_reconstruct` as pickled arrays call it: an empty array that the pickle's
+    state then fills with the data it carries. An array of any other shape would be memory
+    the file asks for without carrying it: refused."""
+    if not isinstance(shape, tuple) or any(not isinstance(n, int) for n in shape) or (
+            0 not in shape):
+        raise ConversionError(f"the checkpoint asks numpy for an array of shape {shape!r} "
+                              "without its data (not how numpy pickles arrays)")
+    return _numpy_global("_reconstruct")(np.ndarray, shape, dtype)
+
+
+def _no_array_constructor(*args, **kwargs):
+    raise ConversionError("the checkpoint calls numpy.ndarray(...) directly, allocating memory "
+                          "it does not carry (not how numpy pickles arrays)")
+
+
 _SAFE_GLOBALS = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "ndarray"): lambda: _no_array_constructor,  # (only `_reconstruct`'s subtype)
     ("numpy", "dtype"): lambda: np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _empty_array,
     ("numpy.core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
     ("numpy._core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
     ("_codecs", "encode"): lambda: __import__("codecs").encode,  # protocol-2 bytes
@@ -123,19 +139,39 @@ class _RestrictedUnpickler(pickle.Unpickler):
             "checkpoint or has been tampered with")
 
 
-def _plain(obj):
+MAX_NESTING = 64  # containers within containers (a checkpoint nests 4 deep)
+
+
+def _plain(obj, done=None, depth=0):
     """Records wrapping one mapping (Haiku's FlatMapping) → that mapping; containers → dicts,
-    lists and tuples of numpy arrays."""
+    lists and tuples of numpy arrays. Each object converted once, however often it is referred
+    to (`done`: id → result); a container holding itself, or nesting deeper than
+    MAX_NESTING, is refused."""
+    done = {} if done is None else done
+    if not isinstance(obj, (_Record, dict, list, tuple)):
+        return obj
+    if id(obj) in done:
+        if done[id(obj)] is _IN_PROGRESS:
+            raise ConversionError("the checkpoint holds a container inside itself")
+        return done[id(obj)]
+    if depth > MAX_NESTING:
+        raise ConversionError(f"the checkpoint nests containers more than {MAX_NESTING} deep")
+    done[id(obj)] = _IN_PROGRESS
+    plain = lambda v: _plain(v, done, depth + 1)  # noqa: E731
     if isinstance(obj, _Record):
         parts = [a for a in (*obj.args, obj.state) if isinstance(a, (dict, _Record))]
-        return _plain(parts[0]) if len(parts) == 1 and not obj.kwargs else obj
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_plain(v) for v in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
+        out = plain(parts[0]) if len(parts) == 1 and not obj.kwargs else obj
+    elif isinstance(obj, dict):
+        out = {k: plain(v) for k, v in obj.items()}
+    elif hasattr(obj, "_fields"):
+        out = type(obj)(*(plain(v) for v in obj))
+    else:
+        out = type(obj)(plain(v) for v in obj)
+    done[id(obj)] = out
+    return out
+
+
+_IN_PROGRESS = object()
 
 
 def read_checkpoint(path_or_bytes):
@@ -156,11 +192,16 @@ def read_checkpoint(path_or_bytes):
             data = _RestrictedUnpickler(stream).load()
         except RefusedGlobal:
             raise
+        except ConversionError:
+            raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
-                KeyError, AttributeError) as e:
-            raise ConversionError(f"the checkpoint is not a readable pickle (truncated or "
-                                  f"corrupt?): {type(e).__name__}: {e}") from e
-    data = _plain(data)
+                KeyError, AttributeError, MemoryError, RecursionError) as e:
+            raise ConversionError(f"the checkpoint is not a readable pickle (truncated, "
+                                  f"corrupt or hostile): {type(e).__name__}: {e}") from None
+    try:
+        data = _plain(data)
+    except RecursionError:
+        raise ConversionError("the checkpoint nests containers too deeply") from None
     if not isinstance(data, dict) or "experiment_state" not in data:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ConversionError(f"expected a dict with 'experiment_state' (DeepMind's checkpointer "
@@ -296,7 +337,7 @@ def from_deepmind(path_or_bytes, image_size=IMAGE_SIZE):
     disagree (missing, left over, or of another shape)."""
     import keras
 
-    from byol_tf import encoders
+    from byol_tf import encoders, model_files
     from byol_tf.layers import MLP
 
     ckpt = read_checkpoint(path_or_bytes)
@@ -309,10 +350,18 @@ def from_deepmind(path_or_bytes, image_size=IMAGE_SIZE):
     if ragged or width < 1:
         raise ConversionError(f"{prefix}/~/initial_conv/w has {stem_channels} output channels; "
                               "expected a multiple of 64 (width multiplier × 64)")
-    try:
-        encoder = encoders.ResNet(depth=depth, stem="imagenet", width_multiplier=width,
-                                  input_shape=(image_size, image_size, 3),
-                                  name=f"byol_deepmind_res{depth}x{width}")
+    arguments = dict(depth=depth, stem="imagenet", width_multiplier=width,
+                     input_shape=(image_size, image_size, 3),
+                     name=f"byol_deepmind_res{depth}x{width}")
+    try:  # (the declared network counted before it is built: the checkpoint must carry it)
+        declared = model_files.count_parameters(lambda: encoders.ResNet(**arguments))
+        carried = sum(np.size(a) for tree in (params, state) for module in tree.values()
+                      for a in module.values())
+        if declared > 2 * carried:  # (a few missing or misshapen arrays are named below)
+            raise ConversionError(
+                f"{prefix}/~/initial_conv/w declares a {prefix} of width ×{width} "
+                f"({declared:,} parameters) but the checkpoint carries {carried:,} numbers")
+        encoder = encoders.ResNet(**arguments)
     except ValueError as e:
         raise ConversionError(str(e)) from e
     put = _Assigner(params, state)

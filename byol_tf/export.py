@@ -22,11 +22,17 @@ import pathlib
 from byol_tf.files import atomic_path
 
 
-def _header_pixels(tf, data):
-    """width × height (int64) read from the header of encoded PNG, GIF, BMP or JPEG bytes,
-    in the graph and without decoding (`byol_tf.data.folders.image_size_of` in TensorFlow)."""
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32]), 0, 32)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+def _decoded_pixels(tf, data):
+    """The pixels (int64) TensorFlow's decoder holds for encoded PNG, GIF, BMP or JPEG bytes,
+    read in the graph without decoding: `byol_tf.data.folders.image_extent` in TensorFlow
+    (a GIF's canvas and frames, wherever they are placed; a JPEG's frame header, wherever its
+    segments put it)."""
+    b = tf.cast(tf.io.decode_raw(tf.strings.join([data, b"\0" * 32]), tf.uint8), tf.int64)
+    end = tf.size(b, out_type=tf.int64) - 32  # (padded: the fixed header fields always exist)
+
+    def at(i):  # byte i, or -1 past the end
+        i = tf.cast(i, tf.int64)
+        return tf.where(i < end, tf.gather(b, tf.minimum(i, end + 31)), tf.constant(-1, tf.int64))
 
     def unsigned(i, n, big):
         order = range(n) if big else reversed(range(n))
@@ -39,12 +45,38 @@ def _header_pixels(tf, data):
         value = unsigned(i, 4, False)
         return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
 
+    def colour_table(flags):  # bytes of the colour table a GIF flags byte announces
+        return tf.where(flags >= 128, 3 * tf.bitwise.left_shift(
+            tf.constant(2, tf.int64), tf.math.floormod(flags, 8)), 0)
+
+    def gif():  # blocks one by one: an extension or a frame, then its data sub-blocks
+        def block(pos, in_data, width, height, frames, done):
+            c = at(pos)
+            frame = tf.equal(c, 0x2C)
+            left, top, w, h = (at(pos + i) + 256 * at(pos + i + 1) for i in (1, 3, 5, 7))
+            next_block = tf.where(tf.equal(c, 0x21), pos + 2,
+                                  pos + 11 + colour_table(at(pos + 9)))
+            block_done = ~(frame | tf.equal(c, 0x21)) | (frame & (h < 0))
+            width = tf.where(frame & ~in_data, tf.maximum(width, left + w), width)
+            height = tf.where(frame & ~in_data, tf.maximum(height, top + h), height)
+            frames = tf.where(frame & ~in_data, frames + w * h, frames)
+            return (tf.where(in_data, pos + 1 + tf.maximum(c, 0), next_block),
+                    tf.where(in_data, c > 0, ~block_done), width, height, frames,
+                    tf.where(in_data, c < 0, block_done))
+
+        start = 13 + colour_table(at(10))
+        _, _, width, height, frames, _ = tf.while_loop(
+            lambda *state: ~state[-1], block,
+            (start, tf.constant(False), unsigned(6, 2, False), unsigned(8, 2, False),
+             tf.constant(0, tf.int64), tf.constant(False)))
+        return tf.maximum(width * height, frames)
+
     starts = lambda prefix: tf.strings.substr(data, 0, len(prefix)) == prefix  # noqa: E731
     jpeg = tf.cond(starts(b"\xff\xd8"), lambda: tf.reduce_prod(tf.cast(
         tf.image.extract_jpeg_shape(data)[:2], tf.int64)), lambda: tf.constant(0, tf.int64))
     return tf.where(starts(b"\x89PNG"), unsigned(16, 4, True) * unsigned(20, 4, True),
-                    tf.where(starts(b"GIF8"), unsigned(6, 2, False) * unsigned(8, 2, False),
-                             tf.where(starts(b"BM"), signed_le32(18) * signed_le32(22), jpeg)))
+                    tf.where(starts(b"BM"), signed_le32(18) * signed_le32(22), tf.cond(
+                        starts(b"GIF8"), gif, lambda: jpeg)))
 
 
 def export_encoder(model, path, classifier=None, max_image_pixels=None):
@@ -114,7 +146,7 @@ def export_encoder(model, path, classifier=None, max_image_pixels=None):
                 check = tf.debugging.Assert(known, [tf.strings.format(
                     "encoded[{}] is not a JPEG, PNG, GIF or BMP image", index)])
                 with tf.control_dependencies([check]):
-                    pixels = _header_pixels(tf, data)
+                    pixels = _decoded_pixels(tf, data)
                     small = tf.debugging.Assert(pixels <= max_image_pixels, [tf.strings.format(
                         "encoded[{}] has {} pixels, over the limit of {}",
                         (index, pixels, max_image_pixels))])
@@ -145,9 +177,29 @@ def export_encoder(model, path, classifier=None, max_image_pixels=None):
     return path
 
 
-def is_complete(path):
-    """Whether `path` holds a whole SavedModel: `saved_model.pb` and the variables' index
-    and data (what TF Serving loads)."""
+def file_hashes(path):
+    """{relative path: sha256} of every file of the SavedModel at `path`."""
+    from byol_tf.files import sha256_file
+
     path = pathlib.Path(path)
-    return ((path / "saved_model.pb").is_file() and (path / "variables" / "variables.index").is_file()
-            and any((path / "variables").glob("variables.data-*")))
+    return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def is_complete(path, sha256=None):
+    """Whether `path` holds a whole SavedModel: `saved_model.pb` and the variables' index and
+    data (what TF Serving loads), and then either exactly the files `sha256` records
+    ({relative path: sha256}, `file_hashes`) or, without a record, a SavedModel that loads."""
+    path = pathlib.Path(path)
+    if not ((path / "saved_model.pb").is_file() and (path / "variables" / "variables.index")
+            .is_file() and any((path / "variables").glob("variables.data-*"))):
+        return False
+    if sha256 is not None:
+        return file_hashes(path) == sha256
+    import tensorflow as tf
+
+    try:
+        tf.saved_model.load(str(path))
+    except Exception:  # noqa: BLE001 (a damaged SavedModel fails in many ways)
+        return False
+    return True

@@ -77,12 +77,19 @@ def hold_lock(path, what):
     """Takes the exclusive lock `path` (a file, created) for the rest of this process, or
     raises LockedError naming `what` and the process holding it. The kernel releases the
     lock when the process ends, however it ends, so a killed writer never blocks the next.
-    Taking a lock this process already holds does nothing."""
+    Taking a lock this process already holds does nothing (returns False; True when taken);
+    a lock file that is a symbolic link is refused (LockedError), never written through."""
     path = pathlib.Path(path)
     if str(path) in _HELD:
-        return
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # (never through a link: a folder that arrives with one would overwrite its target)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise LockedError(f"{what}: its lock file {path} is a symbolic link; refusing to "
+                          "write through it (remove the link)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -94,6 +101,7 @@ def hold_lock(path, what):
     os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}: "
                   f"{' '.join(sys.argv)[:300]}").encode())
     _HELD[str(path)] = fd
+    return True
 
 
 def release_lock(path):
@@ -122,3 +130,19 @@ def sha256_file(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def open_zip(path):
+    """A `zipfile.ZipFile` of `path` whose members are stored or deflated, as numpy and Keras
+    write them: ValueError otherwise. (Python inflates a bzip2 or LZMA member a whole input
+    chunk at a time, however large it grows: a few bytes can ask for gigabytes.)"""
+    import zipfile
+
+    archive = zipfile.ZipFile(path)
+    odd = [i.filename for i in archive.infolist()
+           if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+    if odd:
+        archive.close()
+        raise ValueError(f"{path}: member {odd[0]} is compressed with a method other than "
+                         "deflate (not written by numpy or Keras); refusing to inflate it")
+    return archive

@@ -8,9 +8,11 @@ A preset is a name or a handle:
     `tf.io.gfile`).
 A remote entry's files are fetched into one cache, `$BYOL_TF_CACHE/zoo` (default
 `~/.cache/byol_tf/zoo`): each file is downloaded under a temporary name, checked against its
-sha256 and only then renamed into place. A cached file is used again while it matches, so a
-second load makes no request, an interrupted download is redone, and a damaged file is
-refused, naming it and both hashes. Every path a card names must stay inside its entry.
+sha256 and only then renamed into place. A cached file is used again while it matches the
+card, so a second load fetches only the card (to see whether the entry changed; when the
+server cannot be reached, the cached card is used with a warning), an interrupted download is
+redone, and a damaged file is refused, naming it and both hashes. Every path a card names
+must stay inside its entry and reach no link; a card is at most 1 MiB.
 """
 
 import hashlib
@@ -70,15 +72,42 @@ def resolve(preset):
                      "a folder, or an https://, http://, file:// or gs:// handle")
 
 
+ENTRY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+SOURCE_KINDS = ("deepmind_checkpoint",)  # entries whose weights come from elsewhere
+MAX_CARD_BYTES = 2**20  # a card is a few KB
+
+
+def check_entry_name(name, label=None):
+    """Raises ValueError (its message starting with `label`, default "zoo entry name 'NAME'")
+    unless `name` is a plain entry name (letters, digits, '_', '.', '-'; not starting with '.'
+    or '-'; at most 100 characters): a folder inside its zoo."""
+    if not ENTRY_NAME.fullmatch(str(name or "")):
+        raise ValueError(f"{label or f'zoo entry name {name!r}'}: an entry name is letters, "
+                         "digits, '_', '.' and '-' (not starting with '.' or '-'), so that it "
+                         "names a folder inside the zoo")
+    return name
+
+
 def read_card(path, label):
-    """A model card file → dict; ValueError naming the file when it is not one."""
+    """A model card file → dict; ValueError naming the file when it is not one (not JSON, too
+    large, nested too deeply, not an object with a 'files' object)."""
+    path = pathlib.Path(path)
     try:
-        card = json.loads(pathlib.Path(path).read_text())
+        size = path.stat().st_size
+        if size > MAX_CARD_BYTES:
+            raise ValueError(f"{size:,} bytes, over the limit of {MAX_CARD_BYTES:,} for a card")
+        card = json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError(f"zoo entry {label!r}: {path} is nested too deeply") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"zoo entry {label!r}: {path} is not valid JSON ({error})") from None
     if not isinstance(card, dict) or not isinstance(card.get("files", {}), dict):
         raise ValueError(f"zoo entry {label!r}: {path} is not a model card (a JSON object with "
                          "a 'files' object)")
+    source = card.get("source", {})
+    if not isinstance(source, dict) or source.get("kind", SOURCE_KINDS[0]) not in SOURCE_KINDS:
+        raise ValueError(f"zoo entry {label!r}: {path} names an unknown source "
+                         f"{source!r:.80}; known kinds: {', '.join(SOURCE_KINDS)}")
     return card
 
 
@@ -92,18 +121,23 @@ def checked_relative(relative, label):
     return str(path)
 
 
+def inside(folder, relative, label):
+    """`folder/relative`, refused (ValueError) unless it is a plain relative path to a regular
+    file inside `folder`, reached through no link."""
+    path = pathlib.Path(folder) / checked_relative(relative, label)
+    if not path.is_file():
+        raise ValueError(f"zoo entry {label!r}: file {relative} is missing")
+    parts = pathlib.PurePosixPath(checked_relative(relative, label)).parts
+    if any((pathlib.Path(folder).joinpath(*parts[:i + 1])).is_symlink() for i in range(len(parts))):
+        raise ValueError(f"zoo entry {label!r}: {relative} is a link; refusing to load")
+    return path
+
+
 def verify(folder, files, label):
     """Checks every file `files` lists ({relative path: {"sha256": …}}) inside `folder`:
-    present, a regular file inside the folder (no link out), its sha256 as listed."""
-    folder = pathlib.Path(folder)
-    root = folder.resolve()
+    present, a regular file inside the folder (no link), its sha256 as listed."""
     for relative, spec in files.items():
-        path = folder / checked_relative(relative, label)
-        if not path.is_file():
-            raise ValueError(f"zoo entry {label!r}: file {relative} is missing")
-        if path.is_symlink() or root not in path.resolve().parents:
-            raise ValueError(f"zoo entry {label!r}: {relative} is a link out of the entry; "
-                             "refusing to load")
+        path = inside(folder, relative, label)
         actual = sha256_file(path)
         if actual != spec.get("sha256"):
             raise ValueError(f"zoo entry {label!r}: {path} has sha256 {actual}, the card says "
@@ -116,26 +150,96 @@ def _resolve_handle(handle, expected=None, name=None):
     remote = bool(REMOTE.match(handle))
     folder = _cache_folder(handle) if remote else pathlib.Path(handle).expanduser()
     card_path = folder / CARD
-    if remote and not card_path.is_file():
-        fetch(_join(handle, CARD), card_path, None, handle)
+    if remote:
+        _revalidate_card(handle, card_path, label)
     card = read_card(card_path, label)
     files = expected if expected is not None else card.get("files")
     if files is None:
         raise ValueError(f"zoo entry {label!r}: {card_path} lists no files")
     if expected is not None and CARD in expected:  # the registry vouches for the card too
         verify(folder, {CARD: expected[CARD]}, label)
-    kind = card.get("source", {}).get("kind")
-    if kind is None and "encoder.keras" not in files:
+    if "kind" not in card.get("source", {}) and "encoder.keras" not in files:
         raise ValueError(f"zoo entry {label!r}: the card does not list encoder.keras")
     if remote:
+        local = _file_url_folder(handle)
         for relative, spec in files.items():
             if relative != CARD:
+                if local is not None:  # (a file:// handle: the same rule as a folder's)
+                    inside(local, relative, label)
                 path = folder / checked_relative(relative, label)
                 if not (path.is_file() and sha256_file(path) == spec.get("sha256")):
                     fetch(_join(handle, relative), path, spec.get("sha256"), handle)
     verify(folder, {k: v for k, v in files.items() if k != CARD}, label)
     return Entry(name or card.get("name") or pathlib.PurePosixPath(handle).name, handle, folder,
                  card)
+
+
+def entry_lock(entry):
+    """The lock file of the zoo entry folder `entry` (`files.hold_lock`: one writer each)."""
+    entry = pathlib.Path(entry)
+    return entry.with_name(f".{entry.name}.lock")
+
+
+def replaced_name(entry):
+    """Where a publish keeps the entry it replaces until the new one is in place."""
+    entry = pathlib.Path(entry)
+    return entry.with_name(f".{entry.name}.replaced")
+
+
+def restore_replaced(entry):
+    """Puts back the entry a publish killed between its two renames left aside (its
+    `replaced_name` there, the entry gone), under the entry's lock. ValueError when a live
+    publisher holds the lock (the entry is being replaced) or the zoo cannot be written."""
+    from byol_tf.files import LockedError, hold_lock, release_lock
+
+    entry, old = pathlib.Path(entry), replaced_name(entry)
+    if entry.exists() or not old.is_dir():
+        return
+    lock = entry_lock(entry)
+    try:
+        taken = hold_lock(lock, f"zoo entry {entry}")
+    except (LockedError, OSError) as error:
+        raise ValueError(f"zoo entry {entry} is being replaced or cannot be restored "
+                         f"({error}); try again in a moment") from None
+    try:
+        if not entry.exists() and old.is_dir():
+            os.rename(old, entry)
+    finally:
+        if taken:
+            release_lock(lock)
+
+
+def _file_url_folder(handle):
+    """The local folder of a `file://` handle (None for other handles)."""
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(handle)
+    if parts.scheme.lower() != "file":
+        return None
+    return pathlib.Path(urllib.request.url2pathname(parts.path))
+
+
+def _revalidate_card(handle, card_path, label):
+    """Fetches a remote entry's card again on every resolve (the entry may have been replaced
+    on the server, or an error page served once); the cached card is kept when the server
+    cannot be reached, with a warning, and replaced only by a card that reads."""
+    from absl import logging
+
+    local = _file_url_folder(handle)
+    if local is not None:
+        inside(local, CARD, label)
+    fresh = card_path.with_name(f".{CARD}.fetched")
+    try:
+        fetch(_join(handle, CARD), fresh, None, handle)
+        read_card(fresh, label)
+        os.replace(fresh, card_path)
+    except OSError as error:
+        if not card_path.is_file():
+            raise
+        logging.warning("zoo entry %r: could not check its card at %s (%s); using the cached "
+                        "card from %s", label, handle, error, card_path.parent)
+    finally:
+        fresh.unlink(missing_ok=True)
 
 
 def _cache_folder(handle):

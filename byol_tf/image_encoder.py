@@ -8,7 +8,6 @@ what `byol_tf.evaluation` and `eval.py` call, and what `byol_tf.convert` produce
 """
 
 import pathlib
-import re
 
 import keras
 
@@ -54,13 +53,13 @@ class ImageEncoder(keras.Model):
         """A zoo entry by name or handle (`byol_tf.zoo`): a registered name, a folder, or an
         `https://`, `file://` or `gs://` URL of one, fetched into the verified cache.
         `trainable` sets whether fine-tuning moves the encoder's weights."""
-        from byol_tf import hub
+        from byol_tf import hub, model_files
 
         entry = hub.resolve(str(preset))
         if entry.card.get("source", {}).get("kind") == "deepmind_checkpoint":
             model = _converted_checkpoint(entry)
         else:
-            model = as_image_encoder(keras.models.load_model(entry.path("encoder.keras")),
+            model = as_image_encoder(model_files.load_model(entry.path("encoder.keras")),
                                      entry.card.get("image_size"))
         model.encoder.trainable = trainable
         return model
@@ -125,8 +124,12 @@ def load_image_encoder(path):
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a .keras file (truncated or corrupt: it is not a zip "
                          "archive)")
+    from byol_tf import model_files
+
     try:
-        model = keras.models.load_model(path)
+        model = model_files.load_model(path)
+    except model_files.ModelFileError:
+        raise
     except Exception as error:  # noqa: BLE001 (Keras' own complaint, kept)
         raise ValueError(f"{path} is not a readable .keras model ({error})") from None
     last = model.layers[-1] if getattr(model, "layers", None) else None
@@ -151,16 +154,14 @@ def _converted_checkpoint(entry):
 
     from absl import logging
 
-    from byol_tf import convert, hub
+    from byol_tf import convert, hub, model_files
     from byol_tf.files import atomic_path, sha256_file
 
     source = entry.card["source"]
     expected = source.get("sha256")
     filename = pathlib.PurePosixPath(urllib.parse.urlsplit(source["url"]).path).name
     for part, what in ((entry.name, "name"), (filename, "checkpoint file name")):
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", part or ""):
-            raise ValueError(f"zoo entry {entry.handle!r}: its {what} {part!r} is not a plain "
-                             "file name (letters, digits, '_', '.', '-'); refusing to load")
+        hub.check_entry_name(part, f"zoo entry {entry.handle!r}: its {what} {part!r}")
     path = hub.cache_root() / entry.name / filename
     if not path.is_file() or (expected and sha256_file(path) != expected):
         hub.fetch(source["url"], path, expected, entry.handle)
@@ -170,7 +171,7 @@ def _converted_checkpoint(entry):
                         "%s (compare it with the publisher's)", entry.name, filename, actual)
     cached = path.with_name(f"image-encoder-{actual[:16]}.keras")
     if cached.is_file():
-        return keras.models.load_model(cached)
+        return model_files.load_model(cached)
     converted = convert.from_deepmind(path, image_size=entry.card["image_size"])
     model = ImageEncoder(converted.encoder, converted.converter())
     with atomic_path(cached) as tmp:

@@ -40,7 +40,7 @@ def list(root=None):  # noqa: A001  (the zoo's verb)
             continue
         try:
             info(path.name, root)
-        except ValueError as error:
+        except (ValueError, OSError) as error:
             logging.warning("%s; not listed", error)
             continue
         names.append(path.name)
@@ -50,7 +50,8 @@ def list(root=None):  # noqa: A001  (the zoo's verb)
 def info(name, root=None):
     """The model card of entry `name` (under `root` when given), or of a handle."""
     if root is not None:
-        path = pathlib.Path(root) / name / CARD
+        path = pathlib.Path(root) / hub.check_entry_name(name) / CARD
+        hub.restore_replaced(pathlib.Path(root) / name)
         if not path.is_file():
             raise ValueError(f"No zoo entry {name!r} in {root}; entries: "
                              f"{', '.join(list(root)) or 'none'}")
@@ -70,5 +71,8 @@ def load(name, trainable=False, root=None):
     size → embedding `[B, D]`, through the entry's own `ImageConverter`. `trainable` sets
     whether fine-tuning moves the encoder's weights; the input contract is the same either
     way, and the same as the entry's SavedModel."""
+    if root is not None:
+        hub.check_entry_name(name)
+        hub.restore_replaced(pathlib.Path(root) / name)
     return ImageEncoder.from_preset(pathlib.Path(root) / name if root is not None else name,
                                     trainable=trainable)

@@ -133,46 +133,71 @@ def test_model_without_an_image_size_is_refused(tmp_path):
 
 def test_serving_refuses_images_over_the_pixel_limit_before_decoding_and_empty_batches(
         exported, tmp_path):
+    """Wherever the file states its size: a JPEG's frame header after 100 KB of comments, a
+    GIF frame larger than its logical screen."""
+    from helpers.gif import gif_bytes
+    from helpers.hostile import far_frame_jpeg, oversized_frame_gif
+
     model, _, images = exported
     path = export.export_encoder(model.image_encoder(), tmp_path / "limited" / "1",
                                  max_image_pixels=1000)
     serve = tf.saved_model.load(str(path)).signatures
     small, large = np.zeros((25, 40, 3), np.uint8), np.zeros((26, 40, 3), np.uint8)  # 1000, 1040
-    for encode in (tf.io.encode_png, tf.io.encode_jpeg):
+    encoders = {"png": tf.io.encode_png, "jpeg": tf.io.encode_jpeg, "jpeg_far_frame": far_frame_jpeg,
+                "gif_frame_beyond_screen": lambda x: gif_bytes((1, 1), [(0, 0, x[..., 0])])}
+    for name, encode in encoders.items():
         ok = serve["serve_encoded"](encoded=tf.stack([encode(small)]))["embedding"]
-        assert ok.shape == (1, 128)
+        assert ok.shape == (1, 128), name
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"encoded\[1\] has 1040 pixels, over the limit of 1000"):
             serve["serve_encoded"](encoded=tf.stack([encode(small), encode(large)]))
+    with pytest.raises(tf.errors.InvalidArgumentError,  # (a few hundred bytes, never decoded)
+                       match=r"encoded\[0\] has 256000000 pixels, over the limit of 1000"):
+        serve["serve_encoded"](encoded=tf.constant([oversized_frame_gif(16_000, 16_000)]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="an empty batch"):
         serve["serve_encoded"](encoded=tf.constant([], tf.string))
     with pytest.raises(tf.errors.InvalidArgumentError, match="an empty batch"):
         serve["serving_default"](images=tf.zeros((0, 32, 32, 3), tf.uint8))
 
 
-def test_header_sizes_match_the_decoded_images_for_every_format(tmp_path):
-    """The size read from a file's first bytes (folders) is the decoded image's, for PNG,
-    JPEG (with 20 KB of metadata before its frame header), GIF and BMP (both orientations)."""
-    from byol_tf.data import folders
+def test_stated_sizes_are_what_the_decoder_holds_for_every_format(tmp_path):
+    """The pixels read from a file's bytes without decoding, in Python (folders) and in the
+    serving graph, are those of the decoded image: PNG, JPEG (100 KB of comments before its
+    frame header), GIF (one frame; frames beside and beyond a small logical screen: the
+    canvas that holds them, or all frames together when more) and BMP (both orientations)."""
+    import io
 
-    image = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    jpeg = tf.io.encode_jpeg(image).numpy()
-    app1 = b"\xff\xe1" + (20_002).to_bytes(2, "big") + b"\0" * 20_000  # a big EXIF segment
-    gif = b"GIF89a" + (53).to_bytes(2, "little") + (37).to_bytes(2, "little") + b"\0" * 20
+    from byol_tf.data import folders
+    from helpers.gif import gif_bytes
+    from helpers.hostile import far_frame_jpeg, many_frames_gif
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    grey = image[..., 0]
 
     def bmp(height):
         return (b"BM" + b"\0" * 16 + (53).to_bytes(4, "little") +
                 height.to_bytes(4, "little", signed=True) + b"\0" * 20)
 
-    files = {"a.png": tf.io.encode_png(image).numpy(), "b.jpg": jpeg,
-             "c.jpg": jpeg[:2] + app1 + jpeg[2:], "d.gif": gif, "e.bmp": bmp(37), "f.bmp": bmp(-37)}
-    for name, content in files.items():
-        (tmp_path / name).write_bytes(content)
-        with open(tmp_path / name, "rb") as f:
-            head = f.read(4096)
-            head += f.read(1 << 16) if folders.image_size_of(head) is None else b""
-        assert folders.image_size_of(head) == (53, 37), name
-    assert tf.io.decode_jpeg(jpeg[:2] + app1 + jpeg[2:]).shape == (37, 53, 3)
+    cases = {  # name: (bytes, (width, height, pixels) by construction)
+        "png": (tf.io.encode_png(image).numpy(), (53, 37, 1961)),
+        "jpeg": (tf.io.encode_jpeg(image).numpy(), (53, 37, 1961)),
+        "jpeg_far_frame": (far_frame_jpeg(image), (53, 37, 1961)),
+        "gif": (gif_bytes((53, 37), [(0, 0, grey)]), (53, 37, 1961)),
+        "gif_frame_beyond_screen": (gif_bytes((10, 10), [(4, 2, grey)]), (57, 39, 57 * 39)),
+        "gif_two_frames": (gif_bytes((53, 37), [(0, 0, grey), (3, 4, grey[:10, :20])]),
+                           (53, 37, 1961 + 200)),
+        "gif_40_frames": (many_frames_gif(40, 64), (64, 64, 40 * 64 * 64)),
+        "bmp": (bmp(37), (53, 37, 1961)), "bmp_top_down": (bmp(-37), (53, 37, 1961)),
+    }
+    for name, (content, expected) in cases.items():
+        assert folders.image_extent(io.BytesIO(content)) == expected, name
+        assert int(export._decoded_pixels(tf, tf.constant(content))) == expected[2], name
+        if not name.startswith("bmp"):  # (the BMPs are headers only)
+            decoded = tf.io.decode_image(content, channels=3, expand_animations=False)
+            assert decoded.shape[0] * decoded.shape[1] <= expected[2], name
+            assert decoded.shape[:2] == (37, 53) or not name.startswith(("png", "jpeg")), name
+    (tmp_path / "c.jpg").write_bytes(cases["jpeg_far_frame"][0])
     problem = folders.image_file_problem(tmp_path / "c.jpg", max_image_pixels=53 * 37 - 1)
     assert problem == "53 × 37 = 1,961 pixels, over the limit of 1,960 (max_image_pixels)"
     assert folders.image_file_problem(tmp_path / "c.jpg", max_image_pixels=53 * 37) is None

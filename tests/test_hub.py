@@ -70,7 +70,7 @@ def cached_files(cache):
     return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
 
 
-def test_an_entry_by_http_handle_loads_and_a_second_load_makes_no_request(served):
+def test_an_entry_by_http_handle_loads_and_a_second_load_fetches_only_its_card(served):
     server, handle, cache = served
     images = data.load_sample()["x_test"][:4]
     loaded = zoo.load(handle)
@@ -81,10 +81,23 @@ def test_an_entry_by_http_handle_loads_and_a_second_load_makes_no_request(served
     card = json.loads((SAMPLE_ENTRY / hub.CARD).read_text())
     assert len(server.requests) == 1 + len(card["files"])  # the card, then each file once
     again = byol_tf.ImageEncoder.from_preset(handle, trainable=True)
-    assert again.trainable_weights and len(server.requests) == 1 + len(card["files"])
+    assert again.trainable_weights and len(server.requests) == 2 + len(card["files"])
+    assert server.requests[-1].endswith(hub.CARD)  # (is the entry still the same?)
     server.close()  # no network: the verified cache is used
     assert zoo.info(handle)["name"] == "byol_tiny_resnet_cifar10_sample"
     assert not [p for p in cache.rglob("*") if ".partial-" in p.name]
+
+
+def test_a_card_changed_on_the_server_is_seen_and_an_error_page_is_not_kept(served):
+    server, handle, cache = served
+    served_card = cache.parent.parent / "www" / "entry" / hub.CARD
+    good = served_card.read_text()
+    zoo.load(handle)
+    served_card.write_text("<html>502 Bad Gateway</html>")  # served once, by a broken proxy
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        zoo.load(handle)
+    served_card.write_text(good.replace("byol_tiny_resnet_cifar10_sample", "renamed"))
+    assert zoo.info(handle)["name"] == "renamed"  # the server's card, not the cached one
 
 
 def test_a_byte_flipped_on_the_server_is_refused_naming_the_file_and_both_hashes(served):
@@ -137,7 +150,7 @@ def test_links_out_and_unlisted_model_files_are_refused(tmp_path):
     (tmp_path / "elsewhere.keras").write_bytes((entry / "encoder.keras").read_bytes())
     (entry / "encoder.keras").unlink()
     os.symlink(tmp_path / "elsewhere.keras", entry / "encoder.keras")
-    with pytest.raises(ValueError, match="link out of the entry"):
+    with pytest.raises(ValueError, match="encoder.keras is a link"):
         zoo.load(str(entry))
     (entry / "encoder.keras").unlink()
     shutil.copyfile(tmp_path / "elsewhere.keras", entry / "encoder.keras")
@@ -187,6 +200,6 @@ def test_an_imported_card_cannot_place_its_download_outside_the_cache(tmp_path, 
     card = dict(name=name, image_size=224, source=dict(kind="deepmind_checkpoint", url=url),
                 files={})
     (entry / hub.CARD).write_text(json.dumps(card))
-    with pytest.raises(ValueError, match="is not a plain file name"):
+    with pytest.raises(ValueError, match="an entry name is letters"):
         zoo.load(str(entry))
     assert fetched == [] and not (tmp_path / "outside").exists()

@@ -69,7 +69,8 @@ BAD_VALUES = ["--base_lr=nan", "--base_lr=inf", "--base_lr=0", "--weight_decay=-
               "--max_image_pixels=-1", "--steps_per_epoch=0", "--steps_per_epoch=-1",
               "--seed=-1", "--max_eval_examples=0", "--time_limit_minutes=0", "--epochs=0",
               "--tau_base=1.5", "--recipe=nope", "--encoder=nope",
-              "--noknn --knn_every=1", "--preset=sample --recipe=cifar10_cpu"]
+              "--noknn --knn_every=1", "--preset=sample --recipe=cifar10_cpu",
+              "--zoo_dir=/etc/passwd", "--dataset=sample --eval_dataset=/tmp"]
 
 
 def flags_module():

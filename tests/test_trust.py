@@ -109,6 +109,30 @@ def test_an_export_deleted_or_emptied_after_the_run_is_made_again(finished_run, 
         images=tf.zeros((1, 32, 32, 3), tf.uint8))["embedding"].shape == (1, 128)
 
 
+def test_records_that_no_longer_match_the_run_are_redone(finished_run, tmp_path):
+    """A kNN record edited since the run wrote it, and a SavedModel whose saved_model.pb was
+    damaged (still "all files present"): the rerun redoes both phases."""
+    run_dir = copy_of(finished_run, tmp_path)
+    phases = json.loads((run_dir / "phases.json").read_text())
+    measured = phases["evaluate"]["knn"]["pretrained"]
+    phases["evaluate"]["knn"]["pretrained"] = 0.99
+    (run_dir / "phases.json").write_text(json.dumps(phases))
+    graph = run_dir / "export" / "byol_encoder" / "1" / "saved_model.pb"
+    damaged = bytearray(graph.read_bytes())
+    damaged[len(damaged) // 2:] = b"\0" * (len(damaged) - len(damaged) // 2)
+    graph.write_bytes(bytes(damaged))
+    assert not export.is_complete(graph.parent)  # (it no longer loads)
+    rerun = train(*TINY, f"--run_dir={run_dir}")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "the record of the evaluate phase is edited since it was written" in rerun.stderr
+    redone = json.loads((run_dir / "phases.json").read_text())
+    assert redone["evaluate"]["knn"]["pretrained"] == measured
+    assert json.loads((run_dir / "metrics.json").read_text())["knn"]["pretrained"] == measured
+    assert export.is_complete(graph.parent, redone["export"]["sha256"])
+    served = tf.saved_model.load(str(graph.parent)).signatures["serving_default"]
+    assert served(images=tf.zeros((1, 32, 32, 3), tf.uint8))["embedding"].shape == (1, 128)
+
+
 def test_a_finished_run_without_config_json_is_refused_not_rewritten(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     (run_dir / "config.json").unlink()

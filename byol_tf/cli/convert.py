@@ -63,8 +63,16 @@ def classifier_model(converted, image_encoder):
 
 def main(argv):
     del argv
+    from absl import app
+
+    from byol_tf.convert import ConversionError
+
     f = flags.FLAGS
-    converted = convert(f.checkpoint, f.out, f.model_name, f.version)
+    try:
+        converted = convert(f.checkpoint, f.out, f.model_name, f.version)
+    except (ConversionError, FileExistsError, FileNotFoundError) as error:
+        raise app.UsageError(f"--checkpoint={f.checkpoint}: {error}" if not isinstance(
+            error, FileExistsError) else f"--out: {error}") from None
     logging.info("converted %s (step %s) → %s", converted.architecture, converted.step, f.out)
 
 

@@ -57,10 +57,22 @@ FLAGS = flags.FLAGS
 
 
 def load_encoder(path):
-    """The `.keras` file at `path` as an `ImageEncoder`; its problems said as --model's."""
-    from byol_tf.image_encoder import load_image_encoder
+    """The `.keras` file at `path` as an `ImageEncoder`; its problems said as --model's. A
+    file a run saved must still be the one its record names (sha256)."""
+    import pathlib
 
+    from byol_tf.files import sha256_file
+    from byol_tf.image_encoder import load_image_encoder
+    from byol_tf.training.run_folder import RunFolder
+
+    path = pathlib.Path(path).expanduser()
     try:
+        saved = RunFolder(path.parent).done("save") or {}
+        expected = saved.get("sha256", {}).get(path.name)
+        if expected and path.is_file() and sha256_file(path) != expected:
+            raise ValueError(f"{path} changed since its run saved it (sha256 differs from "
+                             f"{path.parent / 'phases.json'}); rerun the run's command to save "
+                             "it again, or evaluate a copy outside the run folder")
         return load_image_encoder(path)
     except ValueError as error:
         raise app.UsageError(f"--model: {error}") from None

@@ -5,6 +5,7 @@ import contextlib
 import functools
 import os
 import pathlib
+import stat
 
 import numpy as np
 
@@ -32,46 +33,107 @@ class DataError(ValueError):
 SKIP_BAD = "skip_bad_images=True"
 
 
-def image_size_of(head):
-    """(width, height) from the first bytes of a PNG, GIF, BMP or JPEG file, or None when
-    they do not say."""
+def _gif_extent(f):
+    """(canvas width, canvas height, pixels) of a GIF: the canvas holds the logical screen and
+    every frame where it is placed; pixels is the larger of the canvas and all frames
+    together (giflib, inside TensorFlow's decoder, reads every frame into memory)."""
+    head = f.read(13)
+    if len(head) < 13:
+        return None
+    width, height = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head[10] & 0x80:  # global colour table
+        f.seek(3 << ((head[10] & 7) + 1), os.SEEK_CUR)
+    frames = 0
+    while (block := f.read(1)) not in (b"", b";"):
+        if block == b"!":  # extension: a label, then data sub-blocks
+            f.read(1)
+        elif block == b",":  # image descriptor
+            d = f.read(9)
+            if len(d) < 9:
+                return None
+            left, top, w, h = (int.from_bytes(d[i:i + 2], "little") for i in range(0, 8, 2))
+            width, height, frames = max(width, left + w), max(height, top + h), frames + w * h
+            if d[8] & 0x80:  # local colour table
+                f.seek(3 << ((d[8] & 7) + 1), os.SEEK_CUR)
+            f.read(1)  # LZW minimum code size, then the data sub-blocks
+        else:
+            return None  # not a block giflib reads
+        while (size := f.read(1)) not in (b"", b"\0"):
+            f.seek(size[0], os.SEEK_CUR)
+    return width, height, max(width * height, frames)
+
+
+def _jpeg_extent(f):
+    """(width, height, pixels) from a JPEG's frame header, wherever its segments put it."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        while marker[:1] == b"\xff" and marker[1:] == b"\xff":  # fill bytes
+            marker = marker[1:] + f.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        kind = marker[1]
+        if kind == 0x01 or 0xD0 <= kind <= 0xD7:  # markers without a segment
+            continue
+        if kind in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        length = int.from_bytes(f.read(2), "big")
+        if length < 2:  # (a length counts its own two bytes)
+            return None
+        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):  # start of frame
+            frame = f.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+            return width, height, width * height
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def image_extent(f):
+    """(width, height, pixels) of the image in the binary file `f`, read from its bytes without
+    decoding: pixels is what TensorFlow's decoder holds at once (width × height; for a GIF, at
+    least all its frames together). None when the bytes are not a PNG, GIF, BMP or JPEG
+    whose size they state (e.g. a damaged header)."""
+    head = f.read(26)
+    f.seek(0)
     if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if head.startswith((b"GIF87a", b"GIF89a")) and len(head) >= 10:
-        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
-    if head.startswith(b"BM") and len(head) >= 26:
-        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
-                abs(int.from_bytes(head[22:26], "little", signed=True)))
-    if head.startswith(b"\xff\xd8"):
-        i = 2
-        while i + 9 <= len(head) and head[i] == 0xFF:
-            marker = head[i + 1]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-                return (int.from_bytes(head[i + 7:i + 9], "big"),
-                        int.from_bytes(head[i + 5:i + 7], "big"))
-            i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
-    return None
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    elif head.startswith(b"BM") and len(head) >= 26:
+        width, height = (abs(int.from_bytes(head[i:i + 4], "little", signed=True))
+                         for i in (18, 22))
+    elif head.startswith((b"GIF87a", b"GIF89a")):
+        return _gif_extent(f)
+    elif head.startswith(b"\xff\xd8"):
+        return _jpeg_extent(f)
+    else:
+        return None
+    return width, height, width * height
 
 
 def image_file_problem(path, max_image_pixels=MAX_IMAGE_PIXELS):
-    """None if the file at `path` starts like a JPEG, PNG, GIF or BMP image of at most
-    `max_image_pixels` pixels, else what is wrong with it (a cheap check of its first bytes;
-    see `undecodable_images`)."""
+    """None if the file at `path` is a JPEG, PNG, GIF or BMP image of at most
+    `max_image_pixels` pixels (`image_extent`: its frames and canvas, wherever the file states
+    them), else what is wrong with it. Reads no pixel data; see `undecodable_images`."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "not a regular file (a pipe, device or folder)"
         with open(path, "rb") as f:
-            head = f.read(4096)
-            if head.startswith(b"\xff\xd8") and image_size_of(head) is None:
-                head += f.read(1 << 16)  # (a JPEG's metadata may come before its size)
+            head = f.read(8)
+            if not head:
+                return "empty file"
+            if not head.startswith(IMAGE_SIGNATURES):
+                return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
+            f.seek(0)
+            extent = image_extent(f)
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    if not head:
-        return "empty file"
-    if not head.startswith(IMAGE_SIGNATURES):
-        return "not a JPEG, PNG, GIF or BMP image (unrecognised first bytes)"
-    size = image_size_of(head)
-    if size and size[0] * size[1] > max_image_pixels:
-        return (f"{size[0]} × {size[1]} = {size[0] * size[1]:,} pixels, over the limit of "
-                f"{max_image_pixels:,} (max_image_pixels)")
+    if extent is None:
+        return "no image size in its header (damaged or truncated)"
+    width, height, pixels = extent
+    if pixels > max_image_pixels:
+        size = (f"{width} × {height} = {pixels:,} pixels" if pixels == width * height else
+                f"{width} × {height}, frames of {pixels:,} pixels in all")
+        return f"{size}, over the limit of {max_image_pixels:,} (max_image_pixels)"
     return None
 
 

@@ -35,17 +35,55 @@ def load_npz(path, what="arrays file"):
     are). ValueError names a damaged or malformed file."""
     path = pathlib.Path(path).expanduser()
     try:
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as error:  # zipfile / pickle / value errors on a damaged file
-        raise ValueError(f"{what} {path} is corrupt: {error}") from error
+        headers = npz_headers(path)
+    except Exception as error:  # zipfile / format errors on a damaged file
+        raise ValueError(f"{what} {path} is corrupt: {error}") from None
     for split in ("train", "test"):
-        x, y = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
-        if x is None or y is None or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 \
-                or len(x) != len(y) or len(x) == 0 or y.dtype.kind not in "iu":
+        x, y = headers.get(f"x_{split}"), headers.get(f"y_{split}")
+        if x is None or y is None or x[1] != np.uint8 or len(x[0]) != 4 or x[0][-1] != 3 \
+                or len(y[0]) != 1 or x[0][0] != y[0][0] or x[0][0] == 0 or y[1].kind not in "iu":
             raise ValueError(f"{what} {path} is corrupt: bad {split} arrays (x_{split} must be "
                              f"uint8 [N, H, W, 3] and y_{split} integer labels [N], N ≥ 1)")
-    return arrays
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as error:  # zipfile / value errors on a damaged file
+        raise ValueError(f"{what} {path} is corrupt: {error}") from None
+
+
+def npz_headers(path, max_ratio=64, small=64 * 2**20):
+    """{name: (shape, dtype)} of the arrays in an .npz file, read from their headers without
+    loading them. Raises ValueError for an array stored as Python objects, one whose header
+    disagrees with its member's size, or one that inflates from its compressed bytes more
+    than `max_ratio` times once past `small` bytes (images never compress that well: the
+    file does not carry the data it declares)."""
+    from numpy.lib import format as npy
+
+    from byol_tf.files import open_zip
+
+    headers = {}
+    with open_zip(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-4]
+            with archive.open(info) as member:
+                version = npy.read_magic(member)
+                read = (npy.read_array_header_1_0 if version == (1, 0)
+                        else npy.read_array_header_2_0)
+                shape, _, dtype = read(member)
+                offset = member.tell()
+            if dtype.hasobject:
+                raise ValueError(f"array {name} holds Python objects (not loaded)")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if info.file_size != offset + nbytes:
+                raise ValueError(f"array {name} declares {nbytes:,} bytes of shape {shape} but "
+                                 f"its member holds {info.file_size - offset:,}")
+            if nbytes > small and nbytes > max_ratio * info.compress_size:
+                raise ValueError(f"array {name} inflates to {nbytes:,} bytes from "
+                                 f"{info.compress_size:,} (a zip bomb?)")
+            headers[name] = (tuple(shape), dtype)
+    return headers
 
 
 def class_count(arrays):

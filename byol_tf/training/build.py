@@ -66,9 +66,14 @@ class Strategy:
         elif name == "mirrored":
             self.tf_strategy = tf.distribute.MirroredStrategy()
         elif name == "tpu":
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
+            try:
+                resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+                tf.config.experimental_connect_to_cluster(resolver)
+                tf.tpu.experimental.initialize_tpu_system(resolver)
+            except (ValueError, RuntimeError, tf.errors.OpError) as error:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ConfigError(f"--strategy=tpu: no TPU found{f' at --tpu={tpu}' if tpu else ''}"
+                                  f" ({first[:200]})") from None
             self.tf_strategy = tf.distribute.TPUStrategy(resolver)
         elif name == "multi_worker":
             self.tf_strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -225,6 +225,10 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
                               f"a folder of images; {source.name!r} has its own test split")
         if not os.path.isdir(os.path.expanduser(value("eval_dataset"))):
             raise ConfigError(f"--eval_dataset: no such folder {value('eval_dataset')}")
+    zoo_dir = value("zoo_dir") if hasattr(options, "zoo_dir") else None
+    if zoo_dir and os.path.exists(os.path.expanduser(zoo_dir)) and not os.path.isdir(
+            os.path.expanduser(zoo_dir)):
+        raise ConfigError(f"--zoo_dir={zoo_dir} is a file, not a folder of zoo entries")
     if "knn" in given and value("knn") and not num_classes:
         raise ConfigError(f"--knn: {source.name} has no labels to evaluate with")
     knn = bool(value("knn")) and bool(num_classes)

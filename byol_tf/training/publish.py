@@ -15,13 +15,11 @@ import datetime
 import json
 import os
 import pathlib
-import re
 import shutil
 
-import keras
 
 import byol_tf
-from byol_tf import data, evaluation, export, hub, zoo
+from byol_tf import data, evaluation, export, hub, model_files, zoo
 from byol_tf.files import hold_lock, sha256_file, write_json, write_text
 from byol_tf.image_encoder import as_image_encoder
 from byol_tf.training.config import ConfigError
@@ -33,7 +31,8 @@ SIGNATURES = dict(serving_default="images uint8 [B,H,W,3] → embedding float32 
                   serve_encoded="encoded string [B] (JPEG/PNG) → embedding")
 
 
-def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=False):
+def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=False,
+            replaces=None):
     """Writes the entry `root/name`; returns its folder.
 
     Args:
@@ -41,18 +40,25 @@ def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=
       card: dict, what the entry is (architecture, dataset, pretraining, results, ...).
       saved_model: the encoder's SavedModel folder to copy; None: exported here.
       pictures: image files to copy into the entry (listed in the card).
-      overwrite: replace an existing entry.
+      overwrite: replace an existing entry, whoever published it.
+      replaces: a run id: replace an existing entry only if that run published it (checked
+        under the entry's lock, when the entry is written).
+    Raises FileExistsError when the entry exists and may not be replaced.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name or ""):
-        raise ValueError(f"zoo entry name {name!r}: letters, digits, '_', '.' and '-' only, "
-                         "not starting with '.' or '-'")
+    hub.check_entry_name(name)
     entry = pathlib.Path(root) / name
-    # One writer per entry; what a killed writer left is removed under the lock.
-    hold_lock(entry.with_name(f".{name}.lock"), f"zoo entry {entry}")
+    # One writer per entry; what a killed writer left is put back or removed under the lock.
+    hold_lock(hub.entry_lock(entry), f"zoo entry {entry}")
+    hub.restore_replaced(entry)
     for leftover in entry.parent.glob(f".{name}.staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     if entry.exists() and not overwrite:
-        raise FileExistsError(f"zoo entry {entry} exists; pass overwrite=True to replace it")
+        owner = _publisher(entry)
+        if replaces is None or owner != replaces:
+            raise FileExistsError(f"zoo entry {entry} exists, published by "
+                                  f"{'run ' + owner if owner else 'another run'}; "
+                                  "choose another name" + (
+                                      "" if replaces else " or pass overwrite=True"))
     encoder = as_image_encoder(encoder)
     staging = entry.with_name(f".{name}.staging-{os.getpid()}")
     try:
@@ -61,6 +67,14 @@ def publish(encoder, card, name, root, saved_model=None, pictures=(), overwrite=
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return entry
+
+
+def _publisher(entry):
+    """The run id on the card of the entry folder `entry` (None when it has none or none reads)."""
+    try:
+        return hub.read_card(entry / zoo.CARD, entry.name).get("pretraining", {}).get("run_id")
+    except ValueError:
+        return None
 
 
 def _write_entry(encoder, card, name, staging, saved_model, pictures):
@@ -80,16 +94,16 @@ def _write_entry(encoder, card, name, staging, saved_model, pictures):
                 signatures=SIGNATURES)
     write_json(staging / zoo.CARD, card)
     write_text(staging / "README.md", _readme(card))
-    zoo.verified_files(staging.name, staging.parent)
+    hub.verify(staging, hub.read_card(staging / zoo.CARD, name)["files"], name)
 
 
 def check_name(name, run_dir, root):
     """Raises ConfigError when entry `root/name` exists and was not published from `run_dir`
     or `name` is not a plain entry name (checked before a run trains)."""
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", name or ""):
-        raise ConfigError(f"--publish={name}: an entry name is letters, digits, '_', '.' and "
-                          "'-' (not starting with '.' or '-'), so that it names a folder inside "
-                          "the zoo")
+    try:
+        hub.check_entry_name(name, f"--publish={name}")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if (pathlib.Path(root) / name).exists() and not published_from(name, run_dir, root):
         raise ConfigError(f"--publish: zoo entry {pathlib.Path(root) / name} exists and was "
                           "not published from this run; choose another name")
@@ -106,17 +120,19 @@ def published_from(name, run_dir, root):
 
 
 def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eval_dataset=None,
-                verbose=0):
+                verbose=0, replace_own=False):
     """Publishes a finished `train.py` run as `root/name` (default `<run_dir>/zoo`): its
     encoder, its SavedModel and pictures, the kNN it measured (measured here when it did not
     measure it on the whole evaluation data) and a linear evaluation (`verbose` as Keras'
-    `fit`: its progress). Returns the entry."""
+    `fit`: its progress). An existing entry is replaced with `overwrite`, or with
+    `replace_own` when this run published it (checked when the entry is written). Returns the
+    entry."""
     folder = RunFolder(run_dir)
     record = folder.config_record()
     if record is None:
         raise ValueError(f"{run_dir} is not a run folder (no config.json)")
     config, metrics = record["config"], folder.metrics()
-    encoder = as_image_encoder(keras.models.load_model(folder.path / "encoder.keras"),
+    encoder = as_image_encoder(model_files.load_model(folder.path / "encoder.keras"),
                                config["image_size"])
     folder_source = data.Source.of(config["dataset"]).kind == "folder"
     source = data.Source.of(
@@ -159,11 +175,12 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
             train_examples=len(x_train), test_examples=len(x_test),
             command=f"byol_tf.training.publish.publish_run({str(run_dir)!r}, {name!r}, "
                     f"linear_epochs={linear_epochs})"))
-    exported = folder.done("export") and folder.export_path.is_dir()
+    exported = folder.done("export") and export.is_complete(
+        folder.export_path, folder.done("export").get("sha256"))
     return publish(encoder, card, name, root or folder.path / "zoo",
                    saved_model=folder.export_path if exported else None,
                    pictures=[folder.path / p for p in PICTURES if (folder.path / p).is_file()],
-                   overwrite=overwrite)
+                   overwrite=overwrite, replaces=folder.run_id() if replace_own else None)
 
 
 def registry_record(folder, handle):
@@ -179,7 +196,7 @@ def registry_record(folder, handle):
         description = (f"DeepMind's BYOL {card['architecture']} on {card['dataset']}, converted "
                        "from the official checkpoint on first use")
     else:
-        encoder = keras.models.load_model(folder / "encoder.keras")
+        encoder = model_files.load_model(folder / "encoder.keras")
         parameters = encoder.encoder.count_params()
         description = (f"BYOL-pretrained {card['architecture']} on {card['dataset']} "
                        f"({card['pretraining']['epochs']} epochs)")
@@ -193,7 +210,7 @@ def registry_record(folder, handle):
 def _swap_into_place(staging, entry):
     """Renames the complete `staging` folder to `entry`; an existing entry is moved aside
     first and removed only after the rename succeeded (restored if it failed)."""
-    old = entry.with_name(f".{entry.name}.replaced")
+    old = hub.replaced_name(entry)
     shutil.rmtree(old, ignore_errors=True)
     if entry.exists():
         os.rename(entry, old)

@@ -26,6 +26,16 @@ from byol_tf.files import atomic_path, hold_lock, require_space, write_json, wri
 from byol_tf.records import host
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
+WRITTEN_FOLDERS = (".", "checkpoints", "export/byol_encoder")  # where a run writes files
+OWN_FOLDERS = ("checkpoints", "export", "zoo", "tensorboard")  # sub-folders a run makes
+
+
+def _record_hash(record):
+    """sha256 of a phase record's canonical JSON, without its own hash."""
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()
 
 
 class RunFolder:
@@ -95,6 +105,7 @@ class RunFolder:
     def check(self, config):
         """Raises ValueError when the folder holds a run with another training config (a
         `RunConfig`'s training fields), or a trained one whose saved models are missing."""
+        self.check_place()
         previous = self.recorded_config()
         changed = config.differences(previous) if previous is not None else []
         if changed:
@@ -112,6 +123,33 @@ class RunFolder:
             raise ValueError(f"{self.path} holds a trained run whose saved models are gone "
                              f"({', '.join(missing)}); to train again, choose another run folder")
 
+    def check_place(self):
+        """Raises ValueError when the folder cannot be a run's own: a file, the file system's
+        root or the home folder, or a folder that holds another run (whose files this run's
+        clean-up would touch)."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file, not a run folder; choose a folder")
+        resolved = path.resolve()
+        root = resolved == pathlib.Path(resolved.anchor)
+        if root or resolved == pathlib.Path.home().resolve():
+            raise ValueError(f"{path} is {'the file system root' if root else 'the home folder'}"
+                             "; give each run a folder of its own")
+        if not path.is_dir():
+            return
+        inside = [p.parent for pattern in ("*/config.json", "*/*/config.json")
+                  for p in path.glob(pattern)
+                  if p.parent.name not in OWN_FOLDERS and RunFolder(p.parent).holds_a_run()]
+        if inside:
+            raise ValueError(f"{path} holds another run folder ({inside[0]}); give this run a "
+                             "folder of its own, beside it")
+
+    def holds_a_run(self):
+        """Whether the folder holds a run's records (config.json beside phases.json, a lock
+        or checkpoints)."""
+        return self.config_path.is_file() and any(
+            (self.path / name).exists() for name in ("phases.json", ".lock", "checkpoints"))
+
     def lock(self):
         """Makes this process the folder's one writer (`files.hold_lock` on `<run>/.lock`);
         LockedError names the process already writing it."""
@@ -120,11 +158,13 @@ class RunFolder:
             self.clear_leftovers()
 
     def clear_leftovers(self):
-        """Removes what killed writers left (`files.partial_name` files and folders); only
-        the lock's holder calls it, so no other writer's are among them."""
+        """Removes what killed writers left (`files.partial_name` files and folders) where
+        this run writes (not in sub-folders it does not own); only the lock's holder calls it,
+        so no other writer's are among them."""
         import shutil
 
-        for path in list(self.path.rglob(".*.partial-*")):
+        for path in [p for folder in WRITTEN_FOLDERS for p in (self.path / folder).glob(
+                ".*.partial-*")]:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -139,7 +179,11 @@ class RunFolder:
                                               command=list(command), started=time.ctime()))
 
     def phases(self):
-        """{phase: its record} for the completed phases."""
+        """{phase: its record} for the completed phases of this run. Each record is bound to
+        the run (its `run_id`) and to its own content (`record_sha256`): a record of another
+        run, or one edited since, is not this run's, and it and every later phase are left out
+        (redone), with a warning. Records written before the binding (byol_tf 0.1.0) are
+        taken as they are."""
         if not self.phases_path.exists():
             return {}
         try:
@@ -151,7 +195,33 @@ class RunFolder:
             raise ValueError(f"{self.phases_path} is damaged ({error}); delete it to redo the "
                              "phases after training (the checkpoints are kept), or choose "
                              "another run folder") from None
-        return phases
+        run_id, kept = self.run_id(), {}
+        for phase in [p for p in PHASES if p in phases]:
+            record = phases[phase]
+            legacy = "run_id" not in record and "record_sha256" not in record
+            if not legacy and (record.get("run_id") != run_id
+                               or record.get("record_sha256") != _record_hash(record)):
+                self._warn_once(phase, "another run's" if record.get("run_id") != run_id
+                                else "edited since it was written")
+                break
+            kept[phase] = record
+        return kept
+
+    def _warn_once(self, phase, why):
+        from absl import logging
+
+        warned = self.__dict__.setdefault("_warned", set())
+        if phase not in warned:
+            warned.add(phase)
+            logging.warning("%s: the record of the %s phase is %s; it and the phases after it "
+                            "are redone", self.phases_path, phase, why)
+
+    def forget(self, phase):
+        """Removes the record of `phase` and of every phase after it (they are redone)."""
+        if self.is_chief:
+            later = PHASES[PHASES.index(phase):]
+            write_json(self.phases_path, {p: r for p, r in self.phases().items()
+                                          if p not in later})
 
     def done(self, phase):
         """The record of `phase` if it completed, else None."""
@@ -164,8 +234,9 @@ class RunFolder:
         now = time.time()
         seconds, self._last_finish = round(now - self._last_finish, 1), now
         if self.is_chief:
-            write_json(self.phases_path, {**self.phases(), phase: dict(
-                record, seconds=seconds, time=time.ctime())})
+            record = dict(record, seconds=seconds, time=time.ctime(), run_id=self.run_id())
+            record["record_sha256"] = _record_hash(record)
+            write_json(self.phases_path, {**self.phases(), phase: record})
 
     def phase_seconds(self):
         """{phase: wall seconds} of the completed phases (as recorded by `finish`)."""

@@ -121,6 +121,11 @@ def run(options, argv, started, given=None):
     step = start_step = manager.restore(r.model)
     history.restore(manager.state, mid_epoch=step % r.config.steps_per_epoch != 0)
     trained, knn_every = r.folder.done("train"), None
+    if trained and trained.get("final_step") != step:  # (bound to the newest checkpoint)
+        print(f"{r.folder.phases_path}: the train record says step {trained.get('final_step')}, "
+              f"the newest intact checkpoint is at step {step}; redoing the phases from there.")
+        r.folder.forget("train")
+        trained = None
     if not trained:
         trained, knn_every = train(r, manager, history, step, start_step, started)
         if trained is None:  # stopped at the time limit
@@ -215,11 +220,13 @@ def chief_phases(r, trained, knn_every):
               "them.")
         return
     saved_model = folder.export_path
-    if not (folder.done("export") and export.is_complete(saved_model)):
+    exported = folder.done("export") or {}
+    if not (exported and export.is_complete(saved_model, exported.get("sha256"))):
         if not export.is_complete(saved_model):  # (missing, or damaged since: redone)
             shutil.rmtree(saved_model, ignore_errors=True)
             export.export_encoder(image_encoder, saved_model)
-        folder.finish("export", saved_model=str(saved_model))
+        folder.finish("export", saved_model=str(saved_model),
+                      sha256=export.file_hashes(saved_model))
     metrics.update(saved_model=str(saved_model), phase_seconds=folder.phase_seconds())
     folder.write_metrics(metrics)
     if config.publish:
@@ -262,9 +269,13 @@ def publish_phase(r):
     if published and (folder.done("publish") or {}).get("entry") == str(entry):
         return
     if not published:
-        publish.publish_run(folder.path, name, root, r.config.publish_linear_epochs,
-                            eval_dataset=r.config.eval_dataset, overwrite=entry.exists(),
-                            verbose=1 if sys.stdout.isatty() else 2)
+        try:  # (an entry this run published is replaced; another's, published meanwhile, not)
+            publish.publish_run(folder.path, name, root, r.config.publish_linear_epochs,
+                                eval_dataset=r.config.eval_dataset, replace_own=True,
+                                verbose=1 if sys.stdout.isatty() else 2)
+        except (FileExistsError, LockedError) as error:
+            raise ConfigError(f"--publish={name}: {error}; the run is kept: rerun with another "
+                              "--publish to publish it") from None
     results = zoo.info(name, root)["results"]
     folder.finish("publish", entry=str(entry), knn_top1=results["knn_top1"],
                   linear_top1=results["linear_top1"])

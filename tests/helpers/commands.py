@@ -9,11 +9,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def run_command(script, *args, timeout=600, env=None):
-    """`python <script> args…` in the repository root: the CompletedProcess, text output."""
+def run_command(script, *args, timeout=600, env=None, memory_limit=None):
+    """`python <script> args…` in the repository root: the CompletedProcess, text output.
+    `memory_limit`: bytes of data memory the process may hold (RLIMIT_DATA: its heap and
+    private mappings; beyond it, allocations fail)."""
+    def limit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
                           env={**ENV, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=limit if memory_limit else None)
 
 
 def train(*args, timeout=600):
