@@ -136,7 +136,7 @@ def export_encoder(model, path, classifier=None, max_image_pixels=None):
                 images = tf.ensure_shape(tf.identity(images), (None, None, None, 3))
             return self.outputs(self.model.converter(images))
 
-        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, "encoded")])
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.string, "encoded")])
         def serve_encoded(self, encoded):
             def decode(indexed):  # images differ in size: convert them one by one
                 index, data = indexed
@@ -155,6 +155,10 @@ def export_encoder(model, path, classifier=None, max_image_pixels=None):
                 image.set_shape((None, None, 3))
                 return self.model.converter(image[None])[0]
 
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.rank(encoded), 1, message="encoded must have rank 1 [batch] (one string "
+                    "of encoded image bytes per image)")]):
+                encoded = tf.reshape(encoded, [-1])
             with tf.control_dependencies([tf.debugging.assert_positive(
                     tf.size(encoded), message="encoded: an empty batch (no images)")]):
                 indices = tf.range(tf.shape(encoded)[0])

@@ -64,9 +64,12 @@ def test_every_link_and_named_path_exists():
             if not target.startswith(("http://", "https://")) and not (page.parent / target).exists():
                 missing.append(f"{page.name}: link {target}")
         for path in re.findall(r"`((?:bench|docs|scripts|byol_tf|models|tests)/[^`\s]*)`", text):
-            path = path.rstrip(".,;:")
+            path, _, test = path.rstrip(".,;:").partition("::")  # (a test: file::function)
             if not any(c in path for c in "<*{") and not (ROOT / path).exists():
                 missing.append(f"{page.name}: path {path}")
+            elif test and not re.search(rf"^def {re.escape(test)}\(", (ROOT / path).read_text(),
+                                        re.MULTILINE):
+                missing.append(f"{page.name}: test {path}::{test}")
     assert missing == []
 
 

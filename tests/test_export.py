@@ -50,7 +50,8 @@ def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
     np.testing.assert_allclose(out["from_images"], expected, atol=1e-5)
     np.testing.assert_allclose(out["from_bytes"], expected, atol=1e-5)  # PNG is lossless
     errors = dict(e.split(": ", 1) for e in out["errors"])
-    assert set(errors) == {"rank3", "one_channel", "float", "garbage_bytes"}
+    assert set(errors) == {"rank3", "one_channel", "float", "garbage_bytes", "encoded_rank0",
+                           "encoded_rank2"}
     assert not any(v == "accepted" for v in errors.values()), errors
     assert "InvalidArgumentError" in errors["garbage_bytes"]
     assert "encoded[1] is not a JPEG, PNG, GIF or BMP image" in errors["garbage_bytes"]
@@ -59,6 +60,9 @@ def test_fresh_tensorflow_process_matches_keras(exported, tmp_path):
     # that says what is wrong, not a crash.
     assert "InvalidArgumentError" in errors["rank3"]
     assert "images must have rank 4 [batch, height, width, 3]" in errors["rank3"]
+    for rank in ("encoded_rank0", "encoded_rank2"):
+        assert "InvalidArgumentError" in errors[rank], errors[rank]
+        assert "encoded must have rank 1 [batch]" in errors[rank], errors[rank]
 
 
 def test_resizes_other_sizes_and_any_batch(exported):

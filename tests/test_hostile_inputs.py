@@ -36,12 +36,14 @@ def test_images_are_sized_by_every_frame_wherever_the_file_states_it(tmp_path):
     (root / "a" / "screen.gif").write_bytes(oversized_frame_gif(16_000, 16_000))
     (root / "b" / "late.jpg").write_bytes(far_frame_jpeg(np.zeros((30, 40, 3), np.uint8)))
     os.mkfifo(root / "b" / "pipe.jpg")  # (opening it would wait forever for a writer)
+    (root / "b" / os.fsdecode(b"\xff.png")).write_bytes((root / "b" / "0.png").read_bytes())
     with pytest.raises(DataError) as refused:
         folders.list_folder(root, max_image_pixels=1000)
     message = str(refused.value)
     assert "screen.gif: 16000 × 16000 = 256,000,000 pixels, over the limit of 1,000" in message
     assert "late.jpg: 40 × 30 = 1,200 pixels, over the limit of 1,000" in message
-    assert "pipe.jpg: not a regular file" in message and "3 unreadable image file(s)" in message
+    assert "pipe.jpg: not a regular file" in message and "4 unreadable image file(s)" in message
+    assert "b/\\xff.png: its name is not valid UTF-8" in message
     files, classes = folders.list_folder(root, skip_bad_images=True, max_image_pixels=1000)
     assert len(files) == 4 and classes == ["a", "b"]
 
@@ -249,3 +251,38 @@ def test_no_small_input_exceeds_a_memory_limit(tmp_path):
         assert outcomes[name].startswith("refused: ") and words in outcomes[name], (
             name, outcomes[name])
     assert "late.jpg: 60000 × 60000" in outcomes["images"]
+
+
+def test_the_commands_refuse_small_hostile_inputs_in_one_line_under_a_memory_limit(tmp_path):
+    """train.py on a folder holding a GIF of a 16000 × 16000 frame, eval.py on a .keras that
+    declares a ResNet 64 times as wide, byol-convert on a pickle declaring a ResNet-50×8, each
+    in a process limited to 1.5 GB: exit status 2, one line naming the file, nothing written."""
+    import tensorflow as tf
+
+    from helpers import deepmind_checkpoint as official
+    from helpers.commands import evaluate, run_command, train
+
+    photos = tmp_path / "photos"
+    for c in ("a", "b"):
+        (photos / c).mkdir(parents=True)
+        for i in range(4):
+            (photos / c / f"{i}.png").write_bytes(
+                tf.io.encode_png(np.full((16, 16, 3), 40 * i, np.uint8)).numpy())
+    (photos / "a" / "screen.gif").write_bytes(oversized_frame_gif(16_000, 16_000))
+    trained = train(f"--dataset={photos}", "--noknn", f"--run_dir={tmp_path / 'run'}",
+                    memory_limit=MEMORY_LIMIT, timeout=300)
+    wide = keras_file(tmp_path / "wide.keras",
+                      lambda c: c["config"].update(width_multiplier=64), no_weights)
+    evaluated = evaluate(f"--model={wide}", "--dataset=sample", memory_limit=MEMORY_LIMIT,
+                         timeout=300)
+    stem = {"res_net50/~/initial_conv": {"w": np.zeros((7, 7, 3, 512), np.float32)}}
+    (tmp_path / "wide.pkl").write_bytes(official.pretrain_pickle(stem, {}))
+    converted = run_command("byol_tf/cli/convert.py", f"--checkpoint={tmp_path / 'wide.pkl'}",
+                            f"--out={tmp_path / 'out'}", memory_limit=MEMORY_LIMIT, timeout=300)
+    for result, words in ((trained, "screen.gif: 16000 × 16000 = 256,000,000 pixels"),
+                          (evaluated, "--model: " + str(wide) + " declares a model of"),
+                          (converted, "declares a res_net50 of width ×8")):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and words in lines[-1], result.stderr[-2000:]
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

@@ -115,6 +115,10 @@ def image_file_problem(path, max_image_pixels=MAX_IMAGE_PIXELS):
     `max_image_pixels` pixels (`image_extent`: its frames and canvas, wherever the file states
     them), else what is wrong with it. Reads no pixel data; see `undecodable_images`."""
     try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8, which TensorFlow cannot open (rename it)"
+    try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return "not a regular file (a pipe, device or folder)"
         with open(path, "rb") as f:
@@ -176,7 +180,11 @@ def bad_images_named(name, info):
 
 
 def describe_bad_images(bad, limit=5):
-    shown = "; ".join(f"{path}: {problem}" for path, problem in bad[:limit])
+    def printable(path):  # (a name that is not UTF-8 shown with \x escapes)
+        return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8",
+                                                                           "backslashreplace")
+
+    shown = "; ".join(f"{printable(path)}: {problem}" for path, problem in bad[:limit])
     more = f" (and {len(bad) - limit} more)" if len(bad) > limit else ""
     return f"{len(bad)} unreadable image file(s): {shown}{more}"
 

@@ -23,9 +23,9 @@ def run_command(script, *args, timeout=600, env=None, memory_limit=None):
                           timeout=timeout, preexec_fn=limit if memory_limit else None)
 
 
-def train(*args, timeout=600):
-    return run_command("train.py", *args, timeout=timeout)
+def train(*args, timeout=600, memory_limit=None):
+    return run_command("train.py", *args, timeout=timeout, memory_limit=memory_limit)
 
 
-def evaluate(*args, timeout=600):
-    return run_command("eval.py", *args, timeout=timeout)
+def evaluate(*args, timeout=600, memory_limit=None):
+    return run_command("eval.py", *args, timeout=timeout, memory_limit=memory_limit)

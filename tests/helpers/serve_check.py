@@ -22,7 +22,11 @@ for name, call in [
         ("one_channel", lambda: loaded.signatures["serving_default"](images=tf.zeros((1, 8, 8, 1), tf.uint8))),
         ("float", lambda: loaded.signatures["serving_default"](images=tf.zeros((1, 8, 8, 3)))),
         ("garbage_bytes", lambda: loaded.signatures["serve_encoded"](
-            encoded=tf.constant([data["encoded"][0], b"not an image"])))]:
+            encoded=tf.constant([data["encoded"][0], b"not an image"]))),
+        ("encoded_rank0", lambda: loaded.signatures["serve_encoded"](
+            encoded=tf.constant(data["encoded"][0]))),
+        ("encoded_rank2", lambda: loaded.signatures["serve_encoded"](
+            encoded=tf.constant([list(data["encoded"][:2])])))]:
     try:
         call()
         errors.append(f"{name}: accepted")
