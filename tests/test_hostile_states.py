@@ -159,3 +159,18 @@ def test_a_run_folder_is_its_own(tmp_path):
         with pytest.raises(ValueError, match=words):
             RunFolder(place).check_place()
     files.release_lock(inner.path / ".lock")
+
+
+def test_a_run_that_never_trained_gives_way_to_the_corrected_command(tmp_path):
+    """A run refused at its first batch (a truncated image, say) has written config.json alone:
+    the command corrected as the error says (`--skip_bad_images`) starts there; once a
+    checkpoint exists, another config is refused."""
+    folder = RunFolder(tmp_path / "run")
+    folder.start(config_stand_in(skip_bad_images=False), ["train.py"], {})
+    RunFolder(folder.path).start(config_stand_in(skip_bad_images=True), ["train.py", "--skip"], {})
+    assert RunFolder(folder.path).recorded_config() == {"skip_bad_images": True}
+    (folder.path / "checkpoints").mkdir()
+    (folder.path / "checkpoints" / "ckpt-3.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds a run with another config \(differs in "
+                                         r"\['skip_bad_images'\]\)"):
+        RunFolder(folder.path).start(config_stand_in(skip_bad_images=False), ["train.py"], {})

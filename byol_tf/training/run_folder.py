@@ -104,11 +104,13 @@ class RunFolder:
 
     def check(self, config):
         """Raises ValueError when the folder holds a run with another training config (a
-        `RunConfig`'s training fields), or a trained one whose saved models are missing."""
+        `RunConfig`'s training fields) that trained (a config.json alone, of a run stopped
+        before its first checkpoint, is replaced), or a trained one whose saved models are
+        missing."""
         self.check_place()
         previous = self.recorded_config()
         changed = config.differences(previous) if previous is not None else []
-        if changed:
+        if changed and not self.untrained():
             raise ValueError(f"{self.path} holds a run with another config (differs in "
                              f"{changed}); rerun it with the same flags or choose another "
                              "run folder")
@@ -170,10 +172,17 @@ class RunFolder:
             else:
                 path.unlink(missing_ok=True)
 
+    def untrained(self):
+        """Whether nothing was trained or recorded in the folder (no checkpoint, no phase)."""
+        return not self.phases_path.exists() and not any(self.path.glob("checkpoints/ckpt-*"))
+
     def start(self, config, command, versions):
-        """Records the config (once: a resumed run keeps the first record)."""
+        """Records the config (once: a resumed run keeps the first record; a run that never
+        trained gives way to a new config)."""
         self.check(config)
-        if self.is_chief and self.recorded_config() is None:
+        previous = self.recorded_config()
+        if self.is_chief and (previous is None or (config.differences(previous)
+                                                   and self.untrained())):
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.config_path, dict(config=config.record(), versions=versions,
                                               command=list(command), started=time.ctime()))
