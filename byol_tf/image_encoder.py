@@ -147,15 +147,16 @@ def load_image_encoder(path):
     return encoder
 
 
-def _converted_checkpoint(entry):
-    """The official checkpoint an imported entry points at: fetched into the cache (checked
-    against the card's sha256 when it has one), converted once, the result cached."""
+def fetch_checkpoint(entry):
+    """The official checkpoint an imported entry (`hub.Entry` of source kind
+    "deepmind_checkpoint") points at, fetched into the cache and checked against the card's
+    sha256 when it has one: (its path, its sha256). OSError when it cannot be fetched."""
     import urllib.parse
 
     from absl import logging
 
-    from byol_tf import convert, hub, model_files
-    from byol_tf.files import atomic_path, sha256_file
+    from byol_tf import hub
+    from byol_tf.files import sha256_file
 
     source = entry.card["source"]
     expected = source.get("sha256")
@@ -169,6 +170,16 @@ def _converted_checkpoint(entry):
     if not expected:
         logging.warning("zoo entry %r: the card gives no sha256 for %s; the fetched file's is "
                         "%s (compare it with the publisher's)", entry.name, filename, actual)
+    return path, actual
+
+
+def _converted_checkpoint(entry):
+    """The official checkpoint an imported entry points at (`fetch_checkpoint`), converted
+    once, the result cached."""
+    from byol_tf import convert, model_files
+    from byol_tf.files import atomic_path
+
+    path, actual = fetch_checkpoint(entry)
     cached = path.with_name(f"image-encoder-{actual[:16]}.keras")
     if cached.is_file():
         return model_files.load_model(cached)

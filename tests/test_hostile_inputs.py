@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zipfile
 import zlib
 
@@ -16,6 +17,7 @@ import pytest
 
 from byol_tf import convert, model_files
 from byol_tf.data import DataError, folders, sample
+from byol_tf.files import sha256_file
 from helpers.hostile import far_frame_jpeg, oversized_frame_gif
 
 # A pickle calling numpy.ndarray((10**12,)): 4 TB it does not carry (protocol 2, 28 bytes).
@@ -206,7 +208,8 @@ def jpeg_declaring(width, height):
 
 def test_no_small_input_exceeds_a_memory_limit(tmp_path):
     """Every kind above, each file under 1 MB (the card of 1 GB is a sparse file), read by the
-    library in a process limited to 1.5 GB of data memory: each is refused by name."""
+    library (`zoo.load` for an entry) in a process limited to 1.5 GB of data memory: each is
+    refused by name."""
     from helpers import deepmind_checkpoint as official
     from helpers.commands import run_command
 
@@ -217,6 +220,11 @@ def test_no_small_input_exceeds_a_memory_limit(tmp_path):
     keras_file(hostile / "wide.keras", lambda c: c["config"].update(width_multiplier=64),
                no_weights)
     keras_file(hostile / "hollow.keras", edit_weights=undeclared_weights)
+    (hostile / "entry").mkdir()  # a zoo entry whose encoder.keras is the wide one
+    shutil.copyfile(hostile / "wide.keras", hostile / "entry" / "encoder.keras")
+    (hostile / "entry" / "model_card.json").write_text(json.dumps(dict(
+        name="entry", image_size=32, files={"encoder.keras": {
+            "sha256": sha256_file(hostile / "entry" / "encoder.keras")}})))
     stem = {"res_net50/~/initial_conv": {"w": np.zeros((7, 7, 3, 512), np.float32)}}
     (hostile / "wide.pkl").write_bytes(official.pretrain_pickle(stem, {}))
     shared = []
@@ -239,6 +247,7 @@ def test_no_small_input_exceeds_a_memory_limit(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     outcomes = json.loads(result.stdout.strip().splitlines()[-1])
     expected = {"images": "screen.gif: 16000 × 16000", "wide.keras": "declares a model of",
+                "entry": "encoder.keras declares a model of",
                 "hollow.keras": "declares 40,000,000,000 bytes and stores 0",
                 "wide.pkl": "declares a res_net50 of width ×8",
                 "shared.pkl": "experiment_state is a list",

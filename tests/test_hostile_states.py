@@ -174,3 +174,13 @@ def test_a_run_that_never_trained_gives_way_to_the_corrected_command(tmp_path):
     with pytest.raises(ValueError, match=r"holds a run with another config \(differs in "
                                          r"\['skip_bad_images'\]\)"):
         RunFolder(folder.path).start(config_stand_in(skip_bad_images=False), ["train.py"], {})
+
+
+def test_one_bad_card_does_not_hide_the_zoo(entry_root, tmp_path):
+    root = copy_zoo(entry_root, tmp_path)
+    for name, text in (("deep", "[" * 100_000 + "]" * 100_000), ("html", "<html>oops</html>")):
+        (root / name).mkdir()
+        (root / name / zoo.CARD).write_text(text)
+    assert zoo.list(root) == ["entry"]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        zoo.info("deep", root)

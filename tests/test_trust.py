@@ -133,6 +133,18 @@ def test_records_that_no_longer_match_the_run_are_redone(finished_run, tmp_path)
     assert served(images=tf.zeros((1, 32, 32, 3), tf.uint8))["embedding"].shape == (1, 128)
 
 
+def test_eval_py_refuses_a_run_file_changed_since_the_run_saved_it(finished_run, tmp_path):
+    from helpers.commands import evaluate
+
+    run_dir = copy_of(finished_run, tmp_path)
+    shutil.copyfile(run_dir / "byol.keras", run_dir / "encoder.keras")  # another model
+    result = evaluate(f"--model={run_dir / 'encoder.keras'}", "--dataset=sample",
+                      "--mode=knn", "--max_examples=50")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (f"--model: {run_dir / 'encoder.keras'} changed since its run saved it"
+            in last_line(result.stderr))
+
+
 def test_a_finished_run_without_config_json_is_refused_not_rewritten(finished_run, tmp_path):
     run_dir = copy_of(finished_run, tmp_path)
     (run_dir / "config.json").unlink()

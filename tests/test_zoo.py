@@ -155,3 +155,25 @@ def test_a_broken_card_is_named_and_not_listed(published_run, tmp_path, text, me
     with pytest.raises(ValueError, match=f"zoo entry 'broken': .*model_card.json is {message}"):
         zoo.info("broken", copy)
     assert zoo.list(copy) == ["tiny_sample"]
+
+
+def test_the_zoo_command_helps_lists_rounded_and_a_fetch_that_fetched_nothing_fails(
+        capsys, monkeypatch, tmp_path):
+    from byol_tf import hub
+    from byol_tf.cli import zoo as zoo_cli
+
+    assert zoo_cli.main(["--help"]) == 0 and "byol-zoo list" in capsys.readouterr().out
+    assert zoo_cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    tiny = next(line for line in listed.splitlines() if line.startswith("byol_tiny_resnet_cifar10\t"))
+    linear = hub.registry()["byol_tiny_resnet_cifar10"]["results"]["linear_top1"]
+    assert f"linear_top1 {linear:.4f}" in tiny and str(linear) not in tiny
+
+    def unreachable(url, dest, sha256, handle):
+        raise OSError(f"could not fetch {url} for the zoo handle {handle}: no network")
+
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(hub, "fetch", unreachable)
+    assert zoo_cli.main(["fetch", "byol_deepmind_res50x1"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("byol-zoo: could not fetch https://") and "\n" not in error

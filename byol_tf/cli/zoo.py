@@ -11,21 +11,32 @@ import sys
 
 def main(argv):
     from byol_tf import hub, zoo
+    from byol_tf.image_encoder import fetch_checkpoint
 
+    usage = __doc__.strip().split("\n\n", 1)[1]
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        return 0
     if len(argv) < 1 or argv[0] not in ("list", "info", "fetch") or (
             argv[0] != "list" and len(argv) != 2) or (argv[0] == "list" and len(argv) != 1):
-        print(__doc__.strip().split("\n\n", 1)[1], file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     try:
         if argv[0] == "list":
             for name, record in hub.registry().items():
                 results = record.get("results", {})
-                scores = ", ".join(f"{k} {v}" for k, v in results.items() if isinstance(v, float))
+                scores = ", ".join(f"{k} {v:.4f}" for k, v in results.items()
+                                   if isinstance(v, float))
                 print(f"{name}\t{record.get('architecture')}\t{record.get('dataset')}\t{scores}")
         elif argv[0] == "info":
             print(json.dumps(zoo.info(argv[1]), indent=2))
         else:
-            print(hub.resolve(argv[1]).folder)
+            entry = hub.resolve(argv[1])
+            if entry.card.get("source", {}).get("kind") == "deepmind_checkpoint":
+                path, _ = fetch_checkpoint(entry)  # (the weights are the authors' file)
+                print(path.parent)
+            else:
+                print(entry.folder)
     except (ValueError, OSError) as error:
         print(f"byol-zoo: {error}", file=sys.stderr)
         return 1

@@ -16,8 +16,12 @@ def read(path):
     from byol_tf.data import folders, sample
     from byol_tf.image_encoder import load_image_encoder
 
+    from byol_tf import zoo
+
     suffix = path.suffix
-    if path.is_dir():  # an image folder
+    if path.is_dir() and (path / hub.CARD).is_file():  # a zoo entry
+        zoo.load(str(path))
+    elif path.is_dir():  # an image folder
         folders.list_folder(path)
     elif suffix == ".keras":
         load_image_encoder(path)

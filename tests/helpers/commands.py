@@ -13,14 +13,16 @@ def run_command(script, *args, timeout=600, env=None, memory_limit=None):
     """`python <script> args…` in the repository root: the CompletedProcess, text output.
     `memory_limit`: bytes of data memory the process may hold (RLIMIT_DATA: its heap and
     private mappings; beyond it, allocations fail)."""
-    def limit():
-        import resource
+    command = [sys.executable, str(ROOT / script), *map(str, args)]
+    if memory_limit:  # (set in the child itself, which then becomes the command: no preexec_fn)
+        command = [sys.executable, "-c", LIMITED, str(int(memory_limit)), *command]
+    return subprocess.run(command, cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
-        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
 
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
-                          env={**ENV, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limit if memory_limit else None)
+LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]); "
+           "resource.setrlimit(resource.RLIMIT_DATA, (limit, limit)); "
+           "os.execv(sys.argv[2], sys.argv[2:])")
 
 
 def train(*args, timeout=600, memory_limit=None):
