@@ -7,7 +7,6 @@ models/): run it after publishing into the package's zoo (`--zoo_dir=models`).
 import json
 import pathlib
 
-import byol_tf  # noqa: F401  (first: it picks TensorFlow's CPU kernels)
 from byol_tf import hub
 from byol_tf.files import write_text
 from byol_tf.training.publish import registry_record

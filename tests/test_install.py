@@ -86,3 +86,47 @@ def test_the_installed_cifar10_entry_reproduces_its_cards_knn(installed, cifar10
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["card"]["test_examples"] == 10_000
     assert abs(out["top1"] - out["card"]["knn_top1"]) <= 2e-4  # 2 test images of 10,000
+
+
+def docs_command_lines():
+    """{command: [argv]} of every byol-train, byol-eval, byol-convert and byol-zoo line in the
+    README's and docs' shell blocks (continuations joined, comments and `VAR=…` prefixes
+    dropped)."""
+    import re
+    import shlex
+
+    found = {}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                    words = words[1:]
+                if words and words[0] in ("byol-train", "byol-eval", "byol-convert", "byol-zoo"):
+                    found.setdefault(words[0], []).append(words)
+    return found
+
+
+def test_every_command_in_the_docs_is_one_the_installed_package_takes(installed):
+    """Each `byol-*` line of the README and docs parses with the installed command's flags (names,
+    types and choices; nothing runs), and the installed commands are on the wheel's entry
+    points."""
+    site = installed[0]
+    lines = docs_command_lines()
+    assert {"byol-train", "byol-eval"} <= set(lines)
+    modules = {"byol-train": "train", "byol-eval": "eval", "byol-convert": "convert"}
+    for command, module in modules.items():
+        argvs = lines.get(command, [])
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "helpers" / "parse_commands.py"), module],
+            input=json.dumps(argvs), cwd=installed[1], env=installed[2], capture_output=True,
+            text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        errors = json.loads(result.stdout.strip().splitlines()[-1])
+        wrong = [(" ".join(argv), error) for argv, error in zip(argvs, errors) if error]
+        assert wrong == [], wrong
+    for argv in lines.get("byol-zoo", []):
+        assert argv[1] in ("list", "info", "fetch", "--help"), argv
+    entry_points = (next(site.glob("byol_tf-*.dist-info")) / "entry_points.txt").read_text()
+    assert all(f"{command} =" in entry_points for command in lines), entry_points

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from byol_tf.training import config as run_config
 from byol_tf.training import memory, recipes
 from byol_tf.training.config import ConfigError
+from helpers.folders import jpeg_folder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -81,21 +81,6 @@ def test_a_warmup_longer_than_the_run_becomes_the_recipes_share_of_it():
     assert config["warmup_epochs"] == pytest.approx(0.1)
 
 
-def jpeg_folder(root, count, side=224):
-    """`count` smooth 224-px JPEGs in two class sub-folders."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    grid = np.linspace(0, 1, side, dtype=np.float32)
-    for i in range(count):
-        phase = rng.uniform(0, 6, 3)
-        image = 127.5 * (1 + np.sin(6 * grid[:, None, None] + phase + 4 * grid[None, :, None]))
-        folder = root / f"class{i % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(image.astype(np.uint8)).numpy())
-    return root
-
-
 def cgroup_with_limit(limit):
     """A new memory cgroup (v1 or v2) under this process's, limited to `limit` bytes; None
     when this machine does not let us make one."""
@@ -123,8 +108,8 @@ def test_the_folder_recipe_trains_inside_its_memory_estimate(tmp_path):
     name, recipe = recipes.for_folder(1_000, accelerator=False)
     estimate = memory.step_bytes(recipe["batch_size"], *memory.model_size(recipe))
     group = cgroup_with_limit(estimate)
-    command = [sys.executable, "train.py", f"--dataset={folder}", f"--eval_dataset={folder}",
-               "--epochs=1", f"--run_dir={tmp_path / 'run'}", "--noknn"]
+    command = [sys.executable, "train.py", f"--dataset={folder}", "--epochs=1",
+               f"--run_dir={tmp_path / 'run'}", "--noknn"]
     if group is not None:
         command = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *command]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

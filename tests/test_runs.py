@@ -335,3 +335,29 @@ def test_a_trained_run_without_its_saved_models_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"saved models are gone \(encoder\.keras\); to train "
                                          r"again, choose another run folder"):
         run.check(config)
+
+
+def test_a_folder_run_and_its_evaluation_are_never_silent_for_long_in_a_log(tmp_path):
+    """train.py and eval.py on image folders, their output read from a pipe as a log file gets
+    it: no gap of more than 10 s between lines (start-up, the first step's compilation,
+    training and evaluation say what they are doing), no terminal codes, one line per epoch."""
+    from helpers.commands import timed_lines
+    from helpers.folders import jpeg_folder
+
+    train_folder = jpeg_folder(tmp_path / "train", 96, side=96)
+    test_folder = jpeg_folder(tmp_path / "test", 32, side=96)
+    code, trained = timed_lines("train.py", f"--dataset={train_folder}",
+                                f"--eval_dataset={test_folder}", "--epochs=3",
+                                f"--run_dir={tmp_path / 'run'}")
+    assert code == 0, "\n".join(line for _, line in trained[-20:])
+    code, evaluated = timed_lines("eval.py", f"--model={tmp_path / 'run' / 'encoder.keras'}",
+                                  f"--dataset={train_folder}", f"--eval_dataset={test_folder}")
+    assert code == 0, "\n".join(line for _, line in evaluated[-20:])
+    for lines in (trained, evaluated):
+        times = [0.0] + [t for t, _ in lines]
+        gaps = [(b - a, line) for a, b, (_, line) in zip(times, times[1:], lines)]
+        assert max(gaps)[0] <= 10.0, max(gaps)
+        assert not [line for _, line in lines if "\x1b[" in line]
+    epochs = [line for _, line in trained if line.startswith("Epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert all(" - loss: " in line for line in epochs)

@@ -176,14 +176,23 @@ def labelled_folder(root, classes, per_class=4, seed=0, truncate=None):
     return root
 
 
-def test_a_test_folder_with_other_classes_is_refused_before_training(tmp_path):
-    train_folder = labelled_folder(tmp_path / "train", ["cat", "dog"])
-    test_folder = labelled_folder(tmp_path / "val", ["cat", "bird"])
+@pytest.mark.parametrize("case", ["other classes", "the same folder", "one class"])
+def test_an_evaluation_that_cannot_mean_anything_is_refused_before_training(tmp_path, case):
+    """A test folder with other classes, the training folder itself, or a folder of one class
+    (which scores every prediction right): refused in one line, nothing written."""
+    classes = ["cat"] if case == "one class" else ["cat", "dog"]
+    train_folder = labelled_folder(tmp_path / "train", classes)
+    test_folder = {"other classes": lambda: labelled_folder(tmp_path / "val", ["cat", "bird"]),
+                   "the same folder": lambda: train_folder,
+                   "one class": lambda: labelled_folder(tmp_path / "val", ["cat"])}[case]()
     result = train(f"--dataset={train_folder}", f"--eval_dataset={test_folder}",
                    "--image_size=32", "--batch_size=4", f"--run_dir={tmp_path / 'run'}")
     assert result.returncode == 2
     line = last_line(result.stderr)
-    assert "same class sub-folders" in line and "['bird']" in line and "['dog']" in line
+    expected = {"other classes": ["same class sub-folders", "['bird']", "['dog']"],
+                "the same folder": [f"--eval_dataset={train_folder} is the folder", "itself"],
+                "one class": ["has 1 class sub-folder(s) (cat)", "two or more"]}[case]
+    assert all(words in line for words in expected), line
     assert not (tmp_path / "run").exists()
 
 

@@ -177,3 +177,17 @@ def test_the_zoo_command_helps_lists_rounded_and_a_fetch_that_fetched_nothing_fa
     assert zoo_cli.main(["fetch", "byol_deepmind_res50x1"]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("byol-zoo: could not fetch https://") and "\n" not in error
+
+
+def test_eval_py_takes_a_zoo_name_as_model(tmp_path):
+    from helpers.commands import evaluate
+
+    out = tmp_path / "knn.json"
+    result = evaluate("--model=byol_tiny_resnet_cifar10_sample", "--dataset=sample",
+                      "--max_examples=100", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(out.read_text())
+    assert metrics["protocol"] == "knn" and 0 <= metrics["top1"] <= 1
+    assert metrics["test_examples"] == 100
+    wrong = evaluate("--model=no_such_entry", "--dataset=sample")
+    assert wrong.returncode == 2 and "--model: no zoo entry 'no_such_entry'" in wrong.stderr

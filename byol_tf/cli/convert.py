@@ -76,12 +76,14 @@ def main(argv):
     logging.info("converted %s (step %s) → %s", converted.architecture, converted.step, f.out)
 
 
+flags.DEFINE_string("checkpoint", None, "DeepMind BYOL checkpoint (.pkl)", required=True)
+flags.DEFINE_string("out", None, "output folder (new or empty)", required=True)
+flags.DEFINE_string("model_name", None, "TF Serving model name (default byol_res{depth}x{width})")
+flags.DEFINE_integer("version", 1, "TF Serving model version")
+
+
 def run():
     """The `byol-convert` command."""
-    flags.DEFINE_string("checkpoint", None, "DeepMind BYOL checkpoint (.pkl)", required=True)
-    flags.DEFINE_string("out", None, "output folder (new or empty)", required=True)
-    flags.DEFINE_string("model_name", None, "TF Serving model name (default byol_res{depth}x{width})")
-    flags.DEFINE_integer("version", 1, "TF Serving model version")
     run_app(main, __name__, __doc__)
 
 

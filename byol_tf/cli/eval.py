@@ -16,8 +16,9 @@ Modes (`--mode`):
             labels (1% or 10% in the paper); the chosen indices are written beside the JSON.
 
 `--model` is a run's `encoder.keras` (a `byol_tf.ImageEncoder`), a whole model's `.keras` file
-(BYOL, SimCLR, MoCo, MultiView: its online encoder behind its own input contract), or a plain
-Keras encoder that expects ImageNet-normalised images.
+(BYOL, SimCLR, MoCo, MultiView: its online encoder behind its own input contract), a plain
+Keras encoder that expects ImageNet-normalised images, or a zoo entry by name or handle
+(`byol-eval --model=byol_tiny_resnet_cifar10`, a folder, an https://, file:// or gs:// URL).
 Writes a metrics JSON (top-1, top-5, protocol, epochs, data, model, versions) next to the
 model unless --out says otherwise, and beside it `<json name>_confusion.png`: the confusion
 matrix of the kNN / linear / fine-tuned classifier on the test images.
@@ -31,8 +32,8 @@ from absl import app, flags
 
 from byol_tf.cli import run_app
 
-flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, or a plain encoder.",
-                    required=True)
+flags.DEFINE_string("model", None, "encoder.keras, a whole model's .keras, a plain encoder, or a "
+                    "zoo entry's name or handle.", required=True)
 flags.DEFINE_enum("mode", "knn", ["knn", "linear", "finetune", "semi"], "Protocol (see above).")
 flags.DEFINE_string("dataset", "sample", "'sample', a fixed-size TFDS dataset (cifar10, ...) or a "
                     "folder with one sub-folder per class (and --eval_dataset).")
@@ -56,16 +57,23 @@ flags.DEFINE_string("out", None, "Metrics JSON path (default: <model dir>/eval_<
 FLAGS = flags.FLAGS
 
 
-def load_encoder(path):
-    """The `.keras` file at `path` as an `ImageEncoder`; its problems said as --model's. A
-    file a run saved must still be the one its record names (sha256)."""
+def load_encoder(model):
+    """--model as an `ImageEncoder`: a `.keras` file, or a zoo entry's name or handle (a folder
+    or URL, `byol_tf.zoo.load`); its problems said as --model's. A file a run saved must
+    still be the one its record names (sha256)."""
     import pathlib
 
+    from byol_tf import zoo
     from byol_tf.files import sha256_file
     from byol_tf.image_encoder import load_image_encoder
     from byol_tf.training.run_folder import RunFolder
 
-    path = pathlib.Path(path).expanduser()
+    path = pathlib.Path(model).expanduser()
+    if not path.is_file() and path.suffix != ".keras":
+        try:
+            return zoo.load(str(model))
+        except (ValueError, OSError) as error:
+            raise app.UsageError(f"--model: {error}") from None
     try:
         saved = RunFolder(path.parent).done("save") or {}
         expected = saved.get("sha256", {}).get(path.name)
@@ -109,6 +117,8 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(in_flag_terms(error)) from None
     encoder = load_encoder(FLAGS.model)
+    print(f"Reading the images of {source.name}"
+          f"{f' and {source.eval_folder}' if source.eval_folder else ''}…", flush=True)
     try:
         x_train, y_train, x_test, y_test = data.load_arrays(
             source, max_train=FLAGS.max_examples, max_test=FLAGS.max_examples,

@@ -271,14 +271,17 @@ def folder_arrays(root, image_size, skip_bad_images=False, max_image_pixels=MAX_
     if not classes:
         raise ValueError(f"{root} has no class sub-folders (one per class) for labels")
     crop = ImageConverter(image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+    def square(image, label):  # images differ in size: cropped one by one, in parallel
+        return tf.cast(tf.round(crop(image[None])[0] * 255.0), tf.uint8), label
+
     images, labels = [], []
     try:
-        for image, label in ds:  # images differ in size: one at a time
-            x = crop(image[None])[0] * 255.0
-            images.append(tf.cast(tf.round(x), tf.uint8).numpy())
-            labels.append(int(label))
+        for x, label in ds.map(square, num_parallel_calls=tf.data.AUTOTUNE).batch(256):
+            images.append(x.numpy())
+            labels.append(label.numpy())
     except tf.errors.InvalidArgumentError:
         bad = undecodable_images(files, max_image_pixels)
         raise DataError(f"{root}: {describe_bad_images(bad)}; remove them or pass {SKIP_BAD}",
                         [SKIP_BAD]) from None
-    return (np.stack(images), np.array(labels, np.int64)), classes
+    return (np.concatenate(images), np.concatenate(labels).astype(np.int64)), classes

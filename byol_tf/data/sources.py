@@ -124,8 +124,9 @@ class Source:
                 info.features["label"].num_classes if labelled else None)
 
     def check_eval_folder(self):
-        """Folders: a `DataError` unless `eval_folder` is given and has the same class
-        sub-folders (the ones holding images), naming the differences."""
+        """Folders: a `DataError` unless `eval_folder` is given, is another folder than the
+        training one, and has the same class sub-folders (the ones holding images; two or
+        more), naming the differences."""
         if self.kind != "folder":
             return
         if not self.eval_folder:
@@ -137,7 +138,15 @@ class Source:
             return {p.name for p in root.iterdir() if p.is_dir() and any(
                 f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*"))}
 
+        if pathlib.Path(self.eval_folder).expanduser().resolve() == self.path.resolve():
+            raise DataError(f"eval_folder={self.eval_folder} is the folder {self.name} itself: a "
+                            "score on the images the encoder trained on says nothing about new "
+                            "images; give a held-out folder", ["eval_folder"])
         train, test = classes(self.name), classes(self.eval_folder)
+        if len(train) < 2:
+            raise DataError(f"the folder {self.name} has {len(train)} class sub-folder(s) "
+                            f"({', '.join(sorted(train)) or 'none'}): an evaluation needs two or "
+                            "more (with one, every prediction is right)", ["eval_folder"])
         if train != test:
             raise DataError(
                 f"eval_folder={self.eval_folder} and the folder {self.name} must have the same "

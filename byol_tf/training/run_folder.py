@@ -389,3 +389,56 @@ class TimeLimit(keras.callbacks.Callback):
         now = time.time()
         if now + (now - self._epoch_started) > self.deadline:
             self.model.stop_training = self.stopped = True
+
+
+class PlainProgress(keras.callbacks.Callback):
+    """Training progress for a log file or a pipe: plain lines (no terminal codes), one at the
+    end of each epoch with its metrics, and one within an epoch whenever `every` seconds
+    passed without a line, the first step's compilation included (so that a log never goes
+    quiet for long)."""
+
+    def __init__(self, epochs, every=8.0):
+        super().__init__()
+        self.epochs, self.every = epochs, every
+        self._started, self._last = None, time.time()  # (the last line printed)
+        self._first_step = None  # set when the first step (its compilation) is done
+
+    def on_train_begin(self, logs=None):
+        import threading
+
+        self._first_step = threading.Event()
+
+        def while_compiling():  # the first step is one long call: said from a thread
+            while not self._first_step.wait(0.5):
+                if time.time() - self._last >= self.every:
+                    self._last = time.time()
+                    print("  compiling the training step…", flush=True)
+
+        threading.Thread(target=while_compiling, daemon=True).start()
+
+    def on_train_end(self, logs=None):
+        if self._first_step is not None:
+            self._first_step.set()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first_step is not None:
+            self._first_step.set()
+        now = time.time()
+        if now - self._last >= self.every:
+            steps = self.params.get("steps")
+            print(f"  step {batch + 1}{f'/{steps}' if steps else ''} "
+                  f"({now - self._started:.0f} s)", flush=True)
+            self._last = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        def plain(value):
+            value = float(keras.ops.convert_to_numpy(value).reshape(-1)[0])
+            return f"{value:.4g}"
+
+        seconds = time.time() - self._started if self._started else 0.0
+        metrics = " - ".join(f"{k}: {plain(v)}" for k, v in (logs or {}).items())
+        print(f"Epoch {epoch + 1}/{self.epochs}: {seconds:.0f} s - {metrics}", flush=True)
+        self._last = time.time()

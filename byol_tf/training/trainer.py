@@ -71,6 +71,16 @@ class Run:
         if self.info["num_examples"] != config.num_examples:  # (the folder changed meanwhile)
             raise ConfigError(f"--dataset={config.dataset} changed while the run started "
                               f"({config.num_examples} then {self.info['num_examples']} examples)")
+        for note in self.notes:
+            print(note)
+        self.build()
+
+    def build(self):
+        """Builds the model (said first: a large encoder takes a while); the model's options
+        are checked here, before anything is written."""
+        config = self.config
+        print(f"Building {config.method.upper()} with the {config.encoder} encoder at "
+              f"{config.image_size} px…", flush=True)
         build.warn_if_bfloat16_is_emulated(config.precision, self.strategy)
         keras.mixed_precision.set_global_policy(config.precision)
         with self.strategy.scope():
@@ -94,6 +104,10 @@ class Run:
     def eval_arrays(self):
         """(x_train, y_train, x_test, y_test) of the kNN evaluations, loaded once."""
         cap = self.config.max_eval_examples
+        source = self.config.eval_source()
+        print(f"Reading the evaluation images of {source.name}"
+              f"{f' and {source.eval_folder}' if source.eval_folder else ''}"
+              f"{f' (at most {cap} of each split)' if cap else ''}…", flush=True)
         try:
             return data.load_arrays(self.config.eval_source(), max_train=cap, max_test=cap,
                                     image_size=self.config.image_size)
@@ -113,8 +127,6 @@ def run(options, argv, started, given=None):
     except LockedError as error:
         raise ConfigError(str(error)) from None
     r.folder.start(r.config, argv, versions())
-    for note in r.notes:
-        print(note)
     manager = CheckpointManager(r.folder.path / "checkpoints", keep=config.keep_checkpoints,
                                 is_chief=r.strategy.is_chief)
     history = run_folder.RunHistory(r.folder, r.config.batch_size)
@@ -160,6 +172,12 @@ def train(r, manager, history, step, start_step, started):
     if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(r.folder.path / "tensorboard"),
                                                      update_freq="epoch"))
+    print(f"Training from step {step} of {total_steps} (the first step compiles the training "
+          "step: it takes longer)…", flush=True)
+    # A terminal gets Keras' progress bar; a log file or pipe plain lines (run_folder.PlainProgress).
+    terminal = sys.stdout.isatty()
+    if not terminal and r.strategy.is_chief:
+        callbacks.append(run_folder.PlainProgress(config.epochs))
     # A resume inside an epoch first finishes that epoch, then runs whole ones.
     while step < total_steps:
         epoch = step // steps_per_epoch
@@ -168,7 +186,7 @@ def train(r, manager, history, step, start_step, started):
             with data.bad_images_named(config.dataset, r.info):
                 model.fit(r.dataset.skip(step), initial_epoch=epoch, epochs=last_epoch,
                           steps_per_epoch=steps_per_epoch - step % steps_per_epoch,
-                          callbacks=callbacks, verbose="auto", shuffle=False)
+                          callbacks=callbacks, verbose=1 if terminal else 0, shuffle=False)
         except ValueError as error:
             raise ConfigError(in_flag_terms(error)) from None
         step = int(model.optimizer.iterations.numpy())

@@ -31,3 +31,21 @@ def train(*args, timeout=600, memory_limit=None):
 
 def evaluate(*args, timeout=600, memory_limit=None):
     return run_command("eval.py", *args, timeout=timeout, memory_limit=memory_limit)
+
+
+def timed_lines(script, *args, timeout=600):
+    """Runs `python <script> args…` as `run_command` does, reading its output (stdout and
+    stderr together) as it comes: (return code, [(seconds since the start, line)]). TensorFlow's
+    C++ log lines are left out."""
+    import time
+
+    started = time.time()
+    process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, bufsize=1)
+    lines = []
+    for line in process.stdout:
+        if not line.startswith(("E0000", "W0000", "I0000")):
+            lines.append((time.time() - started, line.rstrip("\n")))
+    process.wait(timeout=timeout)
+    return process.returncode, lines
