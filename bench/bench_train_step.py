@@ -19,6 +19,7 @@ import time
 
 from absl import app, flags
 
+from load import round_fields, timed_rounds
 from memory import memory_mb
 
 flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset.")
@@ -83,14 +84,12 @@ def main(_):
             return model.train_function(iter([data]))
 
     def run(n):
-        start = time.perf_counter()
         for _ in range(n):
             logs = step()
         float(logs["loss"])
-        return time.perf_counter() - start
 
-    run(FLAGS.warmup)
-    train_rates = sorted(FLAGS.steps * batch / run(FLAGS.steps) for _ in range(FLAGS.repeats))
+    run(FLAGS.warmup)  # (a round disturbed by other processes is repeated: bench/load.py)
+    kept, rounds = timed_rounds(lambda: run(FLAGS.steps), FLAGS.repeats)
 
     if FLAGS.aug_steps:
         import tensorflow as tf
@@ -112,8 +111,7 @@ def main(_):
     result = dict(
         encoder=FLAGS.encoder, image_size=size, batch_size=batch,
         augment=FLAGS.augment, jit_compile=FLAGS.jit_compile, precision=FLAGS.precision,
-        train_images_per_s=round(float(np.median(train_rates)), 2),
-        train_images_per_s_runs=[round(r, 2) for r in train_rates],
+        **round_fields(kept, rounds, FLAGS.steps * batch),
         steps_per_run=FLAGS.steps,
         encoder_parameters=sum(int(np.prod(w.shape)) for w in model.online_encoder.trainable_weights),
         **memory_mb(), **accelerator(backend),

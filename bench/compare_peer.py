@@ -122,6 +122,10 @@ def compare(precision):
         byol_tf_rss_anon_mb=most("rss_anon_mb", "byol_tf", absent=0),
         peer_rss_anon_mb=most("rss_anon_mb", "byol-pytorch", absent=0),
         page_cache_dropped=FLAGS.drop_caches,
+        # Rounds in which no timed repeat was free of other processes' load (bench/load.py):
+        disturbed_rounds=sorted({r["round"] for r in lines if r.get("disturbed")}),
+        others_cpu_share_max=max((s for r in lines for s in r.get("others_cpu_share_runs", [])
+                                  if s is not None), default=None),
         **({} if FLAGS.device == "cpu" else dict(
             byol_tf_device_peak_mb=most("device_peak_mb", "byol_tf"),
             peer_device_peak_mb=most("device_peak_mb", "byol-pytorch"))),

@@ -24,7 +24,6 @@ steps, peak RSS (and peak GPU memory), thread count and versions.
 
 import contextlib
 import json
-import time
 from importlib.metadata import version
 
 from absl import app, flags
@@ -32,6 +31,7 @@ from absl import app, flags
 import torch
 from torch import nn
 
+from load import round_fields, timed_rounds
 from memory import memory_mb
 
 FLAGS = flags.FLAGS
@@ -123,7 +123,6 @@ def main(argv):
                 if args.precision == "mixed_bfloat16" else contextlib.nullcontext())
 
     def run(n):
-        start = time.perf_counter()
         for _ in range(n):
             with autocast:
                 loss = learner(images)
@@ -132,10 +131,9 @@ def main(argv):
             optimizer.step()
             learner.update_moving_average()
         float(loss.detach())  # waits for the device
-        return time.perf_counter() - start
 
-    run(args.warmup)
-    rates = sorted(args.steps * args.batch_size / run(args.steps) for _ in range(args.repeats))
+    run(args.warmup)  # (a round disturbed by other processes is repeated: bench/load.py)
+    kept, rounds = timed_rounds(lambda: run(args.steps), args.repeats)
     gpu = {}
     if cuda:
         gpu = dict(device=torch.cuda.get_device_name(device),
@@ -144,7 +142,7 @@ def main(argv):
         library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
         batch_size=args.batch_size, precision=args.precision, augment=args.augment,
         encoder_parameters=sum(p.numel() for p in net.parameters()),
-        train_images_per_s=rates[len(rates) // 2], train_images_per_s_runs=[round(r, 2) for r in rates],
+        **round_fields(kept, rounds, args.steps * args.batch_size),
         steps_per_run=args.steps, **memory_mb(), **gpu,
         threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
         torch=torch.__version__, byol_pytorch=version("byol-pytorch"), torchvision=version("torchvision"),

@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -38,7 +39,12 @@ def last_json(stdout):
 
 
 def report(lines, summary, out):
-    """Prints the summary; with `out`, appends every line and the summary to it (JSON lines)."""
+    """Prints the summary; with `out`, appends every line and the summary to it (JSON lines).
+    A summary with disturbed rounds (other processes' load, bench/load.py) says so first."""
+    if summary.get("disturbed_rounds"):
+        print(f"DISTURBED: rounds {summary['disturbed_rounds']} ran beside other processes' "
+              f"load (up to {summary.get('others_cpu_share_max')} of the host's CPU); rerun on "
+              "a quiet host before comparing", file=sys.stderr)
     print(json.dumps(summary))
     if out:
         with open(out, "a") as f:

@@ -75,3 +75,36 @@ def published_run(tmp_path_factory):
     root = base / "models"
     publish.publish_run(run_dir, "tiny_sample", root=root, linear_epochs=1)
     return run_dir, root
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """byol_tf as a user installs it: the wheel built from this tree, installed into a folder of
+    its own: (that site folder, a working folder outside the repository, the environment that
+    imports byol_tf from the site folder)."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    tmp = tmp_path_factory.mktemp("install")
+    source = tmp / "source"  # the package's files only (a build writes into its source tree)
+    for package in ("byol_tf", "byol_tf_runtime"):
+        shutil.copytree(root / package, source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(root / name, source / name)
+    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                            str(tmp / "dist"), str(source)], capture_output=True, text=True,
+                           timeout=600)
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
+    (built,) = (tmp / "dist").glob("byol_tf-*.whl")
+    site = tmp / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                              "--no-compile", "--target", str(site), str(built)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp / "elsewhere"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), TF_CPP_MIN_LOG_LEVEL="2")
+    return site, work, env

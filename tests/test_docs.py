@@ -1,5 +1,5 @@
 """Docs that run: every Python block in README.md and docs/*.md runs as written (each in a fresh
-process, in an empty folder), every local link resolves and every repository path a page names
+process, in an empty folder, with byol_tf installed from its wheel), every local link resolves and every repository path a page names
 exists. A block whose first line is `# requires: …` (a TF Serving server, say) is compiled
 only. Runs under `runs/` are what the commands on the page create, so they are not required."""
 
@@ -25,11 +25,9 @@ def blocks(language):
     return found
 
 
-def run_python(code, folder):
-    """Runs `code` as a program in `folder` (with byol_tf importable as installed)."""
-    import os
-
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+def run_python(code, folder, env):
+    """Runs `code` as a program in `folder` with the environment `env` (the installed wheel's:
+    the `installed` fixture)."""
     return subprocess.run([sys.executable, "-c", code], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -39,20 +37,21 @@ PYTHON = blocks("python")
 
 @pytest.mark.parametrize("page,index,code", PYTHON,
                          ids=[f"{p.relative_to(ROOT)}#{i}" for p, i, _ in PYTHON])
-def test_every_python_block_runs(page, index, code, tmp_path):
+def test_every_python_block_runs(page, index, code, tmp_path, installed):
+    """As a user runs it: with byol_tf installed from its wheel, in an empty folder."""
     if code.startswith("# requires:"):
         compile(code, f"{page.name} block {index}", "exec")
         return
-    result = run_python(code, tmp_path)
+    result = run_python(code, tmp_path, installed[2])
     assert result.returncode == 0, f"{page.name} block {index}:\n{result.stderr[-3000:]}"
 
 
-def test_a_block_changed_to_be_wrong_fails():
+def test_a_block_changed_to_be_wrong_fails(tmp_path, installed):
     """The check above can fail: the README's zoo block with a wrong entry name does."""
     page, index, code = next(b for b in PYTHON if b[0].name == "README.md" and "zoo.load" in b[2])
     wrong = code.replace('"byol_tiny_resnet_cifar10"', '"byol_tiny_resnet_cifar11"')
     assert wrong != code
-    result = run_python(wrong, ROOT / "docs")
+    result = run_python(wrong, tmp_path, installed[2])
     assert result.returncode != 0 and "byol_tiny_resnet_cifar11" in result.stderr
 
 

@@ -2,40 +2,13 @@
 its own, used from a folder outside the repository (the zoo, the commands)."""
 
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """(site folder with the installed wheel, a working folder outside the repository, env)."""
-    tmp = tmp_path_factory.mktemp("install")
-    source = tmp / "source"  # the package's files only (a build writes into its source tree)
-    shutil.copytree(ROOT / "byol_tf", source / "byol_tf",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copyfile(ROOT / name, source / name)
-    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                            str(tmp / "dist"), str(source)], capture_output=True, text=True,
-                           timeout=600)
-    assert wheel.returncode == 0, wheel.stderr[-3000:]
-    (built,) = (tmp / "dist").glob("byol_tf-*.whl")
-    site = tmp / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                              "--no-compile", "--target", str(site), str(built)],
-                             capture_output=True, text=True, timeout=600)
-    assert install.returncode == 0, install.stderr[-3000:]
-    work = tmp / "elsewhere"
-    work.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(site), TF_CPP_MIN_LOG_LEVEL="2")
-    return site, work, env
 
 
 def run(command, installed, timeout=300):

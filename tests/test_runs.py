@@ -344,10 +344,10 @@ def test_a_folder_run_and_its_evaluation_are_never_silent_for_long_in_a_log(tmp_
     from helpers.commands import timed_lines
     from helpers.folders import jpeg_folder
 
-    train_folder = jpeg_folder(tmp_path / "train", 96, side=96)
-    test_folder = jpeg_folder(tmp_path / "test", 32, side=96)
+    train_folder = jpeg_folder(tmp_path / "train", 64, side=96)
+    test_folder = jpeg_folder(tmp_path / "test", 16, side=96)
     code, trained = timed_lines("train.py", f"--dataset={train_folder}",
-                                f"--eval_dataset={test_folder}", "--epochs=3",
+                                f"--eval_dataset={test_folder}", "--epochs=2",
                                 f"--run_dir={tmp_path / 'run'}")
     assert code == 0, "\n".join(line for _, line in trained[-20:])
     code, evaluated = timed_lines("eval.py", f"--model={tmp_path / 'run' / 'encoder.keras'}",
@@ -359,5 +359,5 @@ def test_a_folder_run_and_its_evaluation_are_never_silent_for_long_in_a_log(tmp_
         assert max(gaps)[0] <= 10.0, max(gaps)
         assert not [line for _, line in lines if "\x1b[" in line]
     epochs = [line for _, line in trained if line.startswith("Epoch ")]
-    assert [line.split(":")[0] for line in epochs] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert [line.split(":")[0] for line in epochs] == ["Epoch 1/2", "Epoch 2/2"]
     assert all(" - loss: " in line for line in epochs)
