@@ -24,8 +24,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  echo "Setting up $VENV from $REQUIREMENTS (TensorFlow and the rest: a few minutes the first time)…"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r "$REQUIREMENTS"
   "$VENV/bin/python" -m pip install --quiet --no-deps -e .
   echo "$wanted" > "$stamp"
+  echo "$VENV is ready."
 fi

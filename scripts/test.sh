@@ -16,6 +16,8 @@ if [ ! -d "$BYOL_DATA_DIR/tfds/cifar10" ]; then
   fi
 fi
 # The lint (pyproject.toml [tool.ruff]) on the library, the scripts, the bench and the tests.
+echo "Lint (ruff):"
 "$(dirname "$PY")/ruff" check byol_tf byol_tf_runtime scripts bench tests train.py eval.py
+echo "Tests (the default suite: about 18 minutes on 2 CPU cores):"
 # Test files on $BYOL_TEST_WORKERS processes (default 2; 0: in this process), each file on one of them.
 exec "$PY" -m pytest -n "${BYOL_TEST_WORKERS:-2}" --dist loadfile "$@"
