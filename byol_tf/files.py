@@ -146,3 +146,10 @@ def open_zip(path):
         raise ValueError(f"{path}: member {odd[0]} is compressed with a method other than "
                          "deflate (not written by numpy or Keras); refusing to inflate it")
     return archive
+
+
+def content_sha256(record, own_key):
+    """Hex sha256 of the canonical JSON of `record` (a dict) without `own_key`: for records
+    that carry the hash of their own content there (checkpoint manifests, phase records)."""
+    body = {k: v for k, v in record.items() if k != own_key}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()

@@ -77,6 +77,12 @@ SOURCE_KINDS = ("deepmind_checkpoint",)  # entries whose weights come from elsew
 MAX_CARD_BYTES = 2**20  # a card is a few KB
 
 
+def imported(card):
+    """Whether a card's entry holds no weights of its own (its source is DeepMind's checkpoint,
+    fetched and converted on load)."""
+    return card.get("source", {}).get("kind") == "deepmind_checkpoint"
+
+
 def check_entry_name(name, label=None):
     """Raises ValueError (its message starting with `label`, default "zoo entry name 'NAME'")
     unless `name` is a plain entry name (letters, digits, '_', '.', '-'; not starting with '.'
@@ -124,11 +130,11 @@ def checked_relative(relative, label):
 def inside(folder, relative, label):
     """`folder/relative`, refused (ValueError) unless it is a plain relative path to a regular
     file inside `folder`, reached through no link."""
-    path = pathlib.Path(folder) / checked_relative(relative, label)
+    parts = pathlib.PurePosixPath(checked_relative(relative, label)).parts
+    path = pathlib.Path(folder).joinpath(*parts)
     if not path.is_file():
         raise ValueError(f"zoo entry {label!r}: file {relative} is missing")
-    parts = pathlib.PurePosixPath(checked_relative(relative, label)).parts
-    if any((pathlib.Path(folder).joinpath(*parts[:i + 1])).is_symlink() for i in range(len(parts))):
+    if any(pathlib.Path(folder).joinpath(*parts[:i + 1]).is_symlink() for i in range(len(parts))):
         raise ValueError(f"zoo entry {label!r}: {relative} is a link; refusing to load")
     return path
 
@@ -158,7 +164,7 @@ def _resolve_handle(handle, expected=None, name=None):
         raise ValueError(f"zoo entry {label!r}: {card_path} lists no files")
     if expected is not None and CARD in expected:  # the registry vouches for the card too
         verify(folder, {CARD: expected[CARD]}, label)
-    if "kind" not in card.get("source", {}) and "encoder.keras" not in files:
+    if not imported(card) and "encoder.keras" not in files:
         raise ValueError(f"zoo entry {label!r}: the card does not list encoder.keras")
     if remote:
         local = _file_url_folder(handle)

@@ -56,7 +56,7 @@ class ImageEncoder(keras.Model):
         from byol_tf import hub, model_files
 
         entry = hub.resolve(str(preset))
-        if entry.card.get("source", {}).get("kind") == "deepmind_checkpoint":
+        if hub.imported(entry.card):
             model = _converted_checkpoint(entry)
         else:
             model = as_image_encoder(model_files.load_model(entry.path("encoder.keras")),

@@ -16,6 +16,7 @@ then loads it with `keras.models.load_model` (safe mode: no code in the file run
 
 import io
 import json
+import math
 import pathlib
 import zipfile
 
@@ -92,13 +93,7 @@ def count_parameters(build):
     with compat.deferred_variables():
         with keras.StatelessScope(initialize_variables=False):
             model = build()
-        total = 0
-        for variable in model.weights:
-            count = 1
-            for n in variable.shape:
-                count *= int(n)
-            total += count
-        return total
+        return sum(math.prod(variable.shape) for variable in model.weights)
 
 
 def declared_parameters(config):

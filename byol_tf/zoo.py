@@ -50,8 +50,7 @@ def list(root=None):  # noqa: A001  (the zoo's verb)
 def info(name, root=None):
     """The model card of entry `name` (under `root` when given), or of a handle."""
     if root is not None:
-        path = pathlib.Path(root) / hub.check_entry_name(name) / CARD
-        hub.restore_replaced(pathlib.Path(root) / name)
+        path = _entry_folder(name, root) / CARD
         if not path.is_file():
             raise ValueError(f"No zoo entry {name!r} in {root}; entries: "
                              f"{', '.join(list(root)) or 'none'}")
@@ -71,8 +70,13 @@ def load(name, trainable=False, root=None):
     size → embedding `[B, D]`, through the entry's own `ImageConverter`. `trainable` sets
     whether fine-tuning moves the encoder's weights; the input contract is the same either
     way, and the same as the entry's SavedModel."""
-    if root is not None:
-        hub.check_entry_name(name)
-        hub.restore_replaced(pathlib.Path(root) / name)
-    return ImageEncoder.from_preset(pathlib.Path(root) / name if root is not None else name,
+    return ImageEncoder.from_preset(_entry_folder(name, root) if root is not None else name,
                                     trainable=trainable)
+
+
+def _entry_folder(name, root):
+    """`root/name`, a plain entry name (`hub.check_entry_name`), put back first if a publish
+    killed between its renames left it aside (`hub.restore_replaced`)."""
+    folder = pathlib.Path(root) / hub.check_entry_name(name)
+    hub.restore_replaced(folder)
+    return folder

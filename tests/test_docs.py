@@ -1,7 +1,8 @@
 """Docs that run: every Python block in README.md and docs/*.md runs as written (each in a fresh
-process, in an empty folder, with byol_tf installed from its wheel), every local link resolves and every repository path a page names
-exists. A block whose first line is `# requires: …` (a TF Serving server, say) is compiled
-only. Runs under `runs/` are what the commands on the page create, so they are not required."""
+process, in an empty folder, with byol_tf installed from its wheel), every local link resolves
+and every repository path a page names exists. A block whose first line is `# requires: …` (a
+TF Serving server, say) is compiled only. Runs under `runs/` are what the commands on the page
+create, so they are not required."""
 
 import pathlib
 import re
@@ -10,19 +11,9 @@ import sys
 
 import pytest
 
+from helpers.docs import PAGES, blocks
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-
-
-def blocks(language):
-    """[(page, index, code)] of the fenced blocks in `language`."""
-    found = []
-    for page in PAGES:
-        for index, (lang, code) in enumerate(re.findall(r"```(\w*)\n(.*?)```", page.read_text(),
-                                                        re.S)):
-            if lang == language:
-                found.append((page, index, code))
-    return found
 
 
 def run_python(code, folder, env):

@@ -68,16 +68,16 @@ def docs_command_lines():
     import re
     import shlex
 
+    from helpers.docs import blocks
+
     found = {}
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    for page in pages:
-        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", page.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True)
-                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
-                    words = words[1:]
-                if words and words[0] in ("byol-train", "byol-eval", "byol-convert", "byol-zoo"):
-                    found.setdefault(words[0], []).append(words)
+    for _, _, block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words = words[1:]
+            if words and words[0] in ("byol-train", "byol-eval", "byol-convert", "byol-zoo"):
+                found.setdefault(words[0], []).append(words)
     return found
 
 

@@ -70,9 +70,10 @@ def main(argv):
     f = flags.FLAGS
     try:
         converted = convert(f.checkpoint, f.out, f.model_name, f.version)
-    except (ConversionError, FileExistsError, FileNotFoundError) as error:
-        raise app.UsageError(f"--checkpoint={f.checkpoint}: {error}" if not isinstance(
-            error, FileExistsError) else f"--out: {error}") from None
+    except FileExistsError as error:
+        raise app.UsageError(f"--out: {error}") from None
+    except (ConversionError, FileNotFoundError) as error:
+        raise app.UsageError(f"--checkpoint={f.checkpoint}: {error}") from None
     logging.info("converted %s (step %s) → %s", converted.architecture, converted.step, f.out)
 
 

@@ -32,7 +32,7 @@ def main(argv):
             print(json.dumps(zoo.info(argv[1]), indent=2))
         else:
             entry = hub.resolve(argv[1])
-            if entry.card.get("source", {}).get("kind") == "deepmind_checkpoint":
+            if hub.imported(entry.card):
                 path, _ = fetch_checkpoint(entry)  # (the weights are the authors' file)
                 print(path.parent)
             else:

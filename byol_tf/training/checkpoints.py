@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from byol_tf.files import atomic_path, require_space, sha256_file, write_text
+from byol_tf.files import atomic_path, content_sha256, require_space, sha256_file, write_text
 
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
 
@@ -42,10 +42,7 @@ MANIFEST_KEYS = {"step", "sha256", "bytes", "seed_state"}
 def _manifest_hash(manifest):
     """sha256 of a manifest's canonical JSON, without its own hash (checkpoints written
     before 0.2 have none, and are verified by their weights' hash alone)."""
-    import hashlib
-
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return content_sha256(manifest, "manifest_sha256")
 
 
 class CheckpointManager:

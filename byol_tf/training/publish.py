@@ -188,7 +188,7 @@ def registry_record(folder, handle):
     is, its results, where it is (`handle`) and the sha256 of every file, the card's too."""
     folder = pathlib.Path(folder)
     card = hub.read_card(folder / zoo.CARD, folder.name)
-    imported = card.get("source", {}).get("kind") == "deepmind_checkpoint"
+    imported = hub.imported(card)
     files = {**card.get("files", {}), zoo.CARD: {"sha256": sha256_file(folder / zoo.CARD),
                                                  "bytes": (folder / zoo.CARD).stat().st_size}}
     if imported:

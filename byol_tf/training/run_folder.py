@@ -22,20 +22,13 @@ import time
 
 import keras
 
-from byol_tf.files import atomic_path, hold_lock, require_space, write_json, write_text
+from byol_tf.files import (atomic_path, content_sha256, hold_lock, require_space, write_json,
+                           write_text)
 from byol_tf.records import host
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
 WRITTEN_FOLDERS = (".", "checkpoints", "export/byol_encoder")  # where a run writes files
 OWN_FOLDERS = ("checkpoints", "export", "zoo", "tensorboard")  # sub-folders a run makes
-
-
-def _record_hash(record):
-    """sha256 of a phase record's canonical JSON, without its own hash."""
-    import hashlib
-
-    body = {k: v for k, v in record.items() if k != "record_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=float).encode()).hexdigest()
 
 
 class RunFolder:
@@ -208,10 +201,10 @@ class RunFolder:
         for phase in [p for p in PHASES if p in phases]:
             record = phases[phase]
             legacy = "run_id" not in record and "record_sha256" not in record
-            if not legacy and (record.get("run_id") != run_id
-                               or record.get("record_sha256") != _record_hash(record)):
-                self._warn_once(phase, "another run's" if record.get("run_id") != run_id
-                                else "edited since it was written")
+            ours = record.get("run_id") == run_id
+            if not legacy and not (ours and record.get("record_sha256") == content_sha256(
+                    record, "record_sha256")):
+                self._warn_once(phase, "edited since it was written" if ours else "another run's")
                 break
             kept[phase] = record
         return kept
@@ -244,7 +237,7 @@ class RunFolder:
         seconds, self._last_finish = round(now - self._last_finish, 1), now
         if self.is_chief:
             record = dict(record, seconds=seconds, time=time.ctime(), run_id=self.run_id())
-            record["record_sha256"] = _record_hash(record)
+            record["record_sha256"] = content_sha256(record, "record_sha256")
             write_json(self.phases_path, {**self.phases(), phase: record})
 
     def phase_seconds(self):

@@ -109,7 +109,7 @@ class Run:
               f"{f' and {source.eval_folder}' if source.eval_folder else ''}"
               f"{f' (at most {cap} of each split)' if cap else ''}…", flush=True)
         try:
-            return data.load_arrays(self.config.eval_source(), max_train=cap, max_test=cap,
+            return data.load_arrays(source, max_train=cap, max_test=cap,
                                     image_size=self.config.image_size)
         except data.DataError as error:
             raise ConfigError(in_flag_terms(error)) from None
