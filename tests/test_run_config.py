@@ -55,6 +55,7 @@ FLAG_CASES = {
     "deterministic": ("--deterministic", "deterministic", True),
     "checkpoint_every": ("--checkpoint_every=3", "checkpoint_every", 3),
     "time_limit_minutes": ("--time_limit_minutes=5", "time_limit_minutes", 5.0),
+    "time_budget_minutes": ("--time_budget_minutes=5", "time_budget_minutes", 5.0),
     "keep_checkpoints": ("--keep_checkpoints=2", "keep_checkpoints", 2),
     "publish": ("--publish=demo", "publish", "demo"),
     "zoo_dir": ("--zoo_dir=/tmp/zoo", "zoo_dir", "/tmp/zoo"),
@@ -68,6 +69,7 @@ BAD_VALUES = ["--base_lr=nan", "--base_lr=inf", "--base_lr=0", "--weight_decay=-
               "--checkpoint_every=0", "--knn_every=-1", "--knn_k=0", "--keep_checkpoints=0",
               "--max_image_pixels=-1", "--steps_per_epoch=0", "--steps_per_epoch=-1",
               "--seed=-1", "--max_eval_examples=0", "--time_limit_minutes=0", "--epochs=0",
+              "--time_budget_minutes=-1", "--epochs=3 --time_budget_minutes=5",
               "--tau_base=1.5", "--recipe=nope", "--encoder=nope",
               "--noknn --knn_every=1", "--preset=sample --recipe=cifar10_cpu",
               "--zoo_dir=/etc/passwd", "--dataset=sample --eval_dataset=/tmp"]

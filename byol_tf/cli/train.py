@@ -82,6 +82,10 @@ flags.DEFINE_integer("checkpoint_every", None, "Checkpoint every N steps (defaul
 flags.DEFINE_float("time_limit_minutes", None, "Stop training at the last epoch end that fits in "
                    "this many minutes of this process (the run resumes when the same command is "
                    "run again): long runs in time-limited segments.")
+flags.DEFINE_float("time_budget_minutes", None, "Size the run to end within M minutes (from "
+                   "the command's start, evaluation and export included): it measures this "
+                   "machine's step, then sets the steps and sizes every schedule to them "
+                   "(instead of --epochs); recorded, and kept when the run resumes.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
 flags.DEFINE_integer("max_image_pixels", 40_000_000, "Image folders: files of more pixels are "
                      "unreadable (named, or left out with --skip_bad_images), before decoding.")

@@ -96,6 +96,8 @@ class RunConfig:
     checkpoint_every: int
     keep_checkpoints: int
     time_limit_minutes: float | None
+    time_budget_minutes: float | None
+    budget: dict | None  # the budget's decision (`byol_tf.training.budget`), when one was given
     publish: str | None
     zoo_dir: str | None
     publish_linear_epochs: int
@@ -155,7 +157,7 @@ def finite(name, value, low, low_inclusive=True):
         raise ConfigError(f"--{name} must be a finite number {bound}; got {value}")
 
 
-def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
+def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budget=None):
     """The `RunConfig` of a run, and the lines to print about what was chosen for the user.
 
     Args:
@@ -165,6 +167,9 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
       host: `Host`: a folder's recipe and the batch that fits depend on it.
       previous: the config a resumed run recorded (its batch is kept), or None.
       run_dir: the run folder (None: `options.run_dir`, else `default_run_dir`).
+      budget: with `--time_budget_minutes`, the decision of `byol_tf.training.budget` (a
+        dict with the planned "steps"); a resumed run's is the one it recorded. Without it
+        the epochs are the recipe's (a budgeted run measures with such a config first).
     Raises ConfigError naming a bad option, before anything is written.
     """
     from byol_tf.data import DataError, Source
@@ -197,6 +202,25 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
             raise ConfigError(f"--{name} must be ≥ 1 (leave it unset for the default); got "
                               f"{value(name)}")
     finite("time_limit_minutes", value("time_limit_minutes"), 0, low_inclusive=False)
+    budget_minutes = getattr(options, "time_budget_minutes", None)
+    finite("time_budget_minutes", budget_minutes, 0, low_inclusive=False)
+    if budget_minutes:
+        for name in ("epochs", "time_limit_minutes", "steps_per_epoch"):
+            if value(name) is not None and (name in given or name == "time_limit_minutes"):
+                raise ConfigError(f"--{name} and --time_budget_minutes: the budget sizes the "
+                                  f"run (its epochs and steps) to end within "
+                                  f"{budget_minutes:g} minutes; give one of the two")
+        if value("strategy") == "multi_worker":
+            raise ConfigError("--time_budget_minutes: each worker would size the run by its "
+                              "own measurement; give the workers --epochs")
+    recorded_budget = (previous or {}).get("budget")
+    if previous is not None and (previous.get("time_budget_minutes") or None) != budget_minutes:
+        if recorded_budget or budget_minutes:
+            was = (f"--time_budget_minutes={previous['time_budget_minutes']:g}"
+                   if recorded_budget else "no --time_budget_minutes")
+            raise ConfigError(f"{run_dir or value('run_dir')} holds a run started with {was}; "
+                              "rerun it as it was started, or choose another run folder")
+    budget = (recorded_budget or budget) if budget_minutes else None
     if value("time_limit_minutes") and value("strategy") == "multi_worker":
         raise ConfigError("--time_limit_minutes: each worker would stop by its own clock and "
                           "the others would wait for it; stop a multi-worker run from "
@@ -301,6 +325,10 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
     steps_per_epoch = num_examples // config["batch_size"]
     if value("steps_per_epoch"):
         steps_per_epoch = min(steps_per_epoch, value("steps_per_epoch"))
+    if budget:  # the planned steps, in epochs of at most one pass
+        from byol_tf.training.budget import epochs_of
+
+        config["epochs"], steps_per_epoch = epochs_of(budget["steps"], steps_per_epoch)
     total_steps = steps_per_epoch * config["epochs"]
     if config["warmup_epochs"] * steps_per_epoch >= total_steps:
         notes.append(scale_warmup(config, recipe_name, "warmup_epochs" in given))
@@ -319,7 +347,8 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None):
         knn_every=value("knn_every"), max_eval_examples=value("max_eval_examples"),
         checkpoint_every=value("checkpoint_every") or steps_per_epoch,
         keep_checkpoints=value("keep_checkpoints"),
-        time_limit_minutes=value("time_limit_minutes"), publish=value("publish"),
+        time_limit_minutes=value("time_limit_minutes"), time_budget_minutes=budget_minutes,
+        budget=budget, publish=value("publish"),
         zoo_dir=value("zoo_dir"), publish_linear_epochs=value("publish_linear_epochs"),
         final_weights_npz=value("final_weights_npz"))
     return resolved, notes

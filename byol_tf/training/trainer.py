@@ -16,6 +16,7 @@ import functools
 import pathlib
 import shutil
 import sys
+import time
 
 import keras
 import numpy as np
@@ -44,8 +45,8 @@ class Run:
                     backend=backend, replicas=self.strategy.replicas)
         run_dir = options.run_dir or default_run_dir(options.dataset)
         self.folder = run_folder.RunFolder(run_dir, self.strategy.is_chief, started=started)
-        try:
-            previous = self.folder.recorded_config()
+        try:  # (a run that never trained gives way to this command's config)
+            previous = None if self.folder.untrained() else self.folder.recorded_config()
         except ValueError as error:
             raise ConfigError(str(error)) from None
         self.config, self.notes = resolve(options, given, host, previous, run_dir=run_dir)
@@ -60,20 +61,77 @@ class Run:
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
-        view1, view2 = view_configs(config)
-        # One endless, seeded stream: a resume at step k reads it from batch k (`skip(k)`).
-        try:
-            self.dataset, self.info = data.pretrain_dataset(
-                config.source(), config.batch_size, image_size=config.image_size,
-                seed=config.seed, view1=view1, view2=view2, repeat=True)
-        except ValueError as error:
-            raise ConfigError(in_flag_terms(error)) from None
+        self.dataset, self.info = self.stream()
         if self.info["num_examples"] != config.num_examples:  # (the folder changed meanwhile)
             raise ConfigError(f"--dataset={config.dataset} changed while the run started "
                               f"({config.num_examples} then {self.info['num_examples']} examples)")
         for note in self.notes:
             print(note)
+        if config.time_budget_minutes and not config.budget:
+            self.config = self.sized_to_budget(options, given, host, run_dir, started)
         self.build()
+
+    def sized_to_budget(self, options, given, host, run_dir, started):
+        """The config with its steps planned to end within `--time_budget_minutes`
+        (`byol_tf.training.budget`), measured on this machine with a throw-away model."""
+        from byol_tf.training import budget
+
+        config = self.config
+        seconds = 60 * config.time_budget_minutes
+        read_started = time.time()
+        forward_images = self.eval_arrays[0] if config.knn else None
+        read_seconds = time.time() - read_started
+        print(f"Measuring this machine for the {config.time_budget_minutes:g}-minute budget "
+              f"(a throw-away copy of the model trains for a few seconds)…", flush=True)
+        keras.mixed_precision.set_global_policy(config.precision)
+        with self.strategy.scope():
+            measured = budget.measure(lambda: build.build_model(config, config.num_classes),
+                                      self.stream()[0], seconds, forward_images)
+        train_images = test_images = 0
+        if config.knn:
+            train_images, test_images = len(self.eval_arrays[0]), len(self.eval_arrays[2])
+        after = budget.after_training_seconds(
+            measured, train_images, test_images, config.knn_random_init,
+            config.publish_linear_epochs if config.publish else None, read_seconds)
+        epoch_seconds = budget.EPOCH_SECONDS + (
+            budget.evaluation_pass_seconds(measured, train_images + test_images)
+            / config.knn_every if config.knn_every else 0.0)
+        spent = time.time() - started
+        try:
+            steps = budget.plan(seconds, spent, measured["step_seconds"],
+                                measured["first_step_seconds"], after, epoch_seconds,
+                                config.steps_per_epoch)
+        except budget.BudgetTooSmall as error:
+            raise ConfigError(f"--time_budget_minutes={config.time_budget_minutes:g}: "
+                              f"{error}") from None
+        decision = dict(measured, steps=steps, spent_seconds=round(spent, 1),
+                        after_training_seconds=round(after, 1),
+                        epoch_seconds=round(epoch_seconds, 3),
+                        planned_seconds=round(spent + after + measured["first_step_seconds"]
+                                              + steps * measured["step_seconds"], 1))
+        sized, notes = resolve(options, given, host, None, run_dir=run_dir, budget=decision)
+        for note in notes:
+            if note not in self.notes:
+                print(note)
+        print(f"Budget {config.time_budget_minutes:g} minutes: a step takes "
+              f"{measured['step_seconds']:.2f} s here ({sized.batch_size / measured['step_seconds']:.0f} "
+              f"images/s), the first {measured['first_step_seconds']:.0f} s longer; evaluation, "
+              f"saving and export about {after:.0f} s: training for {sized.total_steps} steps "
+              f"({sized.epochs} epochs of {sized.steps_per_epoch}), the schedules sized to them.",
+              flush=True)
+        return sized
+
+    def stream(self):
+        """(dataset, info): the run's one endless, seeded stream of batches (a resume at step
+        k reads it from batch k: `skip(k)`)."""
+        config = self.config
+        view1, view2 = view_configs(config)
+        try:
+            return data.pretrain_dataset(
+                config.source(), config.batch_size, image_size=config.image_size,
+                seed=config.seed, view1=view1, view2=view2, repeat=True)
+        except ValueError as error:
+            raise ConfigError(in_flag_terms(error)) from None
 
     def build(self):
         """Builds the model (said first: a large encoder takes a while); the model's options
