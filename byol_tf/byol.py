@@ -87,6 +87,9 @@ class BYOL(TwoViewModel):
         self.start_ema_copy(self.target_pairs(all_weights=True))  # (batch-norm statistics too)
         self.built = True
 
+    def ema_copies(self):
+        return self.target_pairs(all_weights=True)
+
     def target_pairs(self, all_weights=False):
         """[(target variable ξ, online variable θ)] of target and online encoder and projector:
         the trainable ones (the EMA's), or every weight."""

@@ -5,7 +5,8 @@ version; nothing here imports either at module level). When either moves, this m
 what to check:
   - `keras.Model._maybe_symbolic_build` (`BuildsOptimizerOnly` below);
   - `keras.optimizers.Optimizer._apply_weight_decay` (`byol_tf.optimizers.AdamW`);
-and Keras' private list of variables created unallocated (`deferred_variables` below).
+and Keras' private list of variables created unallocated (`deferred_variables` below), and
+the optimizer's raw call counter (`batches_trained` below).
 """
 
 TENSORFLOW = "2.21"
@@ -30,6 +31,13 @@ def in_xla_context():
 
 
 # ------------------------------------------------------------------ optimizer internals
+def batches_trained(optimizer):
+    """The batches the optimizer was called on (`apply` calls): its public `iterations` with
+    `gradient_accumulation_steps` counts optimizer steps (÷ N), this the batches (what a
+    data stream's position and `fit`'s steps count); without accumulation, the same."""
+    return optimizer._iterations
+
+
 def variable_index(optimizer, variable):
     """The index of `variable` in the optimizer's slot lists."""
     return optimizer._get_variable_index(variable)

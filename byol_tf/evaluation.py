@@ -15,6 +15,7 @@ import weakref
 import keras
 import numpy as np
 
+from byol_tf import compat
 from byol_tf.image_encoder import ImageEncoder, as_image_encoder
 from byol_tf.preprocessing import ImageConverter
 
@@ -155,7 +156,7 @@ class KnnEvery(keras.callbacks.Callback):
             x_train, y_train, x_test, y_test = self.arrays
             encoder = self.model.image_encoder()
             self.features = [extract_features(encoder, x) for x in (x_train, x_test)]
-            self.features_step = int(self.model.optimizer.iterations)
+            self.features_step = int(compat.batches_trained(self.model.optimizer))
             logs["knn_top1"] = knn_accuracy_of_features(
                 self.features[0], y_train, self.features[1], y_test, self.k, self.temperature)
 

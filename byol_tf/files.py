@@ -74,29 +74,35 @@ _HELD = {}  # lock path → open descriptor (kept open: the lock lives as long a
 
 
 def hold_lock(path, what):
-    """Takes the exclusive lock `path` (a file, created) for the rest of this process, or
-    raises LockedError naming `what` and the process holding it. The kernel releases the
-    lock when the process ends, however it ends, so a killed writer never blocks the next.
-    Taking a lock this process already holds does nothing (returns False; True when taken);
-    a lock file that is a symbolic link is refused (LockedError), never written through."""
+    """Takes the exclusive lock `path` (a file, created) for the rest of this process (or
+    until `release_lock`), or raises LockedError naming `what` and the process holding it.
+    The kernel releases the lock when the process ends, however it ends, so a killed writer
+    never blocks the next. Taking a lock this process already holds does nothing (returns
+    False; True when taken); a lock file that is a symbolic link is refused (LockedError),
+    never written through. A lock file removed by its holder while this process waited
+    (`release_lock(remove=True)`) is not taken: the file now at `path` is."""
     path = pathlib.Path(path)
     if str(path) in _HELD:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # (never through a link: a folder that arrives with one would overwrite its target)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as error:
-        if error.errno != errno.ELOOP:
-            raise
-        raise LockedError(f"{what}: its lock file {path} is a symbolic link; refusing to "
-                          "write through it (remove the link)") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
-        os.close(fd)
-        raise LockedError(f"{what} is in use by another process ({holder}); wait for it to "
-                          f"end or use another folder") from None
+    while True:
+        try:  # (never through a link: a folder that arrives with one would overwrite its target)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raise LockedError(f"{what}: its lock file {path} is a symbolic link; refusing to "
+                              "write through it (remove the link)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(f"{what} is in use by another process ({holder}); wait for it "
+                              f"to end or use another folder") from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: try the new one
     os.ftruncate(fd, 0)
     os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}: "
                   f"{' '.join(sys.argv)[:300]}").encode())
@@ -104,10 +110,24 @@ def hold_lock(path, what):
     return True
 
 
-def release_lock(path):
-    """Releases a lock `hold_lock` took (it is released at exit anyway)."""
+def _same_file(fd, path):
+    """Whether the open file `fd` is the one at `path` now (not removed or replaced)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def release_lock(path, remove=False):
+    """Releases a lock `hold_lock` took (it is released at exit anyway); with `remove`, its
+    file is removed first, while still held (a process that opened it meanwhile sees it gone
+    and takes a new one: `hold_lock`)."""
     fd = _HELD.pop(str(pathlib.Path(path)), None)
     if fd is not None:
+        if remove and _same_file(fd, path):
+            os.unlink(path)
         os.close(fd)
 
 

@@ -64,6 +64,9 @@ class MoCo(TwoViewModel):
                                              aggregation="only_first_replica")
         self.built = True
 
+    def ema_copies(self):
+        return self.key_pairs(all_weights=True)
+
     def key_pairs(self, all_weights=False):
         """[(key variable, query variable)] of key and online encoder and head: the trainable
         ones (the EMA's), or every weight."""
@@ -83,6 +86,9 @@ class MoCo(TwoViewModel):
                 {"projection_std": projection_std(q)}, h1)
 
     def after_update(self, keys, scalars):
+        if getattr(self.optimizer, "gradient_accumulation_steps", None):
+            raise ValueError("MoCo with gradient accumulation: its queue would take one "
+                             "micro-batch's keys per optimizer step; train MoCo without it")
         self.ema_update(self.key_pairs(), self.momentum)  # key ← m·key + (1 − m)·query
         self.enqueue(gather_replicas(keys)[0])
 

@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from byol_tf import compat
+from byol_tf.schedules import PerOptimizerStep
 
 DEFAULT_EXCLUDE = (r"(^|/)bias$", r"(^|/)(gamma|beta)$", r"norm", r"_bn\d*(/|$)")
 
@@ -85,16 +86,24 @@ class LARS(keras.optimizers.Optimizer):
         return config
 
 
-def get(name, learning_rate, weight_decay):
-    """Optimizer by name: "lars" (official), "sgd" (plain), "adamw", "lamb"."""
+def get(name, learning_rate, weight_decay, accumulation_steps=1):
+    """Optimizer by name: "lars" (official), "sgd" (plain), "adamw", "lamb". With
+    `accumulation_steps` N > 1 it moves the weights once every N batches, by the mean of
+    their gradients (Keras' `gradient_accumulation_steps`); its `iterations` and a
+    learning-rate schedule (`schedules.PerOptimizerStep`) count those optimizer steps."""
+    kwargs = {}
+    if accumulation_steps > 1:
+        kwargs = dict(gradient_accumulation_steps=accumulation_steps)
+        if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            learning_rate = PerOptimizerStep(learning_rate, accumulation_steps)
     if name == "lars":
-        return LARS(learning_rate, weight_decay=weight_decay)
+        return LARS(learning_rate, weight_decay=weight_decay, **kwargs)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate)
+        return keras.optimizers.SGD(learning_rate, **kwargs)
     if name == "adamw":
-        return AdamW(learning_rate, weight_decay=weight_decay)
+        return AdamW(learning_rate, weight_decay=weight_decay, **kwargs)
     if name == "lamb":
-        return keras.optimizers.Lamb(learning_rate)
+        return keras.optimizers.Lamb(learning_rate, **kwargs)
     raise ValueError(f"Unknown optimizer {name!r}; known: lars, sgd, adamw, lamb")
 
 

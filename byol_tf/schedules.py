@@ -56,3 +56,32 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return dict(base_learning_rate=self.base_learning_rate, batch_size=self.batch_size,
                     total_steps=self.total_steps, warmup_steps=self.warmup_steps)
+
+
+@keras.saving.register_keras_serializable(package="byol_tf")
+class PerOptimizerStep(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` counted in optimizer steps of `accumulation_steps` batches each. (Keras'
+    optimizer with `gradient_accumulation_steps` calls its schedule with the batches it was
+    applied to, not with its updates: `schedule(batches // accumulation_steps)` is the
+    paper's rate at every update.)
+
+    Args:
+      schedule: a `LearningRateSchedule` over optimizer steps.
+      accumulation_steps: int ≥ 1. Batches per optimizer step.
+    """
+
+    def __init__(self, schedule, accumulation_steps):
+        self.schedule, self.accumulation_steps = schedule, int(accumulation_steps)
+
+    def __call__(self, step):
+        return self.schedule(ops.floor_divide(step, self.accumulation_steps))
+
+    def get_config(self):
+        return dict(schedule=keras.saving.serialize_keras_object(self.schedule),
+                    accumulation_steps=self.accumulation_steps)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)

@@ -113,6 +113,27 @@ class TwoViewModel(compat.BuildsOptimizerOnly, keras.Model):
     def after_update(self, targets, scalars):
         """Updates after the optimizer step (EMA targets, queues)."""
 
+    def ema_copies(self):
+        """[(slow, fast)] for every weight of the method's EMA copies (BYOL's target, MoCo's
+        key networks) and the online weight it follows; none by default."""
+        return []
+
+    def start_from_encoder(self, encoder):
+        """Starts training from a pretrained encoder: `encoder`'s weights (a `keras.Model` of
+        the online encoder's architecture, e.g. a zoo entry's `ImageEncoder.encoder`) into
+        the online encoder, batch-norm statistics included, and every EMA copy restarted
+        from the online networks. The heads (projector, predictor, probe) keep their
+        initialisation. ValueError when the weights' shapes differ."""
+        given, own = encoder.weights, self.online_encoder.weights
+        if [tuple(v.shape) for v in given] != [tuple(v.shape) for v in own]:
+            raise ValueError(f"the encoder's {len(given)} weights do not match the online "
+                             f"encoder's {len(own)} ({self.online_encoder.name}): another "
+                             "architecture")
+        for variable, value in zip(own, given):
+            variable.assign(ops.cast(value, variable.dtype))
+        for slow, fast in self.ema_copies():
+            slow.assign(ops.copy(fast.value))
+
     # ------------------------------------------------- EMA copies (targets, keys)
     @staticmethod
     def start_ema_copy(pairs):
@@ -124,13 +145,25 @@ class TwoViewModel(compat.BuildsOptimizerOnly, keras.Model):
             # still uses batch statistics in training mode.
             slow.trainable = False
 
-    @staticmethod
-    def ema_update(pairs, decay):
+    def ema_update(self, pairs, decay):
         """slow ← decay·slow + (1 − decay)·fast for each (slow, fast) variable pair, after the
-        optimizer step: BYOL's ξ ← τξ + (1 − τ)θ, MoCo's key ← m·key + (1 − m)·query."""
+        optimizer step: BYOL's ξ ← τξ + (1 − τ)θ, MoCo's key ← m·key + (1 − m)·query. After a
+        batch whose gradient the optimizer only accumulated (`gradient_accumulation_steps`,
+        between its updates) the decay is 1: the copies move once per optimizer step."""
+        moved = self.optimizer_moved()
         for slow, fast in pairs:
             d = ops.cast(decay, slow.dtype)
+            if moved is not None:
+                d = ops.where(moved, d, ops.ones_like(d))
             slow.assign(d * slow + (1.0 - d) * ops.cast(fast, slow.dtype))
+
+    def optimizer_moved(self):
+        """Whether the optimizer's last `apply` moved the weights (a bool tensor), or None
+        when it moves them on every batch (no gradient accumulation)."""
+        every = getattr(self.optimizer, "gradient_accumulation_steps", None)
+        if not every:
+            return None
+        return ops.equal(compat.batches_trained(self.optimizer) % every, 0)
 
     # -------------------------------------------------------------- shared parts
     @property

@@ -157,6 +157,7 @@ def uninterrupted(tmp_path_factory):
     result = train(*SMALL, f"--run_dir={run_dir}", "--publish=entry")
     WALL_SECONDS[run_dir] = time.time() - started
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run_dir / ".lock").exists()  # a run that ends leaves no lock file
     return run_dir
 
 

@@ -48,6 +48,34 @@ def test_a_lock_admits_one_process_and_is_freed_when_its_holder_dies(tmp_path):
     files.release_lock(lock)
 
 
+def test_a_removed_lock_file_is_not_taken_by_a_process_that_opened_it(tmp_path, monkeypatch):
+    """The holder removes its lock file as it releases it (`release_lock(remove=True)`: a run
+    that ends leaves no `.lock`). A process that opened the file just before must not end up
+    locking the removed file (then two processes would hold "the" lock): here the holder's
+    removal happens between the waiter's open and its flock."""
+    lock = tmp_path / "run" / ".lock"
+    files.hold_lock(lock, "run folder")
+    files.release_lock(lock, remove=True)
+    assert not lock.exists()
+    real_flock, raced = files.fcntl.flock, []
+
+    def flock_after_the_holder_removed_it(fd, operation):
+        if not raced:  # the first attempt: its file was removed (and another made) meanwhile
+            raced.append(os.fstat(fd).st_ino)
+            lock.unlink()
+            lock.write_text("another holder's")
+        return real_flock(fd, operation)
+
+    lock.write_text("")
+    monkeypatch.setattr(files.fcntl, "flock", flock_after_the_holder_removed_it)
+    assert files.hold_lock(lock, "run folder")
+    held = files._HELD[str(lock)]
+    assert os.fstat(held).st_ino == lock.stat().st_ino != raced[0]
+    assert f"pid {os.getpid()} " in lock.read_text()
+    files.release_lock(lock, remove=True)
+    assert not lock.exists()
+
+
 def test_a_second_train_py_on_a_run_folder_is_refused_naming_the_first(tmp_path):
     run_dir = tmp_path / "run"
     first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, "--epochs=30",

@@ -51,6 +51,10 @@ flags.DEFINE_integer("image_size", None, "Side of the augmented views, pixels (c
                      "recipe's).")
 flags.DEFINE_integer("epochs", None, "Pretraining epochs.")
 flags.DEFINE_integer("batch_size", None, "Global batch size.")
+flags.DEFINE_integer("accumulation_steps", 1, "Gradient accumulation: each optimizer step "
+                     "takes the mean gradient of N micro-batches of batch_size/N (batch norm "
+                     "per micro-batch); the LR, tau and every count of steps are optimizer "
+                     "steps. A small machine trains with a large --batch_size this way.")
 flags.DEFINE_float("base_lr", None, "Base learning rate, scaled by batch/256.")
 flags.DEFINE_float("weight_decay", None, "Weight decay.")
 flags.DEFINE_float("tau_base", None, "Base EMA rate of the target network.")
@@ -89,6 +93,10 @@ flags.DEFINE_float("time_budget_minutes", None, "Size the run to end within M mi
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept; a corrupt newest one falls back.")
 flags.DEFINE_integer("max_image_pixels", 40_000_000, "Image folders: files of more pixels are "
                      "unreadable (named, or left out with --skip_bad_images), before decoding.")
+flags.DEFINE_string("init_from", None, "Start the encoders from this zoo entry (a name, a "
+                    "folder or a file://, https:// or gs:// URL of one) and go on training on "
+                    "--dataset: adapt a pretrained encoder to your images. Its architecture is "
+                    "used; a published run's card names it as the parent.")
 flags.DEFINE_string("publish", None, "After training, publish the encoder as this zoo entry "
                     "(byol_tf.training.publish: kNN + linear eval, model card).")
 flags.DEFINE_string("zoo_dir", None, "Where --publish writes (default <run_dir>/zoo; models/ is the repo's zoo).")

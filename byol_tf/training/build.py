@@ -43,7 +43,8 @@ def build_model(config, num_classes):
     model = build_method(config, encoder, num_classes, config.total_steps)
     schedule = byol_tf.WarmupCosine(config.base_lr, config.batch_size, config.total_steps,
                                     config.warmup_steps)
-    optimizer = byol_tf.optimizers.get(config.optimizer, schedule, config.weight_decay)
+    optimizer = byol_tf.optimizers.get(config.optimizer, schedule, config.weight_decay,
+                                       config.accumulation_steps)
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     return model
 

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from byol_tf import compat
 from byol_tf.files import atomic_path, content_sha256, require_space, sha256_file, write_text
 
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
@@ -160,7 +161,7 @@ class SaveEvery(keras.callbacks.Callback):
     def _step(self):
         if hasattr(self.model, "jax_state_sync"):  # JAX: the variables are held by `fit`
             self.model.jax_state_sync()
-        return int(self.model.optimizer.iterations.numpy())
+        return int(compat.batches_trained(self.model.optimizer).numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()

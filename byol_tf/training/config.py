@@ -75,6 +75,8 @@ class RunConfig:
     projection_dim: int
     method: str
     method_options: dict
+    init_from: str | None  # a zoo entry (name or handle) the encoders start from
+    accumulation_steps: int  # micro-batches of batch_size / N per optimizer step
     steps_per_epoch: int
     total_steps: int
     # How it runs
@@ -98,10 +100,16 @@ class RunConfig:
     time_limit_minutes: float | None
     time_budget_minutes: float | None
     budget: dict | None  # the budget's decision (`byol_tf.training.budget`), when one was given
+    parent: dict | None  # what `init_from` names: its card's name, architecture, data, results
     publish: str | None
     zoo_dir: str | None
     publish_linear_epochs: int
     final_weights_npz: str | None
+
+    @property
+    def micro_batch_size(self):
+        """The batch of one forward pass (and of batch norm): batch_size / accumulation_steps."""
+        return self.batch_size // self.accumulation_steps
 
     @property
     def warmup_steps(self):
@@ -193,7 +201,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         notes.append(f"--preset is now --recipe (a preset is a zoo entry): using --recipe={alias}.")
     if recipe_name is not None and recipe_name not in recipes.RECIPES:
         raise ConfigError(f"--recipe={recipe_name}: unknown; known: {sorted(recipes.RECIPES)}")
-    for name, low in (("max_image_pixels", 1), ("knn_k", 1), ("keep_checkpoints", 1),
+    for name, low in (("accumulation_steps", 1), ("max_image_pixels", 1), ("knn_k", 1), ("keep_checkpoints", 1),
                       ("publish_linear_epochs", 1), ("seed", 0), ("knn_every", 0)):
         if value(name) is not None and value(name) < low:
             raise ConfigError(f"--{name} must be ≥ {low}; got {value(name)}")
@@ -282,6 +290,15 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
                                       else "imagenet2012")
         recipe = recipes.for_dataset(recipe_name)
     config = dict(recipe)
+    init_from = getattr(options, "init_from", None)
+    parent = None
+    if init_from:
+        parent = parent_of(init_from)
+        if "encoder" in given and value("encoder") != parent["architecture"]:
+            raise ConfigError(f"--encoder={value('encoder')} and --init_from={init_from}: the "
+                              f"entry is a {parent['architecture']}; drop --encoder (the "
+                              "entry's architecture is used)")
+        config["encoder"] = parent["architecture"]
     if source.image_side and "image_size" not in given:
         config["image_size"] = source.image_side
     for key in HYPERPARAMETERS:
@@ -313,8 +330,23 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         raise ConfigError(f"--tau_base must be in [0, 1]; got {config['tau_base']}")
 
     # The batch: a resumed run keeps its own; a new one on a CPU gets one that fits.
+    accumulation = getattr(options, "accumulation_steps", None) or 1
+    if accumulation > 1:
+        if value("method") == "moco":
+            raise ConfigError("--accumulation_steps with --method=moco: its queue would take "
+                              "one micro-batch's keys per optimizer step; train MoCo without it")
+        if host.backend != "tensorflow":
+            raise ConfigError("--accumulation_steps needs the tensorflow backend")
     if previous is not None and "batch_size" not in given:
         config["batch_size"] = previous.get("batch_size", config["batch_size"])
+    elif accumulation > 1:  # the user's batch, split; its micro-batch must fit
+        if config["batch_size"] % accumulation:
+            raise ConfigError(f"--batch_size={config['batch_size']} is not a multiple of "
+                              f"--accumulation_steps={accumulation}")
+        if previous is None and not host.accelerator and host.available_bytes is not None:
+            micro = dict(config, batch_size=config["batch_size"] // accumulation)
+            fit_batch(micro, host.available_bytes, batch_given=True, flag=(
+                f"--batch_size={config['batch_size']} / --accumulation_steps={accumulation}"))
     elif previous is None and not host.accelerator and host.available_bytes is not None:
         config["batch_size"], note = fit_batch(config, host.available_bytes,
                                                       "batch_size" in given)
@@ -338,7 +370,9 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         split=source.split, skip_bad_images=source.skip_bad_images,
         max_image_pixels=source.max_image_pixels, num_examples=num_examples,
         num_classes=num_classes, recipe=recipe_name, **{k: config[k] for k in HYPERPARAMETERS},
-        method=value("method"), method_options=method_options, steps_per_epoch=steps_per_epoch,
+        method=value("method"), method_options=method_options, init_from=init_from or None,
+        accumulation_steps=accumulation,
+        steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, seed=value("seed"), jit_compile=bool(value("jit_compile")),
         strategy=value("strategy"), tpu=value("tpu"), replicas=host.replicas,
         deterministic=bool(value("deterministic")), precision=value("precision"),
@@ -348,18 +382,38 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         checkpoint_every=value("checkpoint_every") or steps_per_epoch,
         keep_checkpoints=value("keep_checkpoints"),
         time_limit_minutes=value("time_limit_minutes"), time_budget_minutes=budget_minutes,
-        budget=budget, publish=value("publish"),
+        budget=budget, parent=parent, publish=value("publish"),
         zoo_dir=value("zoo_dir"), publish_linear_epochs=value("publish_linear_epochs"),
         final_weights_npz=value("final_weights_npz"))
     return resolved, notes
 
 
-def fit_batch(config, available, batch_given):
+def parent_of(handle):
+    """What a run's `--init_from` names (a zoo entry by name, folder or URL; its card is
+    read, not its weights): {handle, name, architecture, dataset, image_size, knn_top1}.
+    ConfigError when it is not an entry of an architecture byol_tf builds."""
+    from byol_tf import encoders, zoo
+
+    try:
+        card = zoo.info(handle)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"--init_from={handle}: {error}") from None
+    architecture = card.get("architecture")
+    if architecture not in encoders.ARCHITECTURES:
+        raise ConfigError(f"--init_from={handle}: its architecture {architecture!r} is not one "
+                          f"byol_tf builds ({', '.join(sorted(encoders.ARCHITECTURES))})")
+    return dict(handle=handle, name=card.get("name"), architecture=architecture,
+                dataset=card.get("dataset"), image_size=card.get("image_size"),
+                knn_top1=(card.get("results") or {}).get("knn_top1"))
+
+
+def fit_batch(config, available, batch_given, flag=None):
     """The batch size to train with on a machine with `available` bytes free: the config's
     when its estimate fits in 90% of them; otherwise (a batch from the recipe) the largest
     power-of-two fraction of it that fits, with a message saying so. Raises ConfigError (the
     estimate, what is free, the flags to change) when a `--batch_size` given by the user, or
-    the smallest batch, does not fit. Returns (batch_size, message or None)."""
+    the smallest batch, does not fit; `flag` names a micro-batch's flags (the advice is then a
+    larger --accumulation_steps). Returns (batch_size, message or None)."""
     from byol_tf.training.memory import SMALLEST_BATCH, gib, model_size, step_bytes
 
     batch = config["batch_size"]
@@ -379,6 +433,12 @@ def fit_batch(config, available, batch_given):
     advice = (f"--batch_size={fits}" if fitting else
               "a smaller --image_size or --encoder (e.g. --encoder=tiny_resnet_cifar "
               "--image_size=64)")
+    if flag:
+        raise ConfigError(
+            f"A micro-batch of {batch} ({flag}) with --encoder={config['encoder']} at "
+            f"--image_size={config['image_size']} needs about {gib(need)} for a training step "
+            f"(estimate); this machine has {gib(available)} available: use a larger "
+            f"--accumulation_steps" + (f" (a micro-batch of {fits} fits)" if fitting else ""))
     if batch_given or not fitting:
         raise ConfigError(
             f"--batch_size={batch} with --encoder={config['encoder']} at --image_size="

@@ -6,6 +6,8 @@ import math
 import keras
 import numpy as np
 
+from byol_tf import compat
+
 
 class Diverged(RuntimeError):
     """Training diverged; the message says at which step and how."""
@@ -37,7 +39,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         return float(np.sqrt(np.mean(np.square(features.astype(np.float64)))))
 
     def _stop(self, reason):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
         self.reason = f"at step {step}: {reason}"
         self.model.stop_training = True
 

@@ -156,10 +156,13 @@ def publish_run(run_dir, name, root=None, linear_epochs=10, overwrite=False, eva
     recipe.update({k: v for k, v in (config.get("method_options") or {}).items() if k in recipe})
     pretraining = dict(
         epochs=config["epochs"], batch_size=config["batch_size"], steps=config["total_steps"],
+        accumulation_steps=config.get("accumulation_steps", 1),
         recipe=recipe,
         method=config.get("method", "byol"), method_options=config.get("method_options", {}),
         command=" ".join(record.get("command", [])), run_id=folder.run_id(),
         versions=record.get("versions", {}))
+    if config.get("parent"):  # started from a zoo entry (--init_from)
+        pretraining["parent"] = config["parent"]
     if "train_seconds" in metrics:
         pretraining.update(train_hours=round(metrics["train_seconds"] / 3600, 3),
                            segments=metrics.get("segments", []))
@@ -243,6 +246,16 @@ def _training_text(pretraining):
             f"{len(segments)} segment{'s' * (len(segments) > 1)} ({where}).\n\n")
 
 
+def _parent_text(pretraining):
+    """'Started from the zoo entry …' for a run that started from one ('' otherwise)."""
+    parent = pretraining.get("parent")
+    if not parent:
+        return ""
+    return (f"Started from the zoo entry `{parent['name']}` (`{parent['handle']}`, "
+            f"{parent['architecture']} trained on `{parent['dataset']}`), then trained on "
+            "this data: ")
+
+
 def _readme(card):
     r, p = card["results"], card["pretraining"]
     pictures = "".join(f"![{pathlib.Path(name).stem}]({name})\n\n"
@@ -265,7 +278,7 @@ def _readme(card):
             f"```\n\n"
             f"Or by handle: this folder's path or URL (`https://`, `file://`, `gs://`). "
             f"`saved_model/` serves the same model with TF Serving.\n\n"
-            f"## Training\n\n{p['epochs']} epochs, batch {p['batch_size']}, recipe "
+            f"## Training\n\n{_parent_text(p)}{p['epochs']} epochs, batch {p['batch_size']}, recipe "
             f"{json.dumps(p['recipe'])}; `{p['command']}`.\n\n{_training_text(p)}"
             f"## Evaluation\n\n| evaluation | top-1 |\n|---|---|\n"
             f"| kNN ({r['knn_protocol']}) | {r['knn_top1']:.4f} |\n"

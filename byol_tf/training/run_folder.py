@@ -22,8 +22,9 @@ import time
 
 import keras
 
-from byol_tf.files import (atomic_path, content_sha256, hold_lock, require_space, write_json,
-                           write_text)
+from byol_tf import compat
+from byol_tf.files import (atomic_path, content_sha256, hold_lock, release_lock, require_space,
+                           write_json, write_text)
 from byol_tf.records import host
 
 PHASES = ("train", "save", "evaluate", "export", "publish")
@@ -151,6 +152,11 @@ class RunFolder:
         if self.is_chief:
             hold_lock(self.path / ".lock", f"run folder {self.path}")
             self.clear_leftovers()
+
+    def unlock(self):
+        """Ends this process's hold on the folder (`lock`), its lock file removed."""
+        if self.is_chief:
+            release_lock(self.path / ".lock", remove=True)
 
     def clear_leftovers(self):
         """Removes what killed writers left (`files.partial_name` files and folders) where
@@ -307,7 +313,7 @@ class RunHistory(keras.callbacks.Callback):
         here = self._seconds_here + (time.time() - self._started if self._started else 0.0)
         if self.model is None or here == 0.0:
             return list(self.segments_before)
-        last_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        last_step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
         return [*self.segments_before, dict(host(), first_step=self._first_step,
                                             last_step=last_step, train_seconds=round(here, 1))]
 
@@ -336,14 +342,14 @@ class RunHistory(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._started = time.time()
         if self._first_step is None:
-            self._first_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._first_step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
 
     def on_train_end(self, logs=None):
         self._seconds_here += time.time() - self._started
         self.seconds_before, self._started = self.train_seconds, None
 
     def _step(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = (time.time(), self._step())

@@ -21,7 +21,7 @@ import time
 import keras
 import numpy as np
 
-from byol_tf import data, evaluation, export, runtime, zoo
+from byol_tf import compat, data, evaluation, export, runtime, zoo
 from byol_tf.files import LockedError, sha256_file
 from byol_tf.records import versions
 from byol_tf.training import build, publish, run_folder
@@ -91,14 +91,15 @@ class Run:
         if config.knn:
             train_images, test_images = len(self.eval_arrays[0]), len(self.eval_arrays[2])
         after = budget.after_training_seconds(
-            measured, train_images, test_images, config.knn_random_init,
+            measured, train_images, test_images, config.knn_random_init, bool(config.init_from),
             config.publish_linear_epochs if config.publish else None, read_seconds)
         epoch_seconds = budget.EPOCH_SECONDS + (
             budget.evaluation_pass_seconds(measured, train_images + test_images)
             / config.knn_every if config.knn_every else 0.0)
         spent = time.time() - started
         try:
-            steps = budget.plan(seconds, spent, measured["step_seconds"],
+            steps = budget.plan(seconds, spent,  # (in optimizer steps of N micro-batches)
+                                measured["step_seconds"] * config.accumulation_steps,
                                 measured["first_step_seconds"], after, epoch_seconds,
                                 config.steps_per_epoch)
         except budget.BudgetTooSmall as error:
@@ -128,7 +129,7 @@ class Run:
         view1, view2 = view_configs(config)
         try:
             return data.pretrain_dataset(
-                config.source(), config.batch_size, image_size=config.image_size,
+                config.source(), config.micro_batch_size, image_size=config.image_size,
                 seed=config.seed, view1=view1, view2=view2, repeat=True)
         except ValueError as error:
             raise ConfigError(in_flag_terms(error)) from None
@@ -145,6 +146,23 @@ class Run:
             self.model = build.build_model(config, config.num_classes)
         self.random_init = (evaluation.copy_image_encoder(self.model.image_encoder())
                             if config.knn and config.knn_random_init else None)
+
+    def parent_encoder(self):
+        """The `ImageEncoder` of the zoo entry `--init_from` names."""
+        try:
+            return zoo.load(self.config.init_from)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"--init_from={self.config.init_from}: {error}") from None
+
+    def start_from_parent(self):
+        """The online encoder (and the EMA copies) from `--init_from`'s entry."""
+        parent = self.config.parent
+        print(f"Starting the encoders from zoo entry {parent['name']} ({parent['architecture']}"
+              f" trained on {parent['dataset']}).", flush=True)
+        try:
+            self.model.start_from_encoder(self.parent_encoder().encoder)
+        except ValueError as error:
+            raise ConfigError(f"--init_from={self.config.init_from}: {error}") from None
 
     @property
     def publish_root(self):
@@ -179,17 +197,29 @@ def run(options, argv, started, given=None):
     is the process's start (a `time.time()`: the train phase's seconds count from it). Raises
     ConfigError for a bad option before anything is written."""
     r = Run(options, given, started)
-    config = r.config
     try:
         r.folder.lock()
     except LockedError as error:
         raise ConfigError(str(error)) from None
+    try:
+        run_locked(r, argv, started)
+    finally:  # however it ends (a kill leaves the file, which the next run takes over)
+        r.folder.unlock()
+
+
+def run_locked(r, argv, started):
+    """`run`'s phases, the folder locked by this process."""
+    config = r.config
     r.folder.start(r.config, argv, versions())
     manager = CheckpointManager(r.folder.path / "checkpoints", keep=config.keep_checkpoints,
                                 is_chief=r.strategy.is_chief)
-    history = run_folder.RunHistory(r.folder, r.config.batch_size)
+    # Steps here are batches (`fit`'s, the stream's position, the checkpoints' names): with
+    # --accumulation_steps N, N micro-batches per optimizer step.
+    history = run_folder.RunHistory(r.folder, r.config.micro_batch_size)
     step = start_step = manager.restore(r.model)
-    history.restore(manager.state, mid_epoch=step % r.config.steps_per_epoch != 0)
+    if step == 0 and config.init_from:
+        r.start_from_parent()
+    history.restore(manager.state, mid_epoch=step % batches_per_epoch(config) != 0)
     trained, knn_every = r.folder.done("train"), None
     if trained and trained.get("final_step") != step:  # (bound to the newest checkpoint)
         print(f"{r.folder.phases_path}: the train record says step {trained.get('final_step')}, "
@@ -201,7 +231,7 @@ def run(options, argv, started, given=None):
         if trained is None:  # stopped at the time limit
             return
     if config.final_weights_npz:  # every worker: for checking replicas and workers agree
-        np.savez(config.final_weights_npz, step=int(r.model.optimizer.iterations.numpy()),
+        np.savez(config.final_weights_npz, step=int(compat.batches_trained(r.model.optimizer).numpy()),
                  **{v.path: np.asarray(v.numpy()) for v in r.model.weights})
     try:  # every worker ends in finish_together, the chief after its phases
         if r.strategy.is_chief:  # the chief alone saves, evaluates, exports and publishes
@@ -214,7 +244,8 @@ def train(r, manager, history, step, start_step, started):
     """The train phase: `fit` over the stream from `step`, checkpointed; returns (its record,
     the kNN callback), or (None, None) when it stopped at the time limit."""
     config, model = r.config, r.model
-    steps_per_epoch, total_steps = config.steps_per_epoch, config.total_steps
+    steps_per_epoch = batches_per_epoch(config)
+    total_steps = config.total_steps * config.accumulation_steps
     knn_every = None
     if r.config.knn and config.knn_every:
         knn_every = evaluation.KnnEvery(r.eval_arrays, config.knn_every, config.epochs,
@@ -224,14 +255,16 @@ def train(r, manager, history, step, start_step, started):
     # KnnEvery before `history`: it adds knn_top1 to the epoch's logs.
     guard = DivergenceGuard(r.probe_images())
     callbacks = [guard, *([knn_every] if knn_every else []), history,
-                 SaveEvery(manager, config.checkpoint_every,
+                 SaveEvery(manager, config.checkpoint_every * config.accumulation_steps,
                            steps_per_epoch, history.state, healthy=guard.healthy),
                  *([limit] if limit else [])]
     if r.strategy.is_chief and keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(r.folder.path / "tensorboard"),
                                                      update_freq="epoch"))
-    print(f"Training from step {step} of {total_steps} (the first step compiles the training "
-          "step: it takes longer)…", flush=True)
+    accumulated = (f" ({config.accumulation_steps} micro-batches of {config.micro_batch_size} "
+                   "per optimizer step)" if config.accumulation_steps > 1 else "")
+    print(f"Training from step {step} of {total_steps}{accumulated} (the first step compiles "
+          "the training step: it takes longer)…", flush=True)
     # A terminal gets Keras' progress bar; a log file or pipe plain lines (run_folder.PlainProgress).
     terminal = sys.stdout.isatty()
     if not terminal and r.strategy.is_chief:
@@ -247,7 +280,7 @@ def train(r, manager, history, step, start_step, started):
                           callbacks=callbacks, verbose=1 if terminal else 0, shuffle=False)
         except ValueError as error:
             raise ConfigError(in_flag_terms(error)) from None
-        step = int(model.optimizer.iterations.numpy())
+        step = int(compat.batches_trained(model.optimizer).numpy())
         if model.stop_training:  # diverged, or the time limit
             break
     if guard.reason:
@@ -267,6 +300,11 @@ def train(r, manager, history, step, start_step, started):
                   images_per_second=history.throughput)
     r.folder.finish("train", **record)
     return record, knn_every
+
+
+def batches_per_epoch(config):
+    """`fit`'s steps in an epoch: the optimizer's steps × `accumulation_steps`."""
+    return config.steps_per_epoch * config.accumulation_steps
 
 
 def chief_phases(r, trained, knn_every):
@@ -322,7 +360,7 @@ def saved_files_verify(r, trained):
     if not damaged:
         return True
     final = trained.get("final_step")
-    if int(r.model.optimizer.iterations.numpy()) != final:
+    if int(compat.batches_trained(r.model.optimizer).numpy()) != final:
         raise ConfigError(f"{', '.join(str(r.folder.path / n) for n in damaged)} changed since "
                           f"the run saved it (sha256) and the final checkpoint (step {final}) "
                           "is gone; choose another run folder")
@@ -366,7 +404,7 @@ def evaluate(r, image_encoder, knn_every):
 
     k = r.config.knn_k
     x_train, y_train, x_test, y_test = r.eval_arrays
-    step = int(r.model.optimizer.iterations.numpy())
+    step = int(compat.batches_trained(r.model.optimizer).numpy())
     verbose = 1 if sys.stdout.isatty() else 2
     if knn_every and knn_every.features_step == step:  # measured on these weights already
         features = knn_every.features
@@ -380,6 +418,10 @@ def evaluate(r, image_encoder, knn_every):
         print("kNN evaluation of the same encoder at random init:")
         scores["random_init"] = evaluation.knn_accuracy(r.random_init, x_train, y_train,
                                                         x_test, y_test, k=k, verbose=verbose)
+    if r.config.init_from:  # the entry it started from, as a user loads it (zoo.load)
+        print(f"kNN evaluation of {r.config.parent['name']} as it is (--init_from):")
+        scores["parent"] = evaluation.knn_accuracy(r.parent_encoder(), x_train, y_train,
+                                                   x_test, y_test, k=k, verbose=verbose)
     pictures.neighbour_grid(features[0], x_train, y_train, features[1], x_test, y_test,
                             data.class_names(r.config.eval_source()),
                             r.folder.path / "neighbours.png")
@@ -389,5 +431,7 @@ def evaluate(r, image_encoder, knn_every):
     r.folder.finish("evaluate", **record)
     print(f"kNN top-1 (k={k}): pretrained {scores['pretrained']:.4f}" + (
         f", same encoder at random init {scores['random_init']:.4f}"
-        if "random_init" in scores else ""))
+        if "random_init" in scores else "") + (
+        f", {r.config.parent['name']} as it is {scores['parent']:.4f}"
+        if "parent" in scores else ""))
     return record
