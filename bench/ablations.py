@@ -21,6 +21,7 @@ the linear top-1 where probed, the papers' claims beside them, whether the runs 
 the learning curves as a picture.
 """
 
+import collections
 import json
 import pathlib
 import subprocess
@@ -256,78 +257,193 @@ def run(args):
 
 
 # ------------------------------------------------------------------------------- the page
-# Each finding: (heading, its rows, the paper's claim, the test of our means: (difference that
-# the claim says is > 0, the rows whose spread it must exceed)).
+# A claim: the paper's statement with its source (table or figure and the numbers quoted,
+# each in QUOTES), the test of our means (the difference the claim predicts, the rows whose
+# spreads bound it) and what the claim expects of that difference: "direction" (> 0), "large"
+# (clearly > 0: no difference beyond the spreads is a disagreement too) or "close" (within
+# the spreads of 0).
+Claim = collections.namedtuple("Claim", "text test expects")
+# Each finding: (heading, its rows, its claims; a claim of two parts is two claims).
 FINDINGS = [
-    ("The predictor", ["byol", "no_predictor"],
-     "Without the predictor the representation collapses (Grill et al. 2020, Table 5b).",
-     lambda m: (m["byol"] - m["no_predictor"], ["byol", "no_predictor"])),
-    ("A fixed random target", ["byol", "tau_1"],
-     "τ = 1 (the target stays at its random init) learns far less than the EMA target "
-     "(Grill et al. 2020, Table 5a: 18.8% vs 66.9% at 300 epochs).",
-     lambda m: (m["byol"] - m["tau_1"], ["byol", "tau_1"])),
-    ("Target = online", ["byol", "tau_0"],
-     "τ = 0 (the target is the online network) is unstable and learns far less "
-     "(Grill et al. 2020, Table 5a: 0.3%).",
-     lambda m: (m["byol"] - m["tau_0"], ["byol", "tau_0"])),
-    ("Smaller batches", ["byol", "byol_batch32", "simclr", "simclr_batch32"],
-     "BYOL loses less than SimCLR when the batch shrinks (Grill et al. 2020, Figure 3a).",
-     lambda m: ((m["simclr"] - m["simclr_batch32"]) - (m["byol"] - m["byol_batch32"]),
-                ["byol", "byol_batch32", "simclr", "simclr_batch32"])),
-    ("No colour augmentation", ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"],
-     "BYOL loses less than SimCLR with crops and flips only (Grill et al. 2020, Figure 3b).",
-     lambda m: ((m["simclr"] - m["simclr_crop_flip"]) - (m["byol"] - m["byol_crop_flip"]),
-                ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"])),
-    ("No batch norm anywhere", ["byol", "no_batch_norm"],
-     "Without batch norm in the encoder and the heads BYOL learns far less (Fetterman & "
-     "Albrecht 2020; Richemond et al. 2020, Table 1).",
-     lambda m: (m["byol"] - m["no_batch_norm"], ["byol", "no_batch_norm"])),
-    ("No batch statistics (GroupNorm + weight standardisation)", ["byol", "no_batch_stats_gnws",
-                                                                 "no_batch_norm"],
-     "With GroupNorm and weight standardisation and no batch statistics at all BYOL learns, "
-     "far above the net without normalisation and close to the batch-norm baseline (Richemond "
-     "et al. 2020: 73.9% vs 74.3% top-1 at 300 epochs).",
-     # both halves: nearer the baseline than the net without normalisation
-     lambda m: ((m["no_batch_stats_gnws"] - m["no_batch_norm"])
-                - (m["byol"] - m["no_batch_stats_gnws"]),
-                ["byol", "no_batch_stats_gnws", "no_batch_norm"])),
-    ("Contrastive siblings", ["byol", "simclr", "moco_v2"],
-     "BYOL ≥ SimCLR and MoCo v2 at the same budget (Grill et al. 2020, Table 1; "
-     "Chen et al. 2020, MoCo v2).",
-     lambda m: (m["byol"] - max(m["simclr"], m["moco_v2"]), ["byol", "simclr", "moco_v2"])),
-    ("The multi-view objective", ["multiview_cl", "multiview_cl_fp", "multiview"],
-     "Adding forward-predictive (L_FP) and inverse-predictive (L_IP) terms to the contrastive "
-     "L_CL helps (Tsai et al. 2021, Table 1).",
-     lambda m: (m["multiview"] - m["multiview_cl"], ["multiview", "multiview_cl"])),
+    ("The predictor", ["byol", "no_predictor"], [Claim(
+        "Without the predictor the representation collapses (Grill et al. 2020, Table 5b).",
+        lambda m: (m["byol"] - m["no_predictor"], ["byol", "no_predictor"]), "large")]),
+    ("A fixed random target", ["byol", "tau_1"], [Claim(
+        "τ = 1 (the target stays at its random init) learns far less than a moving-average "
+        "target (Grill et al. 2020, Table 5a, 300 epochs: 18.8 ± 0.7% top-1 against 72.5%).",
+        lambda m: (m["byol"] - m["tau_1"], ["byol", "tau_1"]), "large")]),
+    ("Target = online", ["byol", "tau_0"], [Claim(
+        "τ = 0 (the target is the online network) is unstable and learns almost nothing "
+        "(Grill et al. 2020, Table 5a, 300 epochs: 0.3% top-1).",
+        lambda m: (m["byol"] - m["tau_0"], ["byol", "tau_0"]), "large")]),
+    ("Smaller batches", ["byol", "byol_batch32", "simclr", "simclr_batch32"], [Claim(
+        "BYOL loses less than SimCLR when the batch shrinks (Grill et al. 2020, Figure 3a).",
+        lambda m: ((m["simclr"] - m["simclr_batch32"]) - (m["byol"] - m["byol_batch32"]),
+                   ["byol", "byol_batch32", "simclr", "simclr_batch32"]), "direction")]),
+    ("No colour augmentation", ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"], [Claim(
+        "BYOL loses less than SimCLR with crops and flips only (Grill et al. 2020, Figure 3b).",
+        lambda m: ((m["simclr"] - m["simclr_crop_flip"]) - (m["byol"] - m["byol_crop_flip"]),
+                   ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"]), "direction")]),
+    ("No batch norm anywhere", ["byol", "no_batch_norm"], [Claim(
+        "Without batch norm in the encoder and the heads BYOL learns far less (Fetterman & "
+        "Albrecht 2020; Richemond et al. 2020, Table 1).",
+        lambda m: (m["byol"] - m["no_batch_norm"], ["byol", "no_batch_norm"]), "large")]),
+    ("No batch statistics (GroupNorm + weight standardisation)",
+     ["byol", "no_batch_stats_gnws", "no_batch_norm"], [
+         Claim("With GroupNorm and weight standardisation, and no batch statistics at all, "
+               "BYOL learns: far above the same network without normalisation (Richemond et "
+               "al. 2020).",
+               lambda m: (m["no_batch_stats_gnws"] - m["no_batch_norm"],
+                          ["no_batch_stats_gnws", "no_batch_norm"]), "large"),
+         Claim("… and close to the batch-norm baseline (Richemond et al. 2020, abstract: "
+               "“73.9% vs. 74.3% top-1 accuracy under the linear evaluation protocol on "
+               "ImageNet”).",
+               lambda m: (m["byol"] - m["no_batch_stats_gnws"], ["byol", "no_batch_stats_gnws"]),
+               "close")]),
+    ("Contrastive siblings", ["byol", "simclr", "moco_v2"], [
+        Claim("BYOL is above SimCLR at the same budget (Grill et al. 2020, Table 5b, 300 "
+              "epochs: 72.5% top-1 against 69.4% for the SimCLR objective).",
+              lambda m: (m["byol"] - m["simclr"], ["byol", "simclr"]), "direction"),
+        Claim("BYOL is above MoCo v2 (Grill et al. 2020, Table 1, at different budgets: 74.3% "
+              "top-1 after 1000 epochs against MoCo v2's 71.1% after 800).",
+              lambda m: (m["byol"] - m["moco_v2"], ["byol", "moco_v2"]), "direction")]),
+    ("The multi-view objective", ["multiview_cl", "multiview_cl_fp", "multiview"], [Claim(
+        "Adding forward-predictive (L_FP) and inverse-predictive (L_IP) terms to the "
+        "contrastive L_CL helps (Tsai et al. 2021, the experiments' figures).",
+        lambda m: (m["multiview"] - m["multiview_cl"], ["multiview", "multiview_cl"]),
+        "direction")]),
 ]
+# Every number a claim quotes, with where it is in the paper; a test checks the claims quote
+# no other.
+QUOTES = {
+    "18.8 ± 0.7%": "Grill et al. 2020, Table 5a: τ_base = 1 (constant random target)",
+    "72.5%": "Grill et al. 2020, Tables 5a and 5b: BYOL at 300 epochs (the ablations' baseline)",
+    "0.3%": "Grill et al. 2020, Table 5a: τ_base = 0 (stop-gradient of the online network)",
+    "69.4%": "Grill et al. 2020, Table 5b: the SimCLR objective at 300 epochs",
+    "74.3%": "Grill et al. 2020, Table 1 (ResNet-50, 1000 epochs); Richemond et al. 2020, abstract",
+    "71.1%": "Grill et al. 2020, Table 1: MoCo v2, 800 epochs",
+    "73.9%": "Richemond et al. 2020, abstract: GN + WS",
+    "300 epochs": "Grill et al. 2020, Section 5: the ablations' training length",
+    "1000 epochs": "Grill et al. 2020, Table 1: BYOL's ResNet-50",
+}
 
 
 # What we found where a finding's rows disagree with the paper or do not separate: the switch
-# checked, the recipe's differences that matter; shown under the finding's verdict.
-NOTES = {
-    "Target = online": (
-        "The switch does what the paper describes: with τ = 0 the target equals the online "
-        "network after every step (`tests/test_methods.py`); in these runs the loss falls epoch "
-        "after epoch and projection_std stays beside the baseline's (no collapse, no spike; the "
-        "per-epoch history is in the results file). What differs from "
-        "the paper's setting is the recipe: AdamW at 2e-3, batch 128, 15 epochs of CIFAR-10 here; "
-        "LARS at batch 4096 for 300 epochs of ImageNet there. SimSiam (Chen & He 2021) also "
-        "learns without an EMA target: the predictor and the stop-gradient suffice there too."),
-    "Smaller batches": (
+# checked, the recipe's differences that matter; shown under the finding's verdicts. A note
+# that quotes the runs is a function of them (the rows of the page's budget).
+def rows_of(rows, variant):
+    return sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
+
+
+def base_lr_at(batch):
+    """The grid recipe's learning rate at `batch` (its base × batch / 256)."""
+    from byol_tf.training import recipes
+
+    return recipes.RECIPES["cifar10_cpu_short"]["base_lr"] * batch / 256
+
+
+def rises(values):
+    """The epochs (1-based) whose value is above the epoch before's."""
+    return [i + 1 for i in range(1, len(values)) if values[i] > values[i - 1]]
+
+
+def target_online_note(rows):
+    runs = rows_of(rows, "tau_0")
+    losses = [r["history"]["loss"] for r in runs if r.get("history", {}).get("loss")]
+    risen = [f"seed {r['seed']} at epoch{'s' * (len(rises(r['history']['loss'])) > 1)} "
+             f"{', '.join(map(str, rises(r['history']['loss'])))}"
+             for r in runs if rises(r.get("history", {}).get("loss", []))]
+    falls = (f"the loss falls from {min(h[0] for h in losses):.2f}–{max(h[0] for h in losses):.2f} "
+             f"after the first epoch to {min(h[-1] for h in losses):.2f}–"
+             f"{max(h[-1] for h in losses):.2f} after the last"
+             + (f", with small rises on the way ({'; '.join(risen)})" if risen else "")
+             if losses else "the loss falls")
+    return ("The switch does what the paper describes: with τ = 0 the target equals the online "
+            f"network after every step (`tests/test_methods.py`). In these runs {falls}, and "
+            "projection_std stays beside the baseline's (no collapse; the per-epoch history is "
+            "in the results file). What differs from the paper's setting is the recipe: AdamW "
+            f"at a learning rate of {base_lr_at(128):g} ({base_lr_at(256):g} × 128/256), batch "
+            "128, 15 epochs of CIFAR-10 here; LARS at batch 4096 for 300 epochs of ImageNet "
+            "there. SimSiam (Chen & He 2021) also learns without an EMA target: the predictor and "
+            "the stop-gradient suffice there too.")
+
+
+def smaller_batches_note(rows):
+    knn = summary(rows, "knn_top1")
+    small = rows_of(rows, "byol_batch32")
+    low = min(small, key=lambda r: r["knn_top1"])
+    high = max(small, key=lambda r: r["knn_top1"])
+    first_loss = {r["seed"]: r["history"]["loss"][0] for r in small}
+    same_host = low["cpu"] == high["cpu"] and low["isa"] == high["isa"]
+    projection = [r["projection_std"] for r in small]
+    return (
         "The difference tested is (SimCLR's loss of accuracy) − (BYOL's) when the batch goes "
-        "from 128 to 32. Both lose, SimCLR more (0.031 against 0.007 on average), the "
-        "direction the paper reports, but BYOL's three batch-32 seeds spread widely (0.537, "
-        "0.508, 0.549) and the difference stays inside the spreads. No batch-32 run collapses "
-        "(projection_std 0.066–0.068 against the baseline's 0.070). The low seed (seed 1) "
-        "starts slower: its loss after the first epoch is 1.43 against seed 2's 1.24 and its "
-        "online probe stays behind from then on (0.40 against 0.45 at the end); seeds 1 and 2 "
-        "ran on the same host, so the spread is not the host's. The batch-32 runs keep the "
-        "15 epochs, scale the learning rate linearly (2e-3 × 32/256 = 2.5e-4) and update the "
-        "target every step, four times as often per epoch as at batch 128; the paper's runs "
-        "are LARS for 300 epochs of ImageNet."),
+        f"from 128 to 32. Both lose, SimCLR more ({knn['simclr'][0] - knn['simclr_batch32'][0]:.3f} "
+        f"against {knn['byol'][0] - knn['byol_batch32'][0]:.3f} on average), the direction the "
+        f"paper reports, but BYOL's {len(small)} batch-32 seeds spread widely "
+        f"({', '.join(format(r['knn_top1'], '.3f') for r in small)}) and the difference stays inside "
+        "the spreads. No batch-32 run collapses (projection_std "
+        f"{min(projection):.3f}–{max(projection):.3f} against the baseline's "
+        f"{knn_std(rows, 'byol'):.3f}). The low seed (seed {low['seed']}) starts slower: its loss "
+        f"after the first epoch is {first_loss[low['seed']]:.2f} against seed {high['seed']}'s "
+        f"{first_loss[high['seed']]:.2f}" + (
+            f"; seeds {low['seed']} and {high['seed']} ran on the same host, so the spread is not "
+            "the host's" if same_host else "") +
+        ". The batch-32 runs keep the 15 epochs, scale the learning rate linearly "
+        f"({base_lr_at(256):g} × 32/256 = {base_lr_at(32):g}) and update the target every step, "
+        "four times as often per epoch as at batch 128; the paper's runs are LARS for 300 "
+        "epochs of ImageNet.")
+
+
+def knn_std(rows, variant):
+    return summary(rows, "projection_std")[variant][0]
+
+
+MULTIVIEW_ROWS = ("multiview_cl", "multiview_cl_fp", "multiview")
+
+
+def multiview_note(rows):
+    traced = [r for r in rows if r["variant"].startswith("multiview")
+              and "loss_cl" in r.get("history", {})]
+    with_fp = [r["history"] for r in traced if r["history"]["loss_fp"][-1] > 0]
+    full = [r["history"] for r in traced if r["variant"] == "multiview"]
+    seeds = sorted({r["seed"] for r in traced})
+    knn = summary(rows, "knn_top1")
+    import inspect
+
+    from byol_tf.multiview import MultiView
+
+    lam = inspect.signature(MultiView.__init__).parameters["lambda_fp"].default
+
+    def span(values, f="{:.2f}"):
+        return (f.format(min(values)) if f.format(min(values)) == f.format(max(values))
+                else f"{f.format(min(values))}–{f.format(max(values))}")
+
+    last_fp = [h["loss_fp"][-1] for h in with_fp]
+    terms = (
+        f"at the last epoch λ_FP·L_FP ≈ {lam:g} × {np.mean(last_fp):.0f} ≈ "
+        f"{lam * np.mean(last_fp):.2f}, as large as L_CL ({span([r['history']['loss_cl'][-1] for r in traced])}), "
+        f"and L_IP ≈ {span([h['loss_ip'][-1] for h in full])} (each term's per-epoch history is "
+        f"in the results file for seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+        if with_fp and full else "")
+    return (
+        "The three terms equal their formulas computed in numpy (`tests/test_losses.py`: "
+        "InfoNCE, the forward- and inverse-predictive losses)"
+        + (f", and each is active in these runs: {terms}" if terms else "") + ". Over "
+        f"{knn['multiview'][2]} seeds the three objectives end within BYOL's seed-to-seed spread "
+        f"of one another ({', '.join(format(knn[n][0], '.3f') for n in MULTIVIEW_ROWS)}): "
+        "at this budget the added terms neither help nor hurt the kNN accuracy."
+        + (f" L_FP itself falls only from {span([h['loss_fp'][0] for h in with_fp], '{:.1f}')} to "
+           f"{span(last_fp, '{:.1f}')} over the 15 epochs: the decoder learns little of the other "
+           "view in this budget." if with_fp else ""))
+
+
+NOTES = {
+    "Target = online": target_online_note,
+    "Smaller batches": smaller_batches_note,
     "No batch statistics (GroupNorm + weight standardisation)": (
-        "The difference tested is (GN + WS − no normalisation) − (baseline − GN + WS): above 0 "
-        "when the row is nearer the baseline than the net without normalisation. "
+        "The first verdict tests GN + WS against the same network without normalisation, the "
+        "second against the batch-norm baseline. "
         "The switch is tested: `WSConv2D` equals a convolution with a kernel standardised in "
         "numpy, and the online network computes each image alone as in its batch "
         "(`tests/test_layers.py`, `tests/test_encoders.py`). Both runs learn late: their "
@@ -340,57 +456,64 @@ NOTES = {
         "heads learns beside the baseline (0.064), so the slow start comes from the layer-norm "
         "heads; a warm-up or a ten times smaller learning rate did not prevent it there "
         "(`bench/results/gnws_heads.md`). Three or four of fifteen epochs lost is a large share "
-        "of this budget; Richemond et al. trained with LARS at batch 4096 for 300 epochs of "
-        "ImageNet, this recipe is AdamW at batch 128 for 15 epochs of CIFAR-10."),
-    "The multi-view objective": (
-        "The three terms equal their formulas computed in numpy (`tests/test_losses.py`: "
-        "InfoNCE, the forward- and inverse-predictive losses), and each is active in these "
-        "runs: at the last epoch λ_FP·L_FP ≈ 0.005 × 249 ≈ 1.25, as large as L_CL "
-        "(1.08–1.28), and L_IP ≈ 0.55–0.56 (each term's per-epoch history is in the results "
-        "file for seed 2). Over three seeds the three objectives end within BYOL's "
-        "seed-to-seed spread of one another (0.605, 0.607, 0.601): at this budget the added "
-        "terms neither help nor hurt the kNN accuracy. L_FP itself falls only from 261–263 to "
-        "248.5–249.3 over the 15 epochs: the decoder learns little of the other view in this "
-        "budget."),
+        "of this budget; Richemond et al. trained on ImageNet with BYOL's LARS recipe, this "
+        "recipe is AdamW at batch 128 for 15 epochs of CIFAR-10."),
+    "The multi-view objective": multiview_note,
     "Contrastive siblings": (
         "The contrastive losses equal their papers' formulas computed in numpy "
         "(`tests/test_losses.py`: NT-Xent, MoCo's InfoNCE). The papers rank the methods after "
-        "300 or more epochs of ImageNet at batch 256–4096; these runs are 15 epochs of CIFAR-10 "
-        "at batch 128. Twice the budget does not change the order (see [The budget](#the-budget)): "
-        "at 30 epochs BYOL reaches 0.596 and SimCLR 0.635 (2 seeds each); BYOL gains more "
-        "(+0.057 against +0.046), so the gap narrows from 0.050 to 0.039 but stays well "
-        "outside the spreads. Whether BYOL overtakes at the papers' hundreds of epochs is not "
-        "measured here."),
+        "hundreds of epochs of ImageNet at batch 256–4096; these runs are 15 epochs of CIFAR-10 "
+        "at batch 128. Twice the budget does not change the order against SimCLR (see [The "
+        "budget](#the-budget)): at 30 epochs BYOL reaches 0.596 and SimCLR 0.635 (2 seeds "
+        "each); BYOL gains more (+0.057 against +0.046), so the gap narrows from 0.050 to "
+        "0.039 but stays well outside the spreads. Whether BYOL overtakes at the papers' "
+        "hundreds of epochs is not measured here."),
 }
 
 
+def note(heading, rows):
+    """The note under a finding (NOTES), its numbers from `rows` where it quotes the runs."""
+    text = NOTES.get(heading)
+    return text(rows) if callable(text) else text
+
+
 def summary(rows, key):
-    """{variant: (mean, half the range over seeds, seeds)} of `key`."""
+    """{variant: (mean, half the range over seeds, number of seeds, the seeds)} of `key`."""
     out = {}
     for name in {r["variant"] for r in rows}:
-        values = [r[key] for r in rows if r["variant"] == name and key in r]
-        if values:
-            out[name] = (float(np.mean(values)), (max(values) - min(values)) / 2, len(values))
+        measured = [r for r in rows if r["variant"] == name and key in r]
+        if measured:
+            values = [r[key] for r in measured]
+            out[name] = (float(np.mean(values)), (max(values) - min(values)) / 2, len(values),
+                         tuple(r["seed"] for r in measured))
     return out
 
 
-def verdict(finding, knn):
-    """'agrees' / 'disagrees' when the difference the claim predicts is positive / negative
-    by more than the spreads of its rows, 'within the spread' otherwise; None without rows.
-    A row's spread is at least the baseline's (`byol`): one seed, or two that happen to
-    agree, say less of the seed-to-seed noise than the baseline's seeds do."""
-    heading, names, claim, test = finding
+def verdict(claim, names, knn):
+    """'agrees' / 'disagrees' / 'within the spread' for one `Claim` of a finding with rows
+    `names`, with the difference and the spread it was held against; None without rows.
+    A row's spread is at least the baseline's (`byol`): one seed, or two that happen to agree,
+    say less of the seed-to-seed noise than the baseline's seeds do. A difference inside the
+    spread is a disagreement with a claim of a large effect and an agreement with a claim of
+    closeness."""
     if any(n not in knn for n in names):
         return None
-    difference, spread_of = test({n: v[0] for n, v in knn.items()})
+    difference, spread_of = claim.test({n: v[0] for n, v in knn.items()})
     floor = knn["byol"][1] if "byol" in knn else 0.0
     spread = sum(max(knn[n][1], floor) for n in spread_of)
     single = [n for n in names if knn[n][2] < 2]  # a spread of one seed is unknown, not 0
+    numbers = f"{difference:+.3f}, spread {spread:.3f}"
     caveat = f"; provisional: one seed of {', '.join(single)}" if single else ""
-    if abs(difference) <= spread:
-        return f"within the spread ({difference:+.3f}, spread {spread:.3f}{caveat})"
-    return (f"{'agrees' if difference > 0 else 'disagrees'} ({difference:+.3f}, "
-            f"spread {spread:.3f}{caveat})")
+    inside = abs(difference) <= spread
+    if claim.expects == "close":
+        word = "agrees" if inside else "disagrees"
+    elif inside:
+        word = "within the spread" if claim.expects == "direction" else "disagrees"
+        if claim.expects == "large":
+            numbers += ": no difference beyond the seeds' spread where the paper reports a large one"
+    else:
+        word = "agrees" if difference > 0 else "disagrees"
+    return f"{word} ({numbers}{caveat})"
 
 
 def public_command(driver):
@@ -427,9 +550,34 @@ def cell(table, n, f="{:.3f}"):
     """A table's cell: mean ± half the range (seeds); one seed has no spread."""
     if n not in table:
         return "—"
-    mean, spread, seeds = table[n]
+    mean, spread, seeds = table[n][:3]
     return f"{f.format(mean)} ({seeds})" if seeds < 2 else (
         f"{f.format(mean)} ± {f.format(spread)} ({seeds})")
+
+
+def linear_cell(linear, knn, n):
+    """The linear column's cell: as `cell`, naming the probed seeds where they are not the
+    kNN column's."""
+    if n not in linear:
+        return "—"
+    seeds = sorted(linear[n][3])
+    text = cell({n: linear[n][:3]}, n)
+    if n in knn and seeds == sorted(knn[n][3]):
+        return text
+    return f"{text.rsplit(' (', 1)[0]} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+
+
+def hosts_line(rows):
+    """Which seeds of which rows ran on which host."""
+    by_host = {}
+    for r in rows:
+        host = f"{r['cpu']}, {r['cores']} cores ({', '.join(r['isa'])})"
+        by_host.setdefault(host, {}).setdefault(r["variant"], []).append(r["seed"])
+    order = GRID + sorted(set(VARIANTS) - set(GRID))
+    parts = [f"{host}: " + ", ".join(f"{n} {'/'.join(map(str, sorted(v[n])))}" for n in order
+                                      if n in v) for host, v in sorted(by_host.items())]
+    return (f"{'Host' if len(by_host) == 1 else 'Hosts'} (variant and seeds): "
+            + "; ".join(parts) + ".")
 
 
 def budgets_section(rows, others):
@@ -475,7 +623,6 @@ def write_page(rows, probes, page, others=()):
     knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
     linear = summary(probes, "linear_top1")
     first = rows[0]
-    hosts = sorted({f"{r['cpu']}, {r['cores']} cores ({', '.join(r['isa'])})" for r in rows})
     lines = ["# Ablations on CIFAR-10: the papers' findings, measured", "",
              f"Every row is a full `train.py` run per seed: {first['dataset']}, encoder "
              f"`{first['encoder']}`, {first['epochs']} epochs, batch {first['batch_size']} "
@@ -483,8 +630,8 @@ def write_page(rows, probes, page, others=()):
              f"{first['test_examples']:,} test images; mean ± half the range over the seeds (their number in brackets; one "
              "seed has no spread). "
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). "
-             f"{'Host' if len(hosts) == 1 else 'Hosts'}: {'; '.join(hosts)}. The commands "
-             "that made the rows:", "", "```", *reproducing_commands(rows, "--only"), "```", ""]
+             f"{hosts_line(rows)} The commands that made the rows:", "", "```",
+             *reproducing_commands(rows, "--only"), "```", ""]
     if any(r["batch_size"] != first["batch_size"] for r in rows):
         lines += ["A row with a smaller batch keeps the epochs (more steps) and its learning "
                   "rate is the recipe's base × batch / 256, as at every batch.", ""]
@@ -501,16 +648,17 @@ def write_page(rows, probes, page, others=()):
                   "runs' encoders, for the baseline and the best and worst rows:", "", "```",
                   *reproducing_commands(probes, "--linear"), "```", ""]
     lines += budgets_section(rows, others)
-    for finding in FINDINGS:
-        heading, names, claim, _ = finding
-        ours = verdict(finding, knn) or "not yet measured"
-        lines += [f"## {heading}", "", f"Paper: {claim}", "", f"Ours: {ours}.", "",
-                  *([f"Found: {NOTES[heading]}", ""]
-                    if heading in NOTES and ours.startswith(("disagrees", "within")) else []),
-                  "| variant | kNN top-1 (seeds) | linear top-1 | projection_std |",
+    for heading, names, claims in FINDINGS:
+        lines += [f"## {heading}", ""]
+        verdicts = [verdict(claim, names, knn) or "not yet measured" for claim in claims]
+        for claim, ours in zip(claims, verdicts):
+            lines += [f"Paper: {claim.text}", "", f"Ours: {ours}.", ""]
+        if heading in NOTES and any(v.startswith(("disagrees", "within")) for v in verdicts):
+            lines += [f"Found: {note(heading, rows)}", ""]
+        lines += ["| variant | kNN top-1 (seeds) | linear top-1 (seeds) | projection_std |",
                   "|---|---|---|---|"]
-        lines += [f"| {n} | {cell(knn, n)} | {cell(linear, n)} | {cell(std, n, '{:.4f}')} |"
-                  for n in names]
+        lines += [f"| {n} | {cell(knn, n)} | {linear_cell(linear, knn, n)} | "
+                  f"{cell(std, n, '{:.4f}')} |" for n in names]
         lines.append("")
     curves = [r for r in rows if r.get("history", {}).get("knn_top1")]
     if curves:

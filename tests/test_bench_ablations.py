@@ -76,6 +76,9 @@ def test_every_grid_row_is_a_train_command_that_builds_its_switch():
     assert len({built[n]["model"] for n in ("byol", "simclr", "moco_v2", "multiview")}) == 4
 
 
+XEON = dict(cpu="Intel Xeon", isa=["avx2", "amx_tile"])
+
+
 def run_row(variant, seed, knn, std=0.07):
     return dict(variant=variant, seed=seed, dataset="cifar10", epochs=15, batch_size=128,
                 encoder="tiny_resnet_cifar", test_examples=10000, knn_top1=knn,
@@ -86,7 +89,7 @@ def run_row(variant, seed, knn, std=0.07):
 def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52),
             run_row("no_predictor", 0, 0.28, 2e-4), run_row("no_predictor", 1, 0.30, 4e-4),
-            run_row("tau_0", 0, 0.55), run_row("tau_0", 1, 0.53),
+            run_row("tau_0", 0, 0.55) | XEON, run_row("tau_0", 1, 0.53) | XEON,
             run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: only in its section
     out = tmp_path / "grid.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in runs))
@@ -94,7 +97,8 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
                  driver="python bench/ablations.py linear --linear=byol")
     (tmp_path / "grid_linear.jsonl").write_text("".join(json.dumps(r | probe) + "\n" for r in [
         dict(variant="byol", seed=0, linear_top1=0.61),
-        dict(variant="byol", seed=1, linear_top1=0.57)]))
+        dict(variant="byol", seed=1, linear_top1=0.57),
+        dict(variant="tau_0", seed=0, linear_top1=0.50)]))
     page = tmp_path / "page.md"
     done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
                            "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
@@ -104,9 +108,15 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     # byol 0.53 ± 0.01, no_predictor 0.29 ± 0.01: +0.24 beyond a spread of 0.02.
     assert "| byol | 0.530 ± 0.010 (2) | 0.590 ± 0.020 (2) |" in text
     assert "| no_predictor | 0.290 ± 0.010 (2) | — | 0.0003 ± 0.0001 (2) |" in text
+    # a probe of other seeds than the kNN column's names them
+    assert "| tau_0 | 0.540 ± 0.010 (2) | 0.500 (seed 0) |" in text
     assert "Ours: agrees (+0.240, spread 0.020)." in text
-    # tau_0 0.54 ± 0.01: byol − tau_0 = −0.01, inside the spread 0.02.
-    assert "Ours: within the spread (-0.010, spread 0.020)." in text
+    # tau_0 0.54 ± 0.01: byol − tau_0 = −0.01, inside the spread 0.02: where the paper
+    # reports a large effect, no effect is a disagreement.
+    assert ("Ours: disagrees (-0.010, spread 0.020: no difference beyond the seeds' spread "
+            "where the paper reports a large one).") in text
+    assert ("Hosts (variant and seeds): Intel Xeon, 2 cores (avx2, amx_tile): tau_0 0/1; cpu, "
+            "2 cores (avx2): byol 0/1, no_predictor 0/1.") in text
     # a finding that does not separate shows what was checked, as one that disagrees does
     assert "Found: The switch does what the paper describes: with τ = 0" in text
     assert "Ours: not yet measured." in text  # e.g. the smaller-batch rows
@@ -116,7 +126,8 @@ def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     assert "--segment_minutes" not in text and "30 epochs" in text
     assert ("python bench/ablations.py run --epochs=15 --seeds=0,1 "
             "--only=byol,no_predictor,tau_0") in text
-    assert "python bench/ablations.py linear --seeds=0,1 --linear=byol" in text
+    assert "python bench/ablations.py linear --seeds=0 --linear=byol,tau_0" in text
+    assert "python bench/ablations.py linear --seeds=1 --linear=byol" in text
 
 
 def test_other_budgets_show_the_variants_they_share_and_their_commands(tmp_path):
@@ -190,12 +201,12 @@ def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_pa
 def test_a_rows_spread_is_at_least_the_baselines():
     code = """
 import sys; sys.path.insert(0, "bench"); import ablations
-finding = next(f for f in ablations.FINDINGS if "multiview" in f[1])
+heading, names, (claim,) = next(f for f in ablations.FINDINGS if "multiview" in f[1])
 rows = dict(multiview_cl=(0.600, 0.0005, 2), multiview_cl_fp=(0.601, 0.0, 1),
             multiview=(0.605, 0.0, 1))
-print(ablations.verdict(finding, rows), end=" | ")
-print(ablations.verdict(finding, rows | dict(byol=(0.54, 0.004, 3))), end=" | ")
-print(ablations.verdict(finding, rows | dict(byol=(0.54, 0.001, 3))), end=" |")
+print(ablations.verdict(claim, names, rows), end=" | ")
+print(ablations.verdict(claim, names, rows | dict(byol=(0.54, 0.004, 3))), end=" | ")
+print(ablations.verdict(claim, names, rows | dict(byol=(0.54, 0.001, 3))), end=" |")
 """
     # multiview − multiview_cl = +0.005. Without a baseline the rows' own spreads sum to
     # 0.0005; with byol's ± 0.004 each row counts 0.004 (0.008 > 0.005); with ± 0.001, 0.002.
@@ -229,16 +240,36 @@ def test_a_row_keeps_each_term_of_a_summed_loss_and_drops_the_rest():
                                             "projection_std")}
 
 
-def test_no_batch_statistics_must_come_nearer_the_baseline_than_no_normalisation():
+def test_a_claim_of_two_parts_gets_a_verdict_for_each_and_no_effect_disagrees_with_a_large_one():
     code = """
 import sys; sys.path.insert(0, "bench"); import ablations
-finding = next(f for f in ablations.FINDINGS if "no_batch_stats_gnws" in f[1])
-for gnws in (0.46, 0.39):
+heading, names, claims = next(f for f in ablations.FINDINGS if "no_batch_stats_gnws" in f[1])
+for gnws, none in ((0.52, 0.31), (0.39, 0.31), (0.32, 0.31)):
     knn = dict(byol=(0.53, 0.01, 2), no_batch_stats_gnws=(gnws, 0.01, 2),
-               no_batch_norm=(0.31, 0.01, 2))
-    print(ablations.verdict(finding, knn), end=" | ")
+               no_batch_norm=(none, 0.01, 2))
+    print(" / ".join(ablations.verdict(c, names, knn) for c in claims), end=" | ")
 """
-    # (0.46 − 0.31) − (0.53 − 0.46) = +0.08; (0.39 − 0.31) − (0.53 − 0.39) = −0.06, though 0.39
-    # is far above the net without normalisation; the spreads of the three rows sum to 0.03.
-    assert python(code) == ("agrees (+0.080, spread 0.030) | "
-                            "disagrees (-0.060, spread 0.030) |")
+    # Part 1 (large): GN + WS − none, against the two rows' spreads 0.02: +0.21, +0.08, and
+    # +0.01, no effect: a disagreement. Part 2 (close): baseline − GN + WS: 0.01 is within
+    # 0.02 (agrees), 0.14 and 0.21 are not.
+    no_effect = ": no difference beyond the seeds' spread where the paper reports a large one"
+    assert python(code) == (
+        "agrees (+0.210, spread 0.020) / agrees (+0.010, spread 0.020) | "
+        "agrees (+0.080, spread 0.020) / disagrees (+0.140, spread 0.020) | "
+        f"disagrees (+0.010, spread 0.020{no_effect}) / disagrees (+0.210, spread 0.020) |")
+
+
+def test_every_number_a_claim_quotes_is_a_checked_quote():
+    """Each percentage and epoch count in a "Paper:" line is one of QUOTES, which says where in
+    the paper it is; a claim of two parts is two claims."""
+    code = """
+import json, re, sys; sys.path.insert(0, "bench"); import ablations
+found = [(c.text, q) for _, _, claims in ablations.FINDINGS for c in claims
+         for q in re.findall(r"\\d[\\d.]*(?: ± [\\d.]+)?%|\\d+ epochs", c.text)]
+print(json.dumps([found, sorted(ablations.QUOTES)]))
+"""
+    found, quotes = json.loads(python(code))
+    assert found and not [(text, q) for text, q in found if q not in quotes]
+    assert {q for _, q in found} == set(quotes)  # and QUOTES lists nothing unused
+    # the numbers the earlier page quoted wrongly are gone
+    assert not [text for text, _ in found if "66.9" in text or "at 300 epochs)" in text]
