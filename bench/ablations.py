@@ -60,6 +60,12 @@ VARIANTS = {
     "multiview_cl": ("multiview", {"lambda_fp": 0.0, "lambda_ip": 0.0}, "", {}),
     "multiview_cl_fp": ("multiview", {"lambda_ip": 0.0}, "", {}),
     "multiview": ("multiview", {}, "", {}),
+    # Figure 3a the paper's way: the same optimizer steps and learning rate at every row (an
+    # optimizer batch of 512), batch norm over micro-batches of 512 / 128 / 64 / 32.
+    **{f"{method}_b512_micro{micro}": (method, options, "", dict(
+        batch_size=512, **({"accumulation_steps": 512 // micro} if micro < 512 else {})))
+       for method, options in (("byol", {}), ("simclr", {"temperature": 0.5}))
+       for micro in (512, 128, 64, 32)},
     # Recipe knobs for short runs (views given in part keep the preset's other keys).
     "tau_constant": ("byol", {"tau_schedule": "constant"}, "", {}),
     "crop_area_0.2": ("byol", {"view1": {"crop_area": [0.2, 1.0]},
@@ -69,6 +75,10 @@ VARIANTS = {
 GRID = ["byol", "no_predictor", "tau_1", "tau_0", "byol_batch32", "simclr", "simclr_batch32",
         "byol_crop_flip", "simclr_crop_flip", "no_batch_norm", "no_batch_stats_gnws", "moco_v2",
         "multiview_cl", "multiview_cl_fp", "multiview"]
+
+
+# Figure 3a's rows (`--only=` them: not in the grid's default).
+FIGURE_3A = [f"{m}_b512_micro{micro}" for m in ("byol", "simclr") for micro in (512, 128, 64, 32)]
 
 
 flags.DEFINE_string("dataset", "sample", "train.py --dataset")
@@ -280,6 +290,12 @@ FINDINGS = [
         "BYOL loses less than SimCLR when the batch shrinks (Grill et al. 2020, Figure 3a).",
         lambda m: ((m["simclr"] - m["simclr_batch32"]) - (m["byol"] - m["byol_batch32"]),
                    ["byol", "byol_batch32", "simclr", "simclr_batch32"]), "direction")]),
+    ("Smaller batches at equal optimizer steps (micro-batches of one batch of 512)", FIGURE_3A,
+     [Claim("BYOL loses less than SimCLR when the batch shrinks (Grill et al. 2020, Figure 3a).",
+        lambda m: ((m["simclr_b512_micro512"] - m["simclr_b512_micro32"])
+                   - (m["byol_b512_micro512"] - m["byol_b512_micro32"]),
+                   ["byol_b512_micro512", "byol_b512_micro32", "simclr_b512_micro512",
+                    "simclr_b512_micro32"]), "direction")]),
     ("No colour augmentation", ["byol", "byol_crop_flip", "simclr", "simclr_crop_flip"], [Claim(
         "BYOL loses less than SimCLR with crops and flips only (Grill et al. 2020, Figure 3b).",
         lambda m: ((m["simclr"] - m["simclr_crop_flip"]) - (m["byol"] - m["byol_crop_flip"]),
@@ -617,9 +633,9 @@ def budgets_section(rows, others):
     return lines + ["```", ""]
 
 
-def write_page(rows, probes, page, others=()):
+def write_page(rows, probes, page, others=(), command=None):
     """The page of `rows` (runs) and `probes` (their linear probes) of one budget; `others`
-    are runs of the same dataset at other budgets."""
+    are runs of the same dataset at other budgets; `command`: the one that writes the page."""
     knn, std = summary(rows, "knn_top1"), summary(rows, "projection_std")
     linear = summary(probes, "linear_top1")
     first = rows[0]
@@ -631,7 +647,9 @@ def write_page(rows, probes, page, others=()):
              "seed has no spread). "
              "`projection_std` is the collapse metric (≈ 1/√d spread out, → 0 collapsed). "
              f"{hosts_line(rows)} The commands that made the rows:", "", "```",
-             *reproducing_commands(rows, "--only"), "```", ""]
+             *reproducing_commands(rows, "--only"), "```", "",
+             *([f"This page is written from their results by `{command}`.", ""]
+               if command else [])]
     if any(r["batch_size"] != first["batch_size"] for r in rows):
         lines += ["A row with a smaller batch keeps the epochs (more steps) and its learning "
                   "rate is the recipe's base × batch / 256, as at every batch.", ""]
@@ -702,7 +720,8 @@ def main(argv):
                   if r["epochs"] == FLAGS.epochs and r["dataset"] == FLAGS.dataset]
         if not rows:
             raise app.UsageError(f"no runs of {FLAGS.epochs} epochs on {FLAGS.dataset} in {FLAGS.out}")
-        write_page(rows, probes, FLAGS.page, [r for r in runs if r["epochs"] != FLAGS.epochs])
+        write_page(rows, probes, FLAGS.page, [r for r in runs if r["epochs"] != FLAGS.epochs],
+                   command=this_command())
     else:
         raise app.UsageError("usage: ablations.py run|linear|table --out=RESULTS.jsonl "
                              "[--page=PAGE.md]")

@@ -17,7 +17,7 @@ from absl import flags
 flags.FLAGS(["ablations.py", "--out=x.jsonl", "--dataset=cifar10", "--epochs=15",
              "--preset=cifar10_cpu_short", "--batch_size=128"])
 print(json.dumps({n: [str(w) for w in ablations.train_command(flags.FLAGS, n, 3)[0]]
-                  for n in ablations.GRID}))
+                  for n in ablations.GRID + ablations.FIGURE_3A}))
 """
 
 BUILD = """
@@ -34,6 +34,8 @@ for name, command in json.loads(sys.stdin.read()).items():
     resolved, _ = config.resolve(flags.FLAGS, given, config.Host())
     model = build.build_model(resolved, num_classes=10)
     out[name] = dict(batch_size=resolved.batch_size, method=resolved.method,
+                     micro_batch_size=resolved.micro_batch_size,
+                     accumulation=model.optimizer.gradient_accumulation_steps,
                      options=resolved.method_options, seed=resolved.seed,
                      model=type(model).__name__, encoder=resolved.encoder)
 print(json.dumps(out))
@@ -56,6 +58,11 @@ def test_every_grid_row_is_a_train_command_that_builds_its_switch():
     assert set(built) == set(commands)
     for name, row in built.items():
         assert row["seed"] == 3
+        if "_b512_micro" in name:  # Figure 3a: one optimizer batch, micro-batches of the name
+            micro = int(name.rsplit("micro", 1)[1])
+            assert (row["batch_size"], row["micro_batch_size"]) == (512, micro), name
+            assert row["accumulation"] == (512 // micro if micro < 512 else None), name
+            continue
         assert row["batch_size"] == (32 if name.endswith("batch32") else 128), name
     assert built["no_predictor"]["options"]["use_predictor"] is False
     assert built["tau_0"]["options"]["tau_base"] == 0.0
