@@ -16,9 +16,9 @@ byol-pytorch's own `BYOL` wraps it as its README shows (`hidden_layer=-1`: the n
 output is the representation), with its default augmentation inside the step
 (`--noaugment`: the identity, a compute-only step like ours), projector/predictor 4096 →
 256, and Adam (its README's optimizer). One step: forward on both views (the library
-concatenates them into one batch), loss, backward, optimizer step, EMA update. On CUDA
-the peer runs at its best: cuDNN autotuning, TF32 matmuls, channels-last tensors, images
-already on the GPU. Prints one JSON line: images/s over `--repeats` runs of `--steps`
+concatenates them into one batch), loss, backward, optimizer step, EMA update. The peer
+runs at its best: channels-last tensors (`--layout`, on the CPU too: oneDNN's fast path), and
+on CUDA cuDNN autotuning, TF32 matmuls, images already on the GPU. Prints one JSON line: images/s over `--repeats` runs of `--steps`
 steps, peak RSS (and peak GPU memory), thread count and versions.
 """
 
@@ -109,7 +109,7 @@ def main(argv):
             raise SystemExit("--device=cuda: torch sees no CUDA GPU")
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    layout = torch.channels_last if cuda else torch.contiguous_format
+    layout = torch.channels_last if args.layout == "channels_last" else torch.contiguous_format
     net = build_net(args.encoder)
     extra = {} if args.augment else dict(augment_fn=nn.Identity())
     learner = BYOL(net, image_size=args.image_size, hidden_layer=-1,
@@ -141,6 +141,7 @@ def main(argv):
     print(json.dumps(dict(
         library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
         batch_size=args.batch_size, precision=args.precision, augment=args.augment,
+        layout=args.layout,
         encoder_parameters=sum(p.numel() for p in net.parameters()),
         **round_fields(kept, rounds, args.steps * args.batch_size),
         steps_per_run=args.steps, **memory_mb(), **gpu,
@@ -154,6 +155,10 @@ def define_flags():
     flags.DEFINE_enum("encoder", "resnet18_cifar", sorted(ENCODERS) + IMAGENET_STEM,
                       "byol_tf's ResNet, in PyTorch.")
     flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "Where the step runs.")
+    flags.DEFINE_enum("layout", "channels_last", ["channels_last", "contiguous"],
+                      "Memory format of the network and the images: channels-last (NHWC, "
+                      "oneDNN's and cuDNN's fast path; the peer at its best) or PyTorch's "
+                      "default NCHW.")
     flags.DEFINE_bool("augment", True, "byol-pytorch's augmentation in the step (else: none).")
     flags.DEFINE_integer("batch_size", 128, "Batch.")
     flags.DEFINE_integer("image_size", 32, "Image side, px.")

@@ -299,6 +299,10 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
                               f"entry is a {parent['architecture']}; drop --encoder (the "
                               "entry's architecture is used)")
         config["encoder"] = parent["architecture"]
+        if "image_size" not in given and parent.get("image_size"):
+            # a folder's crops at the side the entry learned (a fixed-size dataset keeps its
+            # own): adapted at another side the entry lost accuracy (docs/own_images.md)
+            config["image_size"] = parent["image_size"]
     if source.image_side and "image_size" not in given:
         config["image_size"] = source.image_side
     for key in HYPERPARAMETERS:
