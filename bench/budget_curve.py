@@ -8,6 +8,12 @@ exit, timed here), its kNN top-1 beside the same encoder at random init (measure
     python bench/budget_curve.py --out=bench/results/budget_curve_imagenette_mini.jsonl \
         --table_only    # the table and plot (docs/images/budget_curve.png) from the results
 
+A larger labelled folder from CIFAR-10 (`scripts/prepare_cifar10.py`'s `cifar10.npz`): the first
+10,000 training images and 2,000 test images as JPEGs (quality 95, 32 × 32 px) in one sub-folder
+per class:
+
+    python bench/budget_curve.py --make_cifar10_folder=~/.cache/byol_data/cifar10-folder
+
 Each result is a JSON line (budget, seed, wall seconds, kNN, the run's planned steps and its
 measurement, the host's CPU and ISA flags). A (budget, seed) already in `--out` is not run
 again; a run killed midway is finished by rerunning (its recorded plan is kept; its wall time
@@ -28,12 +34,16 @@ flags.DEFINE_string("eval_dataset", None, "Its labelled test folder.")
 flags.DEFINE_list("budgets", ["5", "15", "30"], "Budgets, minutes.")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("train_flags", [], "Extra byol-train flags (e.g. --method=simclr).")
-flags.DEFINE_string("label", "random init", "What the runs start from or vary (kept in each "
+flags.DEFINE_string("label", "BYOL, random init", "What the runs start from or vary (kept in each "
                     "result; the table's first column).")
 flags.DEFINE_string("runs", str(ROOT / "runs" / "budget_curve"), "Where the run folders go.")
 flags.DEFINE_string("out", None, "JSON-lines results file (appended).")
 flags.DEFINE_string("plot", str(ROOT / "docs" / "images" / "budget_curve.png"), "The plot.")
 flags.DEFINE_bool("table_only", False, "Only print the table and draw the plot.")
+flags.DEFINE_string("make_cifar10_folder", None, "Write the CIFAR-10 folder here (train/, val/) "
+                    "and exit.")
+flags.DEFINE_string("cifar10_npz", "~/.cache/byol_data/cifar10.npz", "scripts/prepare_cifar10.py's "
+                    "arrays.")
 FLAGS = flags.FLAGS
 
 
@@ -106,7 +116,27 @@ def plot(rows, path):
     fig.savefig(path, dpi=110)
 
 
+def make_cifar10_folder(folder, npz, train=10_000, test=2_000):
+    """The first `train` training and `test` test images of CIFAR-10 as JPEGs under
+    folder/{train,val}/<class name>/."""
+    import numpy as np
+    import tensorflow as tf
+
+    from byol_tf.data.sample import SAMPLE_CLASSES as names  # CIFAR-10's, in label order
+
+    arrays = np.load(pathlib.Path(npz).expanduser())
+    for split, (x, y, count) in dict(train=(arrays["x_train"], arrays["y_train"], train),
+                                     val=(arrays["x_test"], arrays["y_test"], test)).items():
+        for i in range(count):
+            target = pathlib.Path(folder).expanduser() / split / names[int(y[i])]
+            target.mkdir(parents=True, exist_ok=True)
+            (target / f"{i:05d}.jpg").write_bytes(tf.io.encode_jpeg(x[i], quality=95).numpy())
+
+
 def main(_):
+    if FLAGS.make_cifar10_folder:
+        make_cifar10_folder(FLAGS.make_cifar10_folder, FLAGS.cifar10_npz)
+        return
     done = {(r["label"], r["budget_minutes"], r["seed"]) for r in results(FLAGS.out)}
     if not FLAGS.table_only:
         for budget in FLAGS.budgets:

@@ -15,6 +15,7 @@ import pytest
 from byol_tf.training import budget
 from byol_tf.training import config as run_config
 from helpers.commands import ENV, ROOT, train
+from helpers.train_config import resolve_args
 
 
 def cost(steps, step, first, epoch_seconds, per_pass):
@@ -55,14 +56,7 @@ def test_planned_steps_become_whole_epochs_of_at_most_a_pass():
 
 
 def resolved(*args, **kwargs):
-    from absl import flags
-
-    import byol_tf.cli.train as train_cli
-
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train.py", *args])
-    given = {f.name for f in flags.FLAGS.get_flags_for_module(train_cli.__name__) if f.present}
-    return run_config.resolve(flags.FLAGS, given, run_config.Host(), **kwargs)[0]
+    return resolve_args(*args, **kwargs)[0]
 
 
 def test_the_budget_sizes_the_schedules_and_a_resume_keeps_them():

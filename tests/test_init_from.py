@@ -59,19 +59,13 @@ def test_an_entry_is_named_by_name_folder_or_file_url_and_its_architecture_is_us
 
 
 def test_a_folder_run_from_an_entry_crops_at_the_entrys_side_unless_told(tmp_path):
-    from absl import flags
-
-    import byol_tf.cli.train as train_cli
     from helpers.folders import jpeg_folder
+    from helpers.train_config import resolve_args
 
     folder = jpeg_folder(tmp_path / "photos", 8, side=64)
 
     def resolved(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", f"--dataset={folder}", "--noknn", "--batch_size=4", *args])
-        given = {f.name for f in flags.FLAGS.get_flags_for_module(train_cli.__name__)
-                 if f.present}
-        return run_config.resolve(flags.FLAGS, given, run_config.Host())[0]
+        return resolve_args(f"--dataset={folder}", "--noknn", "--batch_size=4", *args)[0]
 
     assert resolved().image_size == 64  # the folder recipe's side
     adapted = resolved(f"--init_from={ENTRY}")

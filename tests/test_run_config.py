@@ -14,6 +14,7 @@ from byol_tf.data import SAMPLE_FILE
 from byol_tf.training import config as run_config
 from byol_tf.training import memory
 from helpers.commands import train
+from helpers.train_config import resolve_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RELEASE_RUN = ROOT / "tests" / "data" / "release_0_1_0" / "run"
@@ -89,14 +90,11 @@ def flags_module():
 
 
 def resolved(*args, host=None):
-    """(RunConfig, notes) of train.py's arguments, as train.py resolves them."""
+    """(RunConfig, notes) of train.py's arguments, as train.py resolves them; the method's
+    options are checked by building it."""
     from byol_tf.training import build
 
-    flags, module = flags_module()
-    flags.unparse_flags()
-    flags(["train.py", *args])
-    given = {f.name for f in flags.get_flags_for_module(module) if f.present}
-    config, notes = run_config.resolve(flags, given, host or run_config.Host())
+    config, notes = resolve_args(*args, host=host)
     build.build_method(config, byol_tf.encoders.get("tiny_resnet_cifar"), 10, 10)  # its options
     return config, notes
 

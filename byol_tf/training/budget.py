@@ -151,16 +151,15 @@ def evaluation_pass_seconds(measured, images):
     return measured["forward_trace_seconds"] + measured["forward_image_seconds"] * images
 
 
-def after_training_seconds(measured, train_images, test_images, random_init, parent=False,
+def after_training_seconds(measured, train_images, test_images, knn_passes,
                            publish_linear_epochs=None, read_seconds=0.0):
-    """Seconds after training: the kNN evaluation's forward passes (of the pretrained encoder,
-    of the encoder at random init when `random_init`, of the entry it started from when
-    `parent`); a publish's (its data read again,
-    `read_seconds`, its kNN pass and a linear evaluation of `publish_linear_epochs` cropped
-    passes over the training images, ~1.5× a pass each); the fixed part. Without evaluation
-    images (no kNN), only the fixed part."""
+    """Seconds after training: `knn_passes` forward passes over the evaluation images (the
+    kNN of the trained encoder, of the same encoder at random init, of the entry it started
+    from); a publish's (its data read again, `read_seconds`, its kNN pass and a linear
+    evaluation of `publish_linear_epochs` cropped passes over the training images, ~1.5× a
+    pass each); the fixed part. Without a measured forward pass, only the fixed part."""
     one_pass = evaluation_pass_seconds(measured, train_images + test_images)
-    seconds = FIXED_SECONDS + (1 + bool(random_init) + bool(parent)) * one_pass
+    seconds = FIXED_SECONDS + knn_passes * one_pass
     if publish_linear_epochs and one_pass:
         seconds += read_seconds + one_pass + 1.5 * publish_linear_epochs * (
             measured["forward_image_seconds"] * train_images)

@@ -13,6 +13,7 @@ SavedModel: the run stops after its evaluation, and the same command under
 """
 
 import functools
+import math
 import pathlib
 import shutil
 import sys
@@ -79,7 +80,8 @@ class Run:
         config = self.config
         seconds = 60 * config.time_budget_minutes
         read_started = time.time()
-        forward_images = self.eval_arrays[0] if config.knn else None
+        evaluates = config.knn or bool(config.publish)  # (a publish evaluates too)
+        forward_images = self.eval_arrays[0] if evaluates else None
         read_seconds = time.time() - read_started
         print(f"Measuring this machine for the {config.time_budget_minutes:g}-minute budget "
               f"(a throw-away copy of the model trains for a few seconds)…", flush=True)
@@ -88,20 +90,20 @@ class Run:
             measured = budget.measure(lambda: build.build_model(config, config.num_classes),
                                       self.stream()[0], seconds, forward_images)
         train_images = test_images = 0
-        if config.knn:
+        if evaluates:
             train_images, test_images = len(self.eval_arrays[0]), len(self.eval_arrays[2])
+        knn_passes = (1 + config.knn_random_init + bool(config.init_from)) if config.knn else 0
         after = budget.after_training_seconds(
-            measured, train_images, test_images, config.knn_random_init, bool(config.init_from),
+            measured, train_images, test_images, knn_passes,
             config.publish_linear_epochs if config.publish else None, read_seconds)
         epoch_seconds = budget.EPOCH_SECONDS + (
             budget.evaluation_pass_seconds(measured, train_images + test_images)
             / config.knn_every if config.knn_every else 0.0)
         spent = time.time() - started
+        step_seconds = measured["step_seconds"] * config.accumulation_steps  # (an optimizer step)
         try:
-            steps = budget.plan(seconds, spent,  # (in optimizer steps of N micro-batches)
-                                measured["step_seconds"] * config.accumulation_steps,
-                                measured["first_step_seconds"], after, epoch_seconds,
-                                config.steps_per_epoch)
+            steps = budget.plan(seconds, spent, step_seconds, measured["first_step_seconds"],
+                                after, epoch_seconds, config.steps_per_epoch)
         except budget.BudgetTooSmall as error:
             raise ConfigError(f"--time_budget_minutes={config.time_budget_minutes:g}: "
                               f"{error}") from None
@@ -109,7 +111,8 @@ class Run:
                         after_training_seconds=round(after, 1),
                         epoch_seconds=round(epoch_seconds, 3),
                         planned_seconds=round(spent + after + measured["first_step_seconds"]
-                                              + steps * measured["step_seconds"], 1))
+                                              + steps * step_seconds + epoch_seconds * math.ceil(
+                                                  steps / config.steps_per_epoch), 1))
         sized, notes = resolve(options, given, host, None, run_dir=run_dir, budget=decision)
         for note in notes:
             if note not in self.notes:
