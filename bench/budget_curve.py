@@ -92,25 +92,33 @@ def table(rows):
 
 
 def plot(rows, path):
+    """kNN top-1 against the budget, one line per start (mean over seeds, bars: their range)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
     for label in sorted({r["label"] for r in rows}):
-        mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["budget_minutes"])
-        ax.plot([r["budget_minutes"] for r in mine], [r["knn_top1"] for r in mine], "o-",
-                label=label)
+        budgets = sorted({r["budget_minutes"] for r in rows if r["label"] == label})
+        scores = [[r["knn_top1"] for r in rows if r["label"] == label and r["budget_minutes"] == b]
+                  for b in budgets]
+        means = [sum(v) / len(v) for v in scores]
+        ax.errorbar(budgets, means, yerr=[[m - min(v) for m, v in zip(means, scores)],
+                                         [max(v) - m for m, v in zip(means, scores)]],
+                    marker="o", capsize=3, label=label)
     random = [r["knn_top1_random_init"] for r in rows if r["knn_top1_random_init"]]
     if random:
-        ax.axhline(sum(random) / len(random), color="grey", ls="--", label="random init")
+        ax.axhline(sum(random) / len(random), color="grey", ls="--",
+                   label="the same encoder at random init")
     ax.set_xscale("log")
     budgets = sorted({r["budget_minutes"] for r in rows})
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("--time_budget_minutes (2 CPU cores)")
     ax.set_ylabel("kNN top-1 (test folder)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
