@@ -56,7 +56,8 @@ def run_one(budget, seed):
     from byol_tf.records import host
 
     slug = "-".join(f.strip("-").replace("=", "_") for f in FLAGS.train_flags) or "default"
-    run_dir = pathlib.Path(FLAGS.runs) / f"{slug}-{budget}min-seed{seed}"
+    data = pathlib.Path(FLAGS.dataset).expanduser().resolve().parent.name  # (…/<data>/train)
+    run_dir = pathlib.Path(FLAGS.runs) / data / f"{slug}-{budget}min-seed{seed}"
     resumed = (run_dir / "config.json").exists()
     command = [sys.executable, str(ROOT / "train.py"), f"--dataset={FLAGS.dataset}",
                f"--eval_dataset={FLAGS.eval_dataset}", f"--time_budget_minutes={budget}",
