@@ -400,7 +400,7 @@ def smaller_batches_note(rows):
         f"({', '.join(format(r['knn_top1'], '.3f') for r in small)}) and the difference stays inside "
         "the spreads. No batch-32 run collapses (projection_std "
         f"{min(projection):.3f}–{max(projection):.3f} against the baseline's "
-        f"{knn_std(rows, 'byol'):.3f}). The low seed (seed {low['seed']}) starts slower: its loss "
+        f"{projection_std_mean(rows, 'byol'):.3f}). The low seed (seed {low['seed']}) starts slower: its loss "
         f"after the first epoch is {first_loss[low['seed']]:.2f} against seed {high['seed']}'s "
         f"{first_loss[high['seed']]:.2f}" + (
             f"; seeds {low['seed']} and {high['seed']} ran on the same host, so the spread is not "
@@ -411,7 +411,7 @@ def smaller_batches_note(rows):
         "epochs of ImageNet.")
 
 
-def knn_std(rows, variant):
+def projection_std_mean(rows, variant):
     return summary(rows, "projection_std")[variant][0]
 
 

@@ -6,7 +6,7 @@ what to check:
   - `keras.Model._maybe_symbolic_build` (`BuildsOptimizerOnly` below);
   - `keras.optimizers.Optimizer._apply_weight_decay` (`byol_tf.optimizers.AdamW`);
 and Keras' private list of variables created unallocated (`deferred_variables` below), and
-the optimizer's raw call counter (`batches_trained` below).
+the optimizer's raw call counter (`batches_trained`, `batch_count` below).
 """
 
 TENSORFLOW = "2.21"
@@ -36,6 +36,13 @@ def batches_trained(optimizer):
     `gradient_accumulation_steps` counts optimizer steps (÷ N), this the batches (what a
     data stream's position and `fit`'s steps count); without accumulation, the same."""
     return optimizer._iterations
+
+
+def batch_count(optimizer):
+    """`batches_trained` as a Python int (for the trainer's and callbacks' bookkeeping)."""
+    import keras
+
+    return int(keras.ops.convert_to_numpy(optimizer._iterations))
 
 
 def variable_index(optimizer, variable):

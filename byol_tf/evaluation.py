@@ -156,7 +156,7 @@ class KnnEvery(keras.callbacks.Callback):
             x_train, y_train, x_test, y_test = self.arrays
             encoder = self.model.image_encoder()
             self.features = [extract_features(encoder, x) for x in (x_train, x_test)]
-            self.features_step = int(compat.batches_trained(self.model.optimizer))
+            self.features_step = compat.batch_count(self.model.optimizer)
             logs["knn_top1"] = knn_accuracy_of_features(
                 self.features[0], y_train, self.features[1], y_test, self.k, self.temperature)
 

@@ -36,12 +36,19 @@ class BudgetTooSmall(ValueError):
     """Not even one epoch's step fits in the budget; the message says what would."""
 
 
+def training_seconds(steps, step_seconds, first_step_seconds=0.0, epoch_seconds=0.0,
+                     steps_per_pass=None):
+    """Seconds of training `steps` optimizer steps in ⌈steps / steps_per_pass⌉ epochs:
+    first + steps · step + epochs · epoch_seconds (no epoch cost without `steps_per_pass`)."""
+    epochs = math.ceil(steps / steps_per_pass) if steps_per_pass else 0
+    return first_step_seconds + steps * step_seconds + epochs * epoch_seconds
+
+
 def plan(budget_seconds, spent_seconds, step_seconds, first_step_seconds, after_seconds,
          epoch_seconds=EPOCH_SECONDS, steps_per_pass=None):
     """The optimizer steps a run can take and still end within its budget.
 
-    Training `S` steps in `E = ⌈S / steps_per_pass⌉` epochs costs
-    `first_step_seconds + S · step_seconds + E · epoch_seconds`; it must fit in
+    Training `S` steps costs `training_seconds(S, …)`; it must fit in
     `SAFETY · budget_seconds − spent_seconds − after_seconds`.
 
     Args:
@@ -54,12 +61,12 @@ def plan(budget_seconds, spent_seconds, step_seconds, first_step_seconds, after_
       steps_per_pass: steps of one pass over the data (None: no epoch cost is counted).
     Returns the number of steps (≥ 1). Raises BudgetTooSmall when not one step fits.
     """
-    left = SAFETY * budget_seconds - spent_seconds - after_seconds - first_step_seconds
+    left = SAFETY * budget_seconds - spent_seconds - after_seconds
     per_step = step_seconds + (epoch_seconds / steps_per_pass if steps_per_pass else 0.0)
-    steps = math.floor(max(left, 0.0) / per_step)
+    steps = math.floor(max(left - first_step_seconds, 0.0) / per_step)
     # The estimate counts epochs fractionally; the last epoch's cost is whole.
-    while steps > 0 and steps_per_pass and (
-            steps * step_seconds + math.ceil(steps / steps_per_pass) * epoch_seconds > left):
+    while steps > 0 and training_seconds(steps, step_seconds, first_step_seconds,
+                                         epoch_seconds, steps_per_pass) > left:
         steps -= 1
     if steps < 1:
         need = (spent_seconds + after_seconds + first_step_seconds + step_seconds

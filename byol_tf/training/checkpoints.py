@@ -161,7 +161,7 @@ class SaveEvery(keras.callbacks.Callback):
     def _step(self):
         if hasattr(self.model, "jax_state_sync"):  # JAX: the variables are held by `fit`
             self.model.jax_state_sync()
-        return int(compat.batches_trained(self.model.optimizer).numpy())
+        return compat.batch_count(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()

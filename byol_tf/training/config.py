@@ -112,6 +112,16 @@ class RunConfig:
         return self.batch_size // self.accumulation_steps
 
     @property
+    def batches_per_epoch(self):
+        """`fit`'s steps in an epoch: the optimizer's steps × `accumulation_steps`."""
+        return self.steps_per_epoch * self.accumulation_steps
+
+    @property
+    def total_batches(self):
+        """The micro-batches of the whole run (`fit`'s steps, the stream's length)."""
+        return self.total_steps * self.accumulation_steps
+
+    @property
     def warmup_steps(self):
         return min(round(self.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
 
@@ -201,8 +211,9 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         notes.append(f"--preset is now --recipe (a preset is a zoo entry): using --recipe={alias}.")
     if recipe_name is not None and recipe_name not in recipes.RECIPES:
         raise ConfigError(f"--recipe={recipe_name}: unknown; known: {sorted(recipes.RECIPES)}")
-    for name, low in (("accumulation_steps", 1), ("max_image_pixels", 1), ("knn_k", 1), ("keep_checkpoints", 1),
-                      ("publish_linear_epochs", 1), ("seed", 0), ("knn_every", 0)):
+    for name, low in (("accumulation_steps", 1), ("max_image_pixels", 1), ("knn_k", 1),
+                      ("keep_checkpoints", 1), ("publish_linear_epochs", 1), ("seed", 0),
+                      ("knn_every", 0)):
         if value(name) is not None and value(name) < low:
             raise ConfigError(f"--{name} must be ≥ {low}; got {value(name)}")
     for name in ("steps_per_epoch", "checkpoint_every", "max_eval_examples"):
@@ -210,7 +221,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
             raise ConfigError(f"--{name} must be ≥ 1 (leave it unset for the default); got "
                               f"{value(name)}")
     finite("time_limit_minutes", value("time_limit_minutes"), 0, low_inclusive=False)
-    budget_minutes = getattr(options, "time_budget_minutes", None)
+    budget_minutes = value("time_budget_minutes")
     finite("time_budget_minutes", budget_minutes, 0, low_inclusive=False)
     if budget_minutes:
         for name in ("epochs", "time_limit_minutes", "steps_per_epoch"):
@@ -290,7 +301,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
                                       else "imagenet2012")
         recipe = recipes.for_dataset(recipe_name)
     config = dict(recipe)
-    init_from = getattr(options, "init_from", None)
+    init_from = value("init_from")
     parent = None
     if init_from:
         parent = parent_of(init_from)
@@ -334,7 +345,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         raise ConfigError(f"--tau_base must be in [0, 1]; got {config['tau_base']}")
 
     # The batch: a resumed run keeps its own; a new one on a CPU gets one that fits.
-    accumulation = getattr(options, "accumulation_steps", None) or 1
+    accumulation = value("accumulation_steps") or 1
     if accumulation > 1:
         if value("method") == "moco":
             raise ConfigError("--accumulation_steps with --method=moco: its queue would take "

@@ -39,7 +39,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         return float(np.sqrt(np.mean(np.square(features.astype(np.float64)))))
 
     def _stop(self, reason):
-        step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
+        step = compat.batch_count(self.model.optimizer)
         self.reason = f"at step {step}: {reason}"
         self.model.stop_training = True
 

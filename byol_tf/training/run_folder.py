@@ -313,7 +313,7 @@ class RunHistory(keras.callbacks.Callback):
         here = self._seconds_here + (time.time() - self._started if self._started else 0.0)
         if self.model is None or here == 0.0:
             return list(self.segments_before)
-        last_step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
+        last_step = self._step()
         return [*self.segments_before, dict(host(), first_step=self._first_step,
                                             last_step=last_step, train_seconds=round(here, 1))]
 
@@ -342,14 +342,14 @@ class RunHistory(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._started = time.time()
         if self._first_step is None:
-            self._first_step = int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
+            self._first_step = self._step()
 
     def on_train_end(self, logs=None):
         self._seconds_here += time.time() - self._started
         self.seconds_before, self._started = self.train_seconds, None
 
     def _step(self):
-        return int(keras.ops.convert_to_numpy(compat.batches_trained(self.model.optimizer)))
+        return compat.batch_count(self.model.optimizer)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = (time.time(), self._step())

@@ -13,7 +13,6 @@ SavedModel: the run stops after its evaluation, and the same command under
 """
 
 import functools
-import math
 import pathlib
 import shutil
 import sys
@@ -110,9 +109,9 @@ class Run:
         decision = dict(measured, steps=steps, spent_seconds=round(spent, 1),
                         after_training_seconds=round(after, 1),
                         epoch_seconds=round(epoch_seconds, 3),
-                        planned_seconds=round(spent + after + measured["first_step_seconds"]
-                                              + steps * step_seconds + epoch_seconds * math.ceil(
-                                                  steps / config.steps_per_epoch), 1))
+                        planned_seconds=round(spent + after + budget.training_seconds(
+                            steps, step_seconds, measured["first_step_seconds"], epoch_seconds,
+                            config.steps_per_epoch), 1))
         sized, notes = resolve(options, given, host, None, run_dir=run_dir, budget=decision)
         for note in notes:
             if note not in self.notes:
@@ -222,7 +221,7 @@ def run_locked(r, argv, started):
     step = start_step = manager.restore(r.model)
     if step == 0 and config.init_from:
         r.start_from_parent()
-    history.restore(manager.state, mid_epoch=step % batches_per_epoch(config) != 0)
+    history.restore(manager.state, mid_epoch=step % config.batches_per_epoch != 0)
     trained, knn_every = r.folder.done("train"), None
     if trained and trained.get("final_step") != step:  # (bound to the newest checkpoint)
         print(f"{r.folder.phases_path}: the train record says step {trained.get('final_step')}, "
@@ -234,7 +233,7 @@ def run_locked(r, argv, started):
         if trained is None:  # stopped at the time limit
             return
     if config.final_weights_npz:  # every worker: for checking replicas and workers agree
-        np.savez(config.final_weights_npz, step=int(compat.batches_trained(r.model.optimizer).numpy()),
+        np.savez(config.final_weights_npz, step=compat.batch_count(r.model.optimizer),
                  **{v.path: np.asarray(v.numpy()) for v in r.model.weights})
     try:  # every worker ends in finish_together, the chief after its phases
         if r.strategy.is_chief:  # the chief alone saves, evaluates, exports and publishes
@@ -247,8 +246,7 @@ def train(r, manager, history, step, start_step, started):
     """The train phase: `fit` over the stream from `step`, checkpointed; returns (its record,
     the kNN callback), or (None, None) when it stopped at the time limit."""
     config, model = r.config, r.model
-    steps_per_epoch = batches_per_epoch(config)
-    total_steps = config.total_steps * config.accumulation_steps
+    steps_per_epoch, total_steps = config.batches_per_epoch, config.total_batches
     knn_every = None
     if r.config.knn and config.knn_every:
         knn_every = evaluation.KnnEvery(r.eval_arrays, config.knn_every, config.epochs,
@@ -283,7 +281,7 @@ def train(r, manager, history, step, start_step, started):
                           callbacks=callbacks, verbose=1 if terminal else 0, shuffle=False)
         except ValueError as error:
             raise ConfigError(in_flag_terms(error)) from None
-        step = int(compat.batches_trained(model.optimizer).numpy())
+        step = compat.batch_count(model.optimizer)
         if model.stop_training:  # diverged, or the time limit
             break
     if guard.reason:
@@ -303,11 +301,6 @@ def train(r, manager, history, step, start_step, started):
                   images_per_second=history.throughput)
     r.folder.finish("train", **record)
     return record, knn_every
-
-
-def batches_per_epoch(config):
-    """`fit`'s steps in an epoch: the optimizer's steps × `accumulation_steps`."""
-    return config.steps_per_epoch * config.accumulation_steps
 
 
 def chief_phases(r, trained, knn_every):
@@ -363,7 +356,7 @@ def saved_files_verify(r, trained):
     if not damaged:
         return True
     final = trained.get("final_step")
-    if int(compat.batches_trained(r.model.optimizer).numpy()) != final:
+    if compat.batch_count(r.model.optimizer) != final:
         raise ConfigError(f"{', '.join(str(r.folder.path / n) for n in damaged)} changed since "
                           f"the run saved it (sha256) and the final checkpoint (step {final}) "
                           "is gone; choose another run folder")
@@ -407,7 +400,7 @@ def evaluate(r, image_encoder, knn_every):
 
     k = r.config.knn_k
     x_train, y_train, x_test, y_test = r.eval_arrays
-    step = int(compat.batches_trained(r.model.optimizer).numpy())
+    step = compat.batch_count(r.model.optimizer)
     verbose = 1 if sys.stdout.isatty() else 2
     if knn_every and knn_every.features_step == step:  # measured on these weights already
         features = knn_every.features
