@@ -39,49 +39,17 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    import os
-
-    import byol_tf_runtime
-
-    if FLAGS.onednn:
-        byol_tf_runtime.use_onednn()  # before TensorFlow loads, as the commands do
-    else:
-        os.environ.setdefault(byol_tf_runtime.ONEDNN, "0")
+    backend, model, step, images = build_step(  # (first: it sets oneDNN before TF loads)
+        FLAGS.encoder, FLAGS.batch_size, FLAGS.image_size, FLAGS.precision, FLAGS.augment,
+        FLAGS.jit_compile, FLAGS.onednn)
     import byol_tf
     import keras
     import numpy as np
     from byol_tf.records import host
 
-    backend = keras.backend.backend()
     if FLAGS.aug_steps and backend != "tensorflow":
         raise app.UsageError("the augmentation alone is timed on TensorFlow: use --aug_steps=0")
-    rng = np.random.default_rng(0)
     size, batch = FLAGS.image_size, FLAGS.batch_size
-    pixels = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    images = keras.ops.convert_to_tensor(pixels)
-    # The step's input: uint8 images, or (compute only) two given float views in [0, 1].
-    views = keras.ops.convert_to_tensor((pixels / 255.0).astype(np.float32))
-    data = images if FLAGS.augment else (views, views)
-
-    keras.mixed_precision.set_global_policy(FLAGS.precision)
-    model = byol_tf.BYOL(byol_tf.encoders.get(FLAGS.encoder), total_steps=1000,
-                         augment=FLAGS.augment, seed=0)
-    model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=FLAGS.jit_compile)
-    if backend == "jax":  # the step train.py's JAX trainer jits
-        import jax
-
-        from byol_tf.steps.jax_step import initial_state
-
-        state = [initial_state(model)]
-        jitted = jax.jit(model.train_step, donate_argnums=0)
-
-        def step():
-            logs, state[0] = jitted(state[0], data)
-            return logs
-    else:
-        model.make_train_function()
-        def step():
-            return model.train_function(iter([data]))
 
     def run(n):
         for _ in range(n):
@@ -127,6 +95,54 @@ def main(_):
     if FLAGS.out:
         with open(FLAGS.out, "a") as f:
             f.write(line + "\n")
+
+
+def build_step(encoder, batch, size, precision, augment, jit_compile, onednn=True):
+    """(backend, model, step, images): byol_tf's BYOL with LARS on a random uint8 batch
+    [batch, size, size, 3]; `step()` runs one training step and returns its logs (the Keras
+    train function on TensorFlow; on JAX the step train.py's JAX trainer jits, state donated).
+    `augment`: the two views drawn inside the step (else given, a compute-only step)."""
+    import os
+
+    import byol_tf_runtime
+
+    if onednn:
+        byol_tf_runtime.use_onednn()  # before TensorFlow loads, as the commands do
+    else:
+        os.environ.setdefault(byol_tf_runtime.ONEDNN, "0")
+    import byol_tf
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    images = keras.ops.convert_to_tensor(pixels)
+    # The step's input: uint8 images, or (compute only) two given float views in [0, 1].
+    views = keras.ops.convert_to_tensor((pixels / 255.0).astype(np.float32))
+    data = images if augment else (views, views)
+
+    keras.mixed_precision.set_global_policy(precision)
+    model = byol_tf.BYOL(byol_tf.encoders.get(encoder), total_steps=1000, augment=augment,
+                         seed=0)
+    model.compile(optimizer=byol_tf.LARS(0.2), jit_compile=jit_compile)
+    if backend == "jax":  # the step train.py's JAX trainer jits
+        import jax
+
+        from byol_tf.steps.jax_step import initial_state
+
+        state = [initial_state(model)]
+        jitted = jax.jit(model.train_step, donate_argnums=0)
+
+        def step():
+            logs, state[0] = jitted(state[0], data)
+            return logs
+    else:
+        model.make_train_function()
+
+        def step():
+            return model.train_function(iter([data]))
+    return backend, model, step, images
 
 
 def threads(backend):

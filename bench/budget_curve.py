@@ -6,7 +6,7 @@ exit, timed here), its kNN top-1 beside the same encoder at random init (measure
         --eval_dataset=../shared/data/imagenette-mini/val --budgets=5,15,30 --seeds=0 \
         --out=bench/results/budget_curve_imagenette_mini.jsonl
     python bench/budget_curve.py --out=bench/results/budget_curve_imagenette_mini.jsonl \
-        --table_only    # the table and plot (docs/images/budget_curve.png) from the results
+        --table_only    # the table and plot (docs/images/<--out's name>.png) from the results
 
 A larger labelled folder from CIFAR-10 (`scripts/prepare_cifar10.py`'s `cifar10.npz`): the first
 10,000 training images and 2,000 test images as JPEGs (quality 95, 32 × 32 px) in one sub-folder
@@ -33,12 +33,14 @@ flags.DEFINE_string("dataset", None, "The labelled training folder.")
 flags.DEFINE_string("eval_dataset", None, "Its labelled test folder.")
 flags.DEFINE_list("budgets", ["5", "15", "30"], "Budgets, minutes.")
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
-flags.DEFINE_list("train_flags", [], "Extra byol-train flags (e.g. --method=simclr).")
-flags.DEFINE_string("label", "BYOL, random init", "What the runs start from or vary (kept in each "
-                    "result; the table's first column).")
+flags.DEFINE_enum("method", "byol", ["byol", "simclr", "moco", "multiview"], "The method the "
+                  "runs train (byol-train --method; the folder recipe's own is simclr).")
+flags.DEFINE_list("train_flags", [], "Extra byol-train flags (e.g. --init_from=NAME).")
+flags.DEFINE_string("label", None, "What the runs start from or vary (kept in each result; the "
+                    "table's first column); default: '<method>, random init'.")
 flags.DEFINE_string("runs", str(ROOT / "runs" / "budget_curve"), "Where the run folders go.")
 flags.DEFINE_string("out", None, "JSON-lines results file (appended).")
-flags.DEFINE_string("plot", str(ROOT / "docs" / "images" / "budget_curve.png"), "The plot.")
+flags.DEFINE_string("plot", None, "The plot (default: docs/images/<--out's name>.png).")
 flags.DEFINE_bool("table_only", False, "Only print the table and draw the plot.")
 flags.DEFINE_string("make_cifar10_folder", None, "Write the CIFAR-10 folder here (train/, val/) "
                     "and exit.")
@@ -52,22 +54,30 @@ def results(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+METHODS = {"byol": "BYOL", "simclr": "SimCLR", "moco": "MoCo v2", "multiview": "multi-view"}
+
+
+def label():
+    return FLAGS.label or f"{METHODS[FLAGS.method]}, random init"
+
+
 def run_one(budget, seed):
     from byol_tf.records import host
 
-    slug = "-".join(f.strip("-").replace("=", "_") for f in FLAGS.train_flags) or "default"
+    slug = "-".join([FLAGS.method] + [f.strip("-").replace("=", "_") for f in FLAGS.train_flags])
     data = pathlib.Path(FLAGS.dataset).expanduser().resolve().parent.name  # (…/<data>/train)
     run_dir = pathlib.Path(FLAGS.runs) / data / f"{slug}-{budget}min-seed{seed}"
     resumed = (run_dir / "config.json").exists()
     command = [sys.executable, str(ROOT / "train.py"), f"--dataset={FLAGS.dataset}",
                f"--eval_dataset={FLAGS.eval_dataset}", f"--time_budget_minutes={budget}",
-               f"--seed={seed}", f"--run_dir={run_dir}", *FLAGS.train_flags]
+               f"--seed={seed}", f"--run_dir={run_dir}", f"--method={FLAGS.method}",
+               *FLAGS.train_flags]
     started = time.time()
     subprocess.run(command, cwd=ROOT, check=True)
     wall = time.time() - started
     config = json.loads((run_dir / "config.json").read_text())["config"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return dict(label=FLAGS.label, budget_minutes=float(budget), seed=int(seed),
+    return dict(label=label(), budget_minutes=float(budget), seed=int(seed),
                 wall_seconds=None if resumed else round(wall, 1),
                 knn_top1=metrics["knn"]["pretrained"],
                 knn_top1_random_init=metrics["knn"].get("random_init"),
@@ -150,7 +160,7 @@ def main(_):
     if not FLAGS.table_only:
         for budget in FLAGS.budgets:
             for seed in FLAGS.seeds:
-                if (FLAGS.label, float(budget), int(seed)) in done:
+                if (label(), float(budget), int(seed)) in done:
                     continue
                 row = run_one(budget, seed)
                 with open(FLAGS.out, "a") as out:
@@ -159,7 +169,7 @@ def main(_):
     rows = results(FLAGS.out)
     print(table(rows))
     if rows:
-        plot(rows, FLAGS.plot)
+        plot(rows, FLAGS.plot or ROOT / "docs" / "images" / f"{pathlib.Path(FLAGS.out).stem}.png")
 
 
 if __name__ == "__main__":

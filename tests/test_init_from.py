@@ -72,6 +72,10 @@ def test_a_folder_run_from_an_entry_crops_at_the_entrys_side_unless_told(tmp_pat
     assert (adapted.image_size, adapted.encoder) == (32, "tiny_resnet_cifar")  # the entry's
     assert adapted.parent["image_size"] == 32 and adapted.init_from == ENTRY
     assert resolved(f"--init_from={ENTRY}", "--image_size=48").image_size == 48
+    # the folder recipe's SimCLR, but adapting an entry goes on with the entry's objective
+    assert (resolved().method, adapted.method, adapted.parent["method"]) == (
+        "simclr", "byol", "byol")
+    assert resolved(f"--init_from={ENTRY}", "--method=simclr").method == "simclr"
 
 
 @pytest.mark.parametrize("bad,message", [

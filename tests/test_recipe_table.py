@@ -15,7 +15,8 @@ KEYS = {"encoder", "image_size", "epochs", "batch_size", "base_lr", "weight_deca
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))
 def test_every_preset_is_complete_and_names_real_parts(name):
     recipe = recipes.RECIPES[name]
-    assert set(recipe) - {"method_options"} == KEYS
+    assert set(recipe) - {"method_options", "method"} == KEYS
+    assert recipe.get("method", "byol") in {"byol", "simclr", "moco", "multiview"}
     assert recipe["encoder"] in encoders.ARCHITECTURES
     assert 0 < recipe["tau_base"] < 1 and recipe["warmup_epochs"] < recipe["epochs"]
     optimizers.get(recipe["optimizer"], 0.1, recipe["weight_decay"])

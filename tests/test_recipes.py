@@ -50,6 +50,13 @@ def test_step_estimate_is_the_documented_formula_and_grows_with_the_image_area()
 
     encoder = encoders.get("tiny_resnet_cifar").count_params()
     assert params == encoder + 128 * 64 + 64 * 32 + 2 * 32 * 64
+    # A step that holds both views' layer outputs at once (every method but BYOL without β,
+    # whose TF step takes one view's gradient after the other) counts them twice.
+    for method, options, views in (("byol", {}, 1), ("byol", {"beta": 0.5}, 2),
+                                   ("simclr", {}, 2), ("moco", {}, 2), ("multiview", {}, 2)):
+        held, same = memory.model_size(dict(config, image_size=32, method=method,
+                                            method_options=options))
+        assert (held, same) == (views * small, params), method
 
 
 def test_a_recipes_batch_shrinks_to_fit_and_a_users_batch_is_refused_with_the_numbers():
@@ -100,6 +107,30 @@ def cgroup_with_limit(limit):
     return None
 
 
+def test_a_folder_on_a_cpu_trains_simclr_with_byol_one_flag_away(tmp_path):
+    """folder_cpu names SimCLR (it learned faster than BYOL in minutes on real photos,
+    bench/results/budget_curve_imagenette_mini.md); --method overrides it; other recipes keep
+    BYOL; a resumed run keeps the method it recorded, whatever the recipe says now."""
+    import dataclasses
+
+    from helpers.train_config import resolve_args
+
+    folder = jpeg_folder(tmp_path / "images", 8, side=32)
+    cpu, gpu = run_config.Host(), run_config.Host(accelerator=True)
+    args = (f"--dataset={folder}", "--noknn", "--batch_size=4")
+    config, notes = resolve_args(*args, host=cpu)
+    assert (config.recipe, config.method) == ("folder_cpu", "simclr")
+    assert any("Recipe folder_cpu" in note and "simclr" in note for note in notes)
+    assert resolve_args(*args, "--method=byol", host=cpu)[0].method == "byol"
+    assert resolve_args(*args, "--method=multiview", host=cpu)[0].method == "multiview"
+    assert resolve_args(*args, host=gpu)[0].method == "byol"  # the folder recipe on a GPU
+    assert resolve_args(*args, "--recipe=sample", host=cpu)[0].method == "byol"
+    byol_run = dataclasses.asdict(resolve_args(*args, "--method=byol", host=cpu)[0])
+    assert resolve_args(*args, host=cpu, previous=byol_run)[0].method == "byol"
+    assert resolve_args(*args, "--method=simclr", host=cpu,
+                        previous=byol_run)[0].method == "simclr"  # (the folder then refuses)
+
+
 def test_the_folder_recipe_trains_inside_its_memory_estimate(tmp_path):
     """A folder of 224-px JPEGs gets folder_cpu (as imagenette-mini does: the same encoder, size
     and batch); its steps run with the process's peak resident memory under the estimate and,
@@ -129,5 +160,6 @@ def test_the_folder_recipe_trains_inside_its_memory_estimate(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert config["recipe"] == "folder_cpu" and config["batch_size"] == recipe["batch_size"]
     assert config["image_size"] == 64 and config["encoder"] == "tiny_resnet_cifar"
+    assert config["method"] == "simclr"
     assert "Recipe folder_cpu for a folder of 160 images without a GPU" in out
     assert 0 < peak <= estimate, (peak / GIB, estimate / GIB)

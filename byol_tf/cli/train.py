@@ -102,8 +102,9 @@ flags.DEFINE_string("publish", None, "After training, publish the encoder as thi
 flags.DEFINE_string("zoo_dir", None, "Where --publish writes (default <run_dir>/zoo; models/ is the repo's zoo).")
 flags.DEFINE_integer("publish_linear_epochs", 20, "Linear-evaluation epochs for --publish.")
 flags.DEFINE_string("final_weights_npz", None, "Also write all final weights here (every worker).")
-flags.DEFINE_enum("method", "byol", ["byol", "simclr", "moco", "multiview"],
-                  "Self-supervised method (byol_tf.BYOL, SimCLR, MoCo, MultiView).")
+flags.DEFINE_enum("method", None, ["byol", "simclr", "moco", "multiview"],
+                  "Self-supervised method (byol_tf.BYOL, SimCLR, MoCo, MultiView); default: "
+                  "the recipe's (byol; simclr for a folder on a machine without a GPU).")
 flags.DEFINE_string("method_options", "{}", "JSON object of the method's constructor arguments, "
                     "e.g. '{\"beta\": 0.5}' or '{\"temperature\": 0.5}' (see README, Methods).")
 FLAGS = flags.FLAGS

@@ -295,7 +295,8 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         notes.append(f"Recipe {recipe_name} for a folder of {num_examples} images"
                      f"{'' if host.accelerator else ' without a GPU'}: {recipe['encoder']} at "
                      f"{recipe['image_size']} px, batch {recipe['batch_size']}, "
-                     f"{recipe['epochs']} epochs, {recipe['optimizer']} (flags override it).")
+                     f"{recipe['epochs']} epochs, {recipe['optimizer']}, "
+                     f"{recipe.get('method', 'byol')} (flags override it).")
     else:
         recipe_name = recipe_name or (source.name if source.name in recipes.RECIPES
                                       else "imagenet2012")
@@ -344,10 +345,16 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
     if not 0.0 <= config["tau_base"] <= 1.0:
         raise ConfigError(f"--tau_base must be in [0, 1]; got {config['tau_base']}")
 
+    # The method: given, else a resumed run's own, else the objective the --init_from entry
+    # learned with (adapting it goes on with it), else the recipe's.
+    recipe_method = config.pop("method", "byol")
+    method = value("method") if "method" in given and value("method") else (
+        (previous or {}).get("method") or (parent or {}).get("method") or recipe_method)
+
     # The batch: a resumed run keeps its own; a new one on a CPU gets one that fits.
     accumulation = value("accumulation_steps") or 1
     if accumulation > 1:
-        if value("method") == "moco":
+        if method == "moco":
             raise ConfigError("--accumulation_steps with --method=moco: its queue would take "
                               "one micro-batch's keys per optimizer step; train MoCo without it")
         if host.backend != "tensorflow":
@@ -359,12 +366,14 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
             raise ConfigError(f"--batch_size={config['batch_size']} is not a multiple of "
                               f"--accumulation_steps={accumulation}")
         if previous is None and not host.accelerator and host.available_bytes is not None:
-            micro = dict(config, batch_size=config["batch_size"] // accumulation)
+            micro = dict(config, batch_size=config["batch_size"] // accumulation,
+                         method=method, method_options=method_options)
             fit_batch(micro, host.available_bytes, batch_given=True, flag=(
                 f"--batch_size={config['batch_size']} / --accumulation_steps={accumulation}"))
     elif previous is None and not host.accelerator and host.available_bytes is not None:
-        config["batch_size"], note = fit_batch(config, host.available_bytes,
-                                                      "batch_size" in given)
+        config["batch_size"], note = fit_batch(
+            dict(config, method=method, method_options=method_options), host.available_bytes,
+            "batch_size" in given)
         notes += [note] if note else []
     if num_examples < config["batch_size"]:
         raise ConfigError(f"--dataset={source.name} has {num_examples} examples, fewer than "
@@ -385,7 +394,7 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
         split=source.split, skip_bad_images=source.skip_bad_images,
         max_image_pixels=source.max_image_pixels, num_examples=num_examples,
         num_classes=num_classes, recipe=recipe_name, **{k: config[k] for k in HYPERPARAMETERS},
-        method=value("method"), method_options=method_options, init_from=init_from or None,
+        method=method, method_options=method_options, init_from=init_from or None,
         accumulation_steps=accumulation,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, seed=value("seed"), jit_compile=bool(value("jit_compile")),
@@ -405,7 +414,8 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
 
 def parent_of(handle):
     """What a run's `--init_from` names (a zoo entry by name, folder or URL; its card is
-    read, not its weights): {handle, name, architecture, dataset, image_size, knn_top1}.
+    read, not its weights): {handle, name, architecture, dataset, image_size, method (the
+    entry's objective; a converted entry's: BYOL), knn_top1}.
     ConfigError when it is not an entry of an architecture byol_tf builds."""
     from byol_tf import encoders, zoo
 
@@ -419,6 +429,7 @@ def parent_of(handle):
                           f"byol_tf builds ({', '.join(sorted(encoders.ARCHITECTURES))})")
     return dict(handle=handle, name=card.get("name"), architecture=architecture,
                 dataset=card.get("dataset"), image_size=card.get("image_size"),
+                method=(card.get("pretraining") or {}).get("method") or "byol",
                 knn_top1=(card.get("results") or {}).get("knn_top1"))
 
 

@@ -2,10 +2,11 @@
 
 The estimate is an upper bound fitted to peak resident memory measured on a CPU
 (bench/results/memory_cpu.md): the framework's fixed share, plus the encoder's layer outputs
-for the batch in float32, plus copies of the weights (online, target, gradients, optimizer
-slots):
+for the batch in float32 — one view's where the step takes one view's gradient at a time
+(BYOL), both views' otherwise (SimCLR, MoCo, the multi-view objective, BYOL with β > 0) — plus
+copies of the weights (online, target, gradients, optimizer slots):
 
-    peak ≈ 1.25 GiB + 1.25 · batch · activations(image) · 4 B + 16 · parameters · 4 B
+    peak ≈ 1.25 GiB + 1.25 · batch · views · activations(image) · 4 B + 16 · parameters · 4 B
 """
 
 import numpy as np
@@ -16,9 +17,17 @@ PARAMETER_FACTOR = 16
 SMALLEST_BATCH = 16
 
 
+def views_held(method="byol", method_options=None):
+    """Views whose layer outputs a training step holds at once: 1 where the TensorFlow step
+    takes one view's gradient after the other (`BYOL.separable_views`: BYOL without β), else 2."""
+    return 1 if method == "byol" and not (method_options or {}).get("beta") else 2
+
+
 def model_size(config):
-    """(float32 layer outputs of the encoder for one image, parameters of encoder and heads)
-    of a run config (`encoder`, `image_size`, `hidden_dim`, `projection_dim`)."""
+    """(float32 layer outputs of the encoder that a training step holds, per image in the batch:
+    one view's or both, `views_held`; parameters of encoder and heads) of a run config
+    (`encoder`, `image_size`, `hidden_dim`, `projection_dim`; `method` and `method_options`,
+    default BYOL's)."""
     from byol_tf import encoders
 
     side = config["image_size"]
@@ -26,7 +35,8 @@ def model_size(config):
     outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
     hidden, projection = config["hidden_dim"], config["projection_dim"]
     heads = int(model.output.shape[-1]) * hidden + hidden * projection + 2 * projection * hidden
-    return outputs, model.count_params() + heads
+    views = views_held(config.get("method", "byol"), config.get("method_options"))
+    return views * outputs, model.count_params() + heads
 
 
 def step_bytes(batch_size, activations, parameters):

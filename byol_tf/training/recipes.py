@@ -15,10 +15,12 @@ zoo entry only, as in keras-hub.)
 - sample: the embedded default: a ~0.3 M-parameter ResNet on the bundled 2,000
   CIFAR-10 images, a few minutes on a 2-core CPU.
 - folder_cpu: a folder of images on a machine without a GPU or TPU: cifar10_cpu_short's
-  ResNet and optimizer at 64 px, for FOLDER_CPU_IMAGES images in all (epochs = that / the
-  folder's images, 1 to 100; the batch halved for folders smaller than it): about 6 minutes on
-  2 cores
-  (bench/results/imagenette_mini_cpu.md).
+  ResNet, views and optimizer at 64 px, trained with SimCLR (in minutes on real photos it
+  learned faster than BYOL; `--method=byol` trains BYOL), for FOLDER_CPU_IMAGES images in all
+  (epochs = that / the folder's images, 1 to 100; the batch halved for folders smaller than
+  it): about 6 minutes on 2 cores (bench/results/imagenette_mini_cpu.md).
+
+A recipe's "method" (default "byol") is the `--method` it trains unless one is given.
 - folder: a folder with a GPU or TPU: the STL-10 recipe (ResNet-18 at 96 px, batch 256);
   folders of LARGE_FOLDER images or more get imagenet2012's.
 """
@@ -70,7 +72,8 @@ RECIPES["cifar10_cpu_short"] = dict(
         dict(view1=dict(crop_area=[0.2, 1.0]), view2=dict(crop_area=[0.2, 1.0]))))
 
 
-RECIPES["folder_cpu"] = dict(RECIPES["cifar10_cpu_short"], image_size=64, epochs=50)
+RECIPES["folder_cpu"] = dict(RECIPES["cifar10_cpu_short"], image_size=64, epochs=50,
+                             method="simclr")
 RECIPES["folder"] = dict(RECIPES["stl10"])
 FOLDER_CPU_IMAGES = 50_000
 LARGE_FOLDER = 200_000
