@@ -18,7 +18,7 @@ from helpers.models import tiny_byol
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ["--epochs=4", "--steps_per_epoch=5", "--batch_size=32", "--hidden_dim=64",
         "--projection_dim=32", "--checkpoint_every=2", "--deterministic", "--seed=1",
-        "--noknn"]
+        "--noknn", "--method=byol"]  # (BYOL's target is restored too; a folder's recipe is SimCLR)
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
