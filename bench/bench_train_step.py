@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    backend, model, step, images = build_step(  # (first: it sets oneDNN before TF loads)
+    backend, model, run, images = build_step(  # (first: it sets oneDNN before TF loads)
         FLAGS.encoder, FLAGS.batch_size, FLAGS.image_size, FLAGS.precision, FLAGS.augment,
         FLAGS.jit_compile, FLAGS.onednn)
     import byol_tf
@@ -50,12 +50,6 @@ def main(_):
     if FLAGS.aug_steps and backend != "tensorflow":
         raise app.UsageError("the augmentation alone is timed on TensorFlow: use --aug_steps=0")
     size, batch = FLAGS.image_size, FLAGS.batch_size
-
-    def run(n):
-        for _ in range(n):
-            logs = step()
-        float(logs["loss"])
-
     run(FLAGS.warmup)  # (a round disturbed by other processes is repeated: bench/load.py)
     kept, rounds = timed_rounds(lambda: run(FLAGS.steps), FLAGS.repeats)
 
@@ -98,9 +92,10 @@ def main(_):
 
 
 def build_step(encoder, batch, size, precision, augment, jit_compile, onednn=True):
-    """(backend, model, step, images): byol_tf's BYOL with LARS on a random uint8 batch
-    [batch, size, size, 3]; `step()` runs one training step and returns its logs (the Keras
-    train function on TensorFlow; on JAX the step train.py's JAX trainer jits, state donated).
+    """(backend, model, run, images): byol_tf's BYOL with LARS on a random uint8 batch
+    [batch, size, size, 3]; `run(n)` runs n training steps and waits for the last one (the
+    Keras train function on TensorFlow; on JAX the step train.py's JAX trainer jits, state
+    donated).
     `augment`: the two views drawn inside the step (else given, a compute-only step)."""
     import os
 
@@ -142,7 +137,13 @@ def build_step(encoder, batch, size, precision, augment, jit_compile, onednn=Tru
 
         def step():
             return model.train_function(iter([data]))
-    return backend, model, step, images
+
+    def run(n):
+        for _ in range(n):
+            logs = step()
+        float(logs["loss"])  # (waits for the device)
+
+    return backend, model, run, images
 
 
 def threads(backend):

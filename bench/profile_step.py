@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from bench_train_step import build_step
+from bench_train_step import build_step, threads
 
 # bench_train_step's flags (--encoder, --batch_size, --image_size, --precision, --augment,
 # --warmup, --out; --steps: the traced steps), and:
@@ -67,7 +67,7 @@ def op_times(logdir):
 
 
 def main(_):
-    backend, model, step, _ = build_step(FLAGS.encoder, FLAGS.batch_size, FLAGS.image_size,
+    backend, _, run, _ = build_step(FLAGS.encoder, FLAGS.batch_size, FLAGS.image_size,
                                          FLAGS.precision, FLAGS.augment, jit_compile=False,
                                          onednn=FLAGS.onednn)
     if backend != "tensorflow":
@@ -75,11 +75,6 @@ def main(_):
     import tensorflow as tf
 
     from byol_tf.records import host
-
-    def run(n):
-        for _ in range(n):
-            logs = step()
-        float(logs["loss"])
 
     run(FLAGS.warmup)
     with tempfile.TemporaryDirectory() as logdir:
@@ -107,7 +102,7 @@ def main(_):
         group_shares={g: round(s / total, 3) for g, s in groups.most_common()},
         top_ops={k: round(1e3 * v[0] / FLAGS.steps, 2)
                  for k, v in sorted(times.items(), key=lambda kv: -kv[1][0])[:FLAGS.top]},
-        onednn=__import__("byol_tf").compat.onednn_enabled(), tensorflow=tf.__version__,
+        threads=threads(backend), tensorflow=tf.__version__,
         **host(), date=time.strftime("%Y-%m-%d"))
     line = json.dumps(result)
     print(line)

@@ -28,7 +28,7 @@ EPOCH_SECONDS = 0.6
 # most MAX_TIMED_SECONDS): long enough to drain the input pipeline's prefetch buffers.
 TIMED_SHARE, MIN_TIMED_STEPS, MAX_TIMED_SECONDS = 0.03, 5, 30.0
 # The run aims to end this far inside its budget: in-run steps ran up to 6% slower than the
-# measured ones (bench/results/budget_curve_imagenette_mini.md).
+# measured ones (bench/results/budget_curve_cifar10_folder.md).
 SAFETY = 0.95
 
 

@@ -347,9 +347,10 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
 
     # The method: given, else a resumed run's own, else the objective the --init_from entry
     # learned with (adapting it goes on with it), else the recipe's.
-    recipe_method = config.pop("method", "byol")
     method = value("method") if "method" in given and value("method") else (
-        (previous or {}).get("method") or (parent or {}).get("method") or recipe_method)
+        (previous or {}).get("method") or (parent or {}).get("method")
+        or config.get("method", "byol"))
+    config.update(method=method, method_options=method_options)  # (the memory estimate's)
 
     # The batch: a resumed run keeps its own; a new one on a CPU gets one that fits.
     accumulation = value("accumulation_steps") or 1
@@ -366,14 +367,12 @@ def resolve(options, given=None, host=Host(), previous=None, run_dir=None, budge
             raise ConfigError(f"--batch_size={config['batch_size']} is not a multiple of "
                               f"--accumulation_steps={accumulation}")
         if previous is None and not host.accelerator and host.available_bytes is not None:
-            micro = dict(config, batch_size=config["batch_size"] // accumulation,
-                         method=method, method_options=method_options)
+            micro = dict(config, batch_size=config["batch_size"] // accumulation)
             fit_batch(micro, host.available_bytes, batch_given=True, flag=(
                 f"--batch_size={config['batch_size']} / --accumulation_steps={accumulation}"))
     elif previous is None and not host.accelerator and host.available_bytes is not None:
-        config["batch_size"], note = fit_batch(
-            dict(config, method=method, method_options=method_options), host.available_bytes,
-            "batch_size" in given)
+        config["batch_size"], note = fit_batch(config, host.available_bytes,
+                                               "batch_size" in given)
         notes += [note] if note else []
     if num_examples < config["batch_size"]:
         raise ConfigError(f"--dataset={source.name} has {num_examples} examples, fewer than "

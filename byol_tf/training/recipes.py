@@ -19,10 +19,10 @@ zoo entry only, as in keras-hub.)
   learned faster than BYOL; `--method=byol` trains BYOL), for FOLDER_CPU_IMAGES images in all
   (epochs = that / the folder's images, 1 to 100; the batch halved for folders smaller than
   it): about 6 minutes on 2 cores (bench/results/imagenette_mini_cpu.md).
-
-A recipe's "method" (default "byol") is the `--method` it trains unless one is given.
 - folder: a folder with a GPU or TPU: the STL-10 recipe (ResNet-18 at 96 px, batch 256);
   folders of LARGE_FOLDER images or more get imagenet2012's.
+
+A recipe's "method" (default "byol") is the `--method` it trains unless one is given.
 """
 
 from byol_tf import augment
