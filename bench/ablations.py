@@ -14,11 +14,18 @@ finished run appends one JSON line: the variant, seed, data, kNN top-1 (k = 200,
 T = 0.1, on the whole test split), the collapse metric `projection_std` of the last epoch
 (std over the batch of l2-normalised projections, mean over dimensions: ≈ 1/√d spread out,
 → 0 collapsed), the final loss, steps, wall seconds, host and command; `--curves=NAMES`
-measures kNN every epoch for those variants. `linear` probes finished runs whose folders are
-in `--work_dir` (eval.py's linear protocol, `--linear_epochs`) and appends one line per probe
-to `<out>_linear.jsonl`. `table` writes the page: mean ± half the range over seeds per row,
-the linear top-1 where probed, the papers' claims beside them, whether the runs agree, and
-the learning curves as a picture.
+measures kNN every `--curve_every` epochs (default 1) for those variants. `linear` probes
+finished runs whose folders are in `--work_dir` (eval.py's linear protocol, `--linear_epochs`)
+and appends one line per probe to `<out>_linear.jsonl`. `table` writes the page: mean ± half
+the range over seeds per row, the linear top-1 where probed, the papers' claims beside them,
+whether the runs agree, the learning curves as a picture, and the siblings' curves of the
+longest budget that measured them (which way BYOL's order against each goes, and whether it
+crosses):
+
+    python bench/ablations.py run --dataset=cifar10 --data_dir=DIR --preset=cifar10_cpu_short \
+        --epochs=100 --curves=byol,simclr,moco_v2 --curve_every=5 --only=byol,simclr \
+        --seeds=0 --segment_minutes=130 --work_dir=runs/ablations/cifar10-e100 \
+        --out=bench/results/ablations_cifar10.jsonl
 """
 
 import collections
@@ -95,7 +102,8 @@ flags.DEFINE_string("only", ",".join(GRID), "Comma-separated variant names.")
 flags.DEFINE_string("linear", "", "linear: the variants to probe (their runs' folders kept).")
 flags.DEFINE_integer("linear_epochs", 30, "Epochs of the linear probe.")
 flags.DEFINE_float("linear_minutes", 25, "linear: start no probe with less of the segment left.")
-flags.DEFINE_string("curves", "", "Variants that kNN-evaluate every epoch.")
+flags.DEFINE_string("curves", "", "Variants that kNN-evaluate during training (--curve_every).")
+flags.DEFINE_integer("curve_every", 1, "The curves' kNN every this many epochs.")
 flags.DEFINE_float("segment_minutes", None, "Stop (resumably) after this many minutes.")
 flags.DEFINE_string("work_dir", "runs/ablations", "Where the runs' folders go.")
 flags.DEFINE_string("out", None, "JSON lines, one per finished run.", required=True)
@@ -125,7 +133,7 @@ def train_command(args, name, seed):
     if args.preset:
         flags["preset"] = args.preset
     if name in names(args.curves):
-        flags["knn_every"] = 1
+        flags["knn_every"] = args.curve_every
     command = ["train.py", *[f"--{k}" if v is None else f"--{k}={v}" for k, v in flags.items()],
                *[f for f in args.train_flags.split(",") if f]]
     return command, flags["run_dir"], options
@@ -633,6 +641,75 @@ def budgets_section(rows, others):
     return lines + ["```", ""]
 
 
+SIBLINGS = ("byol", "simclr", "moco_v2")
+SIBLING_NAMES = {"byol": "BYOL", "simclr": "SimCLR", "moco_v2": "MoCo v2"}
+
+
+def measured(history):
+    """[(epoch, kNN top-1)] where a run's history has the kNN (1-based epochs)."""
+    return [(i + 1, v) for i, v in enumerate(history.get("knn_top1") or []) if v is not None]
+
+
+def order_over_epochs(a, b, means):
+    """How the order of variants `a` and `b` goes over the epochs of `means` ({variant:
+    {epoch: (mean, ...)}}, the same epochs for both): who is ahead, by how much at the first and the
+    last epoch, and whether (where) the order changes."""
+    epochs = sorted(means[a])
+    gaps = [(e, means[a][e][0] - means[b][e][0]) for e in epochs]
+    changes = [gaps[i][0] for i in range(1, len(gaps)) if (gaps[i][1] > 0) != (gaps[i - 1][1] > 0)]
+    name = SIBLING_NAMES
+    spread = means[a][epochs[-1]][1] + means[b][epochs[-1]][1]
+    gap = (f"{name[a]} − {name[b]}: {gaps[0][1]:+.3f} at epoch {gaps[0][0]}, "
+           f"{gaps[-1][1]:+.3f} at epoch {gaps[-1][0]}"
+           + (f", inside the seeds' spread there ({spread:.3f})"
+              if abs(gaps[-1][1]) <= spread else ""))
+    if not changes:
+        leader = a if gaps[0][1] > 0 else b
+        return (f"{name[leader]} is ahead of {name[b if leader == a else a]} at every measured "
+                f"epoch ({gap}): the order does not cross.")
+    leader = a if gaps[-1][1] > 0 else b
+    return (f"The order of {name[a]} and {name[b]} changes at epoch"
+            f"{'s' * (len(changes) > 1)} {', '.join(map(str, changes))}; {name[leader]} is "
+            f"ahead at the end ({gap}).")
+
+
+def sibling_curves_section(others, epochs, page):
+    """The siblings' kNN curves at the longest budget of `others` above `epochs` whose runs
+    measured the kNN during training: the mean over seeds at each epoch all of them measured,
+    a plot beside `page`, and which way the order goes."""
+    long = [r for r in others if r["variant"] in SIBLINGS and r["epochs"] > epochs
+            and len(measured(r.get("history", {}))) > 1]
+    if not long:
+        return []
+    budget = max(r["epochs"] for r in long)
+    runs = [r for r in long if r["epochs"] == budget]
+    names = [n for n in SIBLINGS if any(r["variant"] == n for r in runs)]
+    points = {n: {} for n in names}  # variant → epoch → [kNN of each seed]
+    for r in runs:
+        for e, v in measured(r["history"]):
+            points[r["variant"]].setdefault(e, []).append(v)
+    seeds = {n: sorted(r["seed"] for r in runs if r["variant"] == n) for n in names}
+    common = sorted(set.intersection(*({e for e, v in points[n].items()
+                                        if len(v) == len(seeds[n])} for n in names)))
+    table = {n: {e: (float(np.mean(points[n][e])), (max(points[n][e]) - min(points[n][e])) / 2,
+                     len(points[n][e])) for e in common} for n in names}
+    picture = pathlib.Path(page).with_name(pathlib.Path(page).stem + "_siblings.png")
+    sibling_curves(runs, table, picture)
+    lines = [f"## The siblings over {budget} epochs", "",
+             f"kNN top-1 measured during {budget}-epoch runs (the same recipe, the cosine "
+             f"schedule over {budget} epochs), mean ± half the range over the seeds (" + "; ".join(
+                 f"{n}: seed{'s' * (len(seeds[n]) > 1)} {', '.join(map(str, seeds[n]))}"
+                 for n in names) + "):", "",
+             "| epoch | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {e} | " + " | ".join(cell({n: table[n][e]}, n) for n in names) + " |"
+              for e in common]
+    lines += [""] + [line for other in names[1:] if "byol" in names
+                     for line in (order_over_epochs("byol", other, table), "")]
+    lines += [f"![kNN top-1 per epoch of the {budget}-epoch runs]({picture.name})", "",
+              "The commands:", "", "```", *reproducing_commands(runs, "--only"), "```", ""]
+    return lines
+
+
 def write_page(rows, probes, page, others=(), command=None):
     """The page of `rows` (runs) and `probes` (their linear probes) of one budget; `others`
     are runs of the same dataset at other budgets; `command`: the one that writes the page."""
@@ -666,6 +743,7 @@ def write_page(rows, probes, page, others=(), command=None):
                   "runs' encoders, for the baseline and the best and worst rows:", "", "```",
                   *reproducing_commands(probes, "--linear"), "```", ""]
     lines += budgets_section(rows, others)
+    lines += sibling_curves_section(others, first["epochs"], page)
     for heading, names, claims in FINDINGS:
         lines += [f"## {heading}", ""]
         verdicts = [verdict(claim, names, knn) or "not yet measured" for claim in claims]
@@ -697,13 +775,32 @@ def learning_curves(rows, path):
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in rows:
         label = f"{r['variant']} (seed {r['seed']})"
-        epochs = range(1, len(r["history"]["knn_top1"]) + 1)
-        left.plot(epochs, r["history"]["knn_top1"], marker="o", label=label)
+        left.plot(*zip(*measured(r["history"])), marker="o", label=label)
         right.plot(range(1, len(r["history"]["projection_std"]) + 1),
                    r["history"]["projection_std"], marker="o", label=label)
     left.set(xlabel="epoch", ylabel="kNN top-1", title="kNN top-1 (test images)")
     right.set(xlabel="epoch", ylabel="projection_std", title="collapse metric", yscale="log")
     left.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def sibling_curves(runs, table, path):
+    """The siblings' mean kNN curves (`table`: {variant: {epoch: (mean, spread, seeds)}}),
+    each seed's measurements as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    for n, series in table.items():
+        epochs = sorted(series)
+        line, = axis.plot(epochs, [series[e][0] for e in epochs], label=SIBLING_NAMES[n])
+        for r in (r for r in runs if r["variant"] == n):
+            axis.plot(*zip(*measured(r["history"])), ".", color=line.get_color(), alpha=0.5)
+    axis.set(xlabel="epoch", ylabel="kNN top-1", title="kNN top-1 (test images), mean of seeds")
+    axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -280,3 +280,39 @@ print(json.dumps([found, sorted(ablations.QUOTES)]))
     assert {q for _, q in found} == set(quotes)  # and QUOTES lists nothing unused
     # the numbers the earlier page quoted wrongly are gone
     assert not [text for text, _ in found if "66.9" in text or "at 300 epochs)" in text]
+
+
+def test_long_sibling_curves_show_the_means_per_epoch_and_where_the_order_crosses(tmp_path):
+    def curve(values):  # kNN every 5 epochs of 20: None where not measured
+        return dict(knn_top1=[v for m in values for v in (None, None, None, None, m)])
+
+    long = dict(epochs=20, steps=7800,
+                driver="python bench/ablations.py run --epochs=20 --curves=byol,simclr,moco_v2 "
+                       "--curve_every=5 --segment_minutes=9")
+    runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52),
+            run_row("byol", 0, 0.62) | long | dict(history=curve([0.40, 0.50, 0.60, 0.62])),
+            run_row("byol", 1, 0.66) | long | dict(history=curve([0.42, 0.52, 0.64, 0.66])),
+            run_row("simclr", 0, 0.60) | long | dict(history=curve([0.45, 0.55, 0.58, 0.60])),
+            run_row("simclr", 1, 0.62) | long | dict(history=curve([0.47, 0.55, 0.60, 0.62])),
+            run_row("moco_v2", 0, 0.50) | long | dict(history=curve([0.30, 0.40, 0.45, 0.50]))]
+    out = tmp_path / "grid.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
+                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    section = page.read_text().split("## The siblings over 20 epochs")[1].split("\n## ")[0]
+    assert "byol: seeds 0, 1; simclr: seeds 0, 1; moco_v2: seed 0" in section
+    assert "| 5 | 0.410 ± 0.010 (2) | 0.460 ± 0.010 (2) | 0.300 (1) |" in section
+    assert "| 15 | 0.620 ± 0.020 (2) | 0.590 ± 0.010 (2) | 0.450 (1) |" in section
+    assert "| 20 | 0.640 ± 0.020 (2) | 0.610 ± 0.010 (2) | 0.500 (1) |" in section
+    # BYOL − SimCLR: −0.05, −0.03, +0.03, +0.03: ahead from epoch 15 on
+    assert ("The order of BYOL and SimCLR changes at epoch 15; BYOL is ahead at the end "
+            "(BYOL − SimCLR: -0.050 at epoch 5, +0.030 at epoch 20, inside the seeds' spread "
+            "there (0.030)).") in section
+    assert ("BYOL is ahead of MoCo v2 at every measured epoch (BYOL − MoCo v2: +0.110 at "
+            "epoch 5, +0.140 at epoch 20): the order does not cross.") in section
+    assert (tmp_path / "page_siblings.png").stat().st_size > 0
+    assert ("python bench/ablations.py run --epochs=20 --curves=byol,simclr,moco_v2 "
+            "--curve_every=5 --seeds=0 --only=byol,simclr,moco_v2") in section
