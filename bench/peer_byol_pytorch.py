@@ -24,6 +24,7 @@ steps, peak RSS (and peak GPU memory), thread count and versions.
 
 import contextlib
 import json
+import time
 from importlib.metadata import version
 
 from absl import app, flags
@@ -33,6 +34,7 @@ from torch import nn
 
 from load import round_fields, timed_rounds
 from memory import memory_mb
+from op_groups import summary
 
 FLAGS = flags.FLAGS
 
@@ -138,6 +140,10 @@ def main(argv):
     if cuda:
         gpu = dict(device=torch.cuda.get_device_name(device),
                    device_peak_mb=round(torch.cuda.max_memory_allocated(device) / 2**20, 1))
+    profile = {}
+    if args.profile_steps:
+        profile, table = profiled(run, args.profile_steps)
+        print(table)
     print(json.dumps(dict(
         library="byol-pytorch", encoder=args.encoder, image_size=args.image_size,
         batch_size=args.batch_size, precision=args.precision, augment=args.augment,
@@ -147,7 +153,23 @@ def main(argv):
         steps_per_run=args.steps, **memory_mb(), **gpu,
         threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
         torch=torch.__version__, byol_pytorch=version("byol-pytorch"), torchvision=version("torchvision"),
-        mkldnn=torch.backends.mkldnn.is_available())))
+        mkldnn=torch.backends.mkldnn.is_available(),
+        **({"profile": profile} if profile else {}))))
+
+
+def profiled(run, steps):
+    """(summary, table) of `steps` steps traced with torch's profiler: each op type's self
+    time (on the thread that ran it; its OpenMP workers' time inside it), grouped as
+    `op_groups` groups them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        start = time.perf_counter()
+        run(steps)
+        wall = time.perf_counter() - start
+    times = {e.key: (e.self_cpu_time_total * 1e-6, e.count) for e in trace.key_averages()
+             if e.self_cpu_time_total > 0}
+    return summary(times, steps, wall, "torch")
 
 
 def define_flags():
@@ -170,6 +192,8 @@ def define_flags():
     flags.DEFINE_integer("projection_dim", 256, "Projector / predictor output size.")
     flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
                       "mixed_bfloat16: the forward passes under torch.autocast(bfloat16).")
+    flags.DEFINE_integer("profile_steps", 0, "Then trace this many steps with torch's profiler "
+                         "and add the op types' times, grouped, to the JSON (`profile`).")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,12 @@ over all threads, and the types are grouped: matrix work (convolutions, matmuls 
 gradients), batch norm, layout and copies (transposes, oneDNN reorders, casts, concatenation,
 slicing), and the rest (elementwise chains, reductions, random draws, the optimizer's per-variable
 ops). Prints a table of the op types that take the most time and one JSON line (the shares, the
-step's wall time, the host) — to stdout and, with --out, to a file.
+step's wall time, the host) — to stdout and, with --out, to a file. `--peer_python` then traces
+byol-pytorch's step of the same network with torch's profiler (its ops by self time, grouped
+alike) and adds it to the line as `peer`:
+
+    python bench/profile_step.py --encoder=tiny_resnet_cifar --steps=5 \
+        --peer_python=.venv-peer/bin/python
 """
 
 import collections
@@ -22,26 +27,19 @@ import time
 from absl import app, flags
 
 from bench_train_step import build_step, threads
+from op_groups import summary
+from peer_runs import last_json, run as run_command
 
 # bench_train_step's flags (--encoder, --batch_size, --image_size, --precision, --augment,
 # --warmup, --out; --steps: the traced steps), and:
 flags.DEFINE_integer("top", 25, "Op types listed.")
+flags.DEFINE_string("peer_python", None, "Then profile byol-pytorch's step too "
+                    "(bench/peer_byol_pytorch.py --profile_steps, channels-last) with this "
+                    "Python, e.g. .venv-peer/bin/python: the same network, batch, image size, "
+                    "precision, warm-up and steps.")
 FLAGS = flags.FLAGS
 
-GROUPS = (  # (group, op-type pattern), the first that matches
-    ("matrix", r"Conv|MatMul|Einsum|_FusedConv|Matmul"),
-    ("batch norm", r"BatchNorm"),
-    ("layout and copies", r"Transpose|Reorder|ToTf|Cast|Concat|Slice|Pack|Unpack|Split|Tile|"
-                          r"Reshape|Identity|Gather|Pad"),
-)
 OP_EVENT = re.compile(r"^([^:#]+):(_?[A-Z][A-Za-z0-9_]*)(?:#.*)?$")  # "name:Type#…#"
-
-
-def group_of(op_type):
-    for group, pattern in GROUPS:
-        if re.search(pattern, op_type):
-            return group
-    return "elementwise and other"
 
 
 def op_times(logdir):
@@ -86,29 +84,35 @@ def main(_):
         times = op_times(logdir)
     if not times:
         raise SystemExit("the profile holds no op events (TensorFlow's trace format changed?)")
-    total = sum(seconds for seconds, _ in times.values())
-    groups = collections.Counter()
-    for op_type, (seconds, _) in times.items():
-        groups[group_of(op_type)] += seconds
-    print(f"{'op type':<40} {'group':<22} {'ms/step':>9} {'share':>6} {'calls/step':>10}")
-    for op_type, (seconds, count) in sorted(times.items(), key=lambda kv: -kv[1][0])[:FLAGS.top]:
-        print(f"{op_type:<40} {group_of(op_type):<22} {1e3 * seconds / FLAGS.steps:9.2f} "
-              f"{seconds / total:6.1%} {count / FLAGS.steps:10.1f}")
+    profile, table = summary(times, FLAGS.steps, wall, "tensorflow", FLAGS.top)
+    print(table)
     result = dict(
         encoder=FLAGS.encoder, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,
-        precision=FLAGS.precision, augment=FLAGS.augment, steps=FLAGS.steps,
-        step_wall_ms=round(1e3 * wall / FLAGS.steps, 1),
-        op_ms_per_step=round(1e3 * total / FLAGS.steps, 1),
-        group_shares={g: round(s / total, 3) for g, s in groups.most_common()},
-        top_ops={k: round(1e3 * v[0] / FLAGS.steps, 2)
-                 for k, v in sorted(times.items(), key=lambda kv: -kv[1][0])[:FLAGS.top]},
+        precision=FLAGS.precision, augment=FLAGS.augment, steps=FLAGS.steps, **profile,
         threads=threads(backend), tensorflow=tf.__version__,
         **host(), date=time.strftime("%Y-%m-%d"))
+    if FLAGS.peer_python:
+        result["peer"] = peer_profile()
     line = json.dumps(result)
     print(line)
     if FLAGS.out:
         with open(FLAGS.out, "a") as f:
             f.write(line + "\n")
+
+
+def peer_profile():
+    """byol-pytorch's step traced (bench/peer_byol_pytorch.py --profile_steps): its op table
+    printed, its profile and configuration returned."""
+    command = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", f"--encoder={FLAGS.encoder}",
+               f"--batch_size={FLAGS.batch_size}", f"--image_size={FLAGS.image_size}",
+               f"--precision={FLAGS.precision}", "--augment" if FLAGS.augment else "--noaugment",
+               f"--warmup={FLAGS.warmup}", f"--steps={FLAGS.steps}",
+               f"--profile_steps={FLAGS.steps}"]
+    stdout, _ = run_command(command)
+    print("byol-pytorch:\n" + "\n".join(stdout.strip().splitlines()[:-1]))
+    peer = last_json(stdout)
+    return dict(peer["profile"], **{k: peer[k] for k in (
+        "layout", "train_images_per_s", "threads", "torch", "byol_pytorch")})
 
 
 if __name__ == "__main__":
