@@ -354,7 +354,8 @@ QUOTES = {
 
 # What we found where a finding's rows disagree with the paper or do not separate: the switch
 # checked, the recipe's differences that matter; shown under the finding's verdicts. A note
-# that quotes the runs is a function of them (the rows of the page's budget).
+# that quotes the runs is a function of them (the rows of the page's budget, and the runs at
+# other budgets).
 def rows_of(rows, variant):
     return sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
 
@@ -371,7 +372,7 @@ def rises(values):
     return [i + 1 for i in range(1, len(values)) if values[i] > values[i - 1]]
 
 
-def target_online_note(rows):
+def target_online_note(rows, others=()):
     runs = rows_of(rows, "tau_0")
     losses = [r["history"]["loss"] for r in runs if r.get("history", {}).get("loss")]
     risen = [f"seed {r['seed']} at epoch{'s' * (len(rises(r['history']['loss'])) > 1)} "
@@ -392,7 +393,7 @@ def target_online_note(rows):
             "the stop-gradient suffice there too.")
 
 
-def smaller_batches_note(rows):
+def smaller_batches_note(rows, others=()):
     knn = summary(rows, "knn_top1")
     small = rows_of(rows, "byol_batch32")
     low = min(small, key=lambda r: r["knn_top1"])
@@ -426,7 +427,7 @@ def projection_std_mean(rows, variant):
 MULTIVIEW_ROWS = ("multiview_cl", "multiview_cl_fp", "multiview")
 
 
-def multiview_note(rows):
+def multiview_note(rows, others=()):
     traced = [r for r in rows if r["variant"].startswith("multiview")
               and "loss_cl" in r.get("history", {})]
     with_fp = [r["history"] for r in traced if r["history"]["loss_fp"][-1] > 0]
@@ -462,6 +463,21 @@ def multiview_note(rows):
            "view in this budget." if with_fp else ""))
 
 
+def siblings_note(rows, others=()):
+    long = long_budget(others, rows[0]["epochs"])
+    return (
+        "The contrastive losses equal their papers' formulas computed in numpy "
+        "(`tests/test_losses.py`: NT-Xent, MoCo's InfoNCE). The papers rank the methods after "
+        "hundreds of epochs of ImageNet at batch 256–4096; these runs are 15 epochs of CIFAR-10 "
+        "at batch 128. Twice the budget does not change the order against SimCLR (see [The "
+        "budget](#the-budget)): at 30 epochs BYOL reaches 0.596 and SimCLR 0.635 (2 seeds "
+        "each); BYOL gains more (+0.057 against +0.046), so the gap narrows from 0.050 to "
+        "0.039 but stays well outside the spreads. " + (
+            f"How the order goes over {long} epochs: [The siblings over {long} epochs]"
+            f"(#the-siblings-over-{long}-epochs)." if long else
+            "Whether BYOL overtakes at the papers' hundreds of epochs is not measured here."))
+
+
 NOTES = {
     "Target = online": target_online_note,
     "Smaller batches": smaller_batches_note,
@@ -483,22 +499,15 @@ NOTES = {
         "of this budget; Richemond et al. trained on ImageNet with BYOL's LARS recipe, this "
         "recipe is AdamW at batch 128 for 15 epochs of CIFAR-10."),
     "The multi-view objective": multiview_note,
-    "Contrastive siblings": (
-        "The contrastive losses equal their papers' formulas computed in numpy "
-        "(`tests/test_losses.py`: NT-Xent, MoCo's InfoNCE). The papers rank the methods after "
-        "hundreds of epochs of ImageNet at batch 256–4096; these runs are 15 epochs of CIFAR-10 "
-        "at batch 128. Twice the budget does not change the order against SimCLR (see [The "
-        "budget](#the-budget)): at 30 epochs BYOL reaches 0.596 and SimCLR 0.635 (2 seeds "
-        "each); BYOL gains more (+0.057 against +0.046), so the gap narrows from 0.050 to "
-        "0.039 but stays well outside the spreads. Whether BYOL overtakes at the papers' "
-        "hundreds of epochs is not measured here."),
+    "Contrastive siblings": siblings_note,
 }
 
 
-def note(heading, rows):
-    """The note under a finding (NOTES), its numbers from `rows` where it quotes the runs."""
+def note(heading, rows, others=()):
+    """The note under a finding (NOTES), its numbers from `rows` (and the runs at other
+    budgets, `others`) where it quotes the runs."""
     text = NOTES.get(heading)
-    return text(rows) if callable(text) else text
+    return text(rows, others) if callable(text) else text
 
 
 def summary(rows, key):
@@ -673,16 +682,25 @@ def order_over_epochs(a, b, means):
             f"ahead at the end ({gap}).")
 
 
+def curve_runs(others, epochs):
+    """The siblings' runs of `others` above `epochs` that measured the kNN during training."""
+    return [r for r in others if r["variant"] in SIBLINGS and r["epochs"] > epochs
+            and len(measured(r.get("history", {}))) > 1]
+
+
+def long_budget(others, epochs):
+    """The longest budget of the siblings' curves (`curve_runs`), or None."""
+    return max((r["epochs"] for r in curve_runs(others, epochs)), default=None)
+
+
 def sibling_curves_section(others, epochs, page):
     """The siblings' kNN curves at the longest budget of `others` above `epochs` whose runs
     measured the kNN during training: the mean over seeds at each epoch all of them measured,
     a plot beside `page`, and which way the order goes."""
-    long = [r for r in others if r["variant"] in SIBLINGS and r["epochs"] > epochs
-            and len(measured(r.get("history", {}))) > 1]
-    if not long:
+    budget = long_budget(others, epochs)
+    if budget is None:
         return []
-    budget = max(r["epochs"] for r in long)
-    runs = [r for r in long if r["epochs"] == budget]
+    runs = [r for r in curve_runs(others, epochs) if r["epochs"] == budget]
     names = [n for n in SIBLINGS if any(r["variant"] == n for r in runs)]
     points = {n: {} for n in names}  # variant → epoch → [kNN of each seed]
     for r in runs:
@@ -750,7 +768,7 @@ def write_page(rows, probes, page, others=(), command=None):
         for claim, ours in zip(claims, verdicts):
             lines += [f"Paper: {claim.text}", "", f"Ours: {ours}.", ""]
         if heading in NOTES and any(v.startswith(("disagrees", "within")) for v in verdicts):
-            lines += [f"Found: {note(heading, rows)}", ""]
+            lines += [f"Found: {note(heading, rows, others)}", ""]
         lines += ["| variant | kNN top-1 (seeds) | linear top-1 (seeds) | projection_std |",
                   "|---|---|---|---|"]
         lines += [f"| {n} | {cell(knn, n)} | {linear_cell(linear, knn, n)} | "
