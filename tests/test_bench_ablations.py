@@ -93,25 +93,30 @@ def run_row(variant, seed, knn, std=0.07):
                 driver="python bench/ablations.py run --epochs=15 --segment_minutes=9")
 
 
+def page_of(tmp_path, runs):
+    """The page `ablations.py table` writes (15 epochs) from `runs` (and the probes already
+    in tmp_path's grid_linear.jsonl)."""
+    out, page = tmp_path / "grid.jsonl", tmp_path / "page.md"
+    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
+                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return page.read_text()
+
+
 def test_the_page_states_means_spreads_verdicts_and_probes(tmp_path):
     runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52),
             run_row("no_predictor", 0, 0.28, 2e-4), run_row("no_predictor", 1, 0.30, 4e-4),
             run_row("tau_0", 0, 0.55) | XEON, run_row("tau_0", 1, 0.53) | XEON,
             run_row("byol", 0, 0.10) | dict(epochs=5)]  # another budget: only in its section
-    out = tmp_path / "grid.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
     probe = dict(dataset="cifar10", epochs=15, linear_epochs=30,
                  driver="python bench/ablations.py linear --linear=byol")
     (tmp_path / "grid_linear.jsonl").write_text("".join(json.dumps(r | probe) + "\n" for r in [
         dict(variant="byol", seed=0, linear_top1=0.61),
         dict(variant="byol", seed=1, linear_top1=0.57),
         dict(variant="tau_0", seed=0, linear_top1=0.50)]))
-    page = tmp_path / "page.md"
-    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
-                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = page.read_text()
+    text = page_of(tmp_path, runs)
     # byol 0.53 ± 0.01, no_predictor 0.29 ± 0.01: +0.24 beyond a spread of 0.02.
     assert "| byol | 0.530 ± 0.010 (2) | 0.590 ± 0.020 (2) |" in text
     assert "| no_predictor | 0.290 ± 0.010 (2) | — | 0.0003 ± 0.0001 (2) |" in text
@@ -146,14 +151,7 @@ def test_other_budgets_show_the_variants_they_share_and_their_commands(tmp_path)
             run_row("byol", 0, 0.40) | pilot, run_row("byol", 1, 0.44) | pilot,
             run_row("byol", 0, 0.62) | other, run_row("byol", 1, 0.60) | other,
             run_row("simclr", 0, 0.63) | other]
-    out = tmp_path / "grid.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    page = tmp_path / "page.md"
-    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
-                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = page.read_text()
+    text = page_of(tmp_path, runs)
     section = text.split("## The budget")[1].split("\n## ")[0]
     # byol at 15: 0.535 ± 0.005; the 5-epoch pilot 0.42 ± 0.02; tau_0 ran at one budget only
     assert "BYOL's seeds spread by ± 0.005 there" in section
@@ -191,14 +189,7 @@ print(json.dumps(ablations.reproducing_commands(rows, "--only")))
 
 def test_a_row_of_one_seed_shows_no_spread_and_its_verdict_is_provisional(tmp_path):
     runs = [run_row("byol", 0, 0.54), run_row("byol", 1, 0.52), run_row("tau_1", 0, 0.45)]
-    out = tmp_path / "grid.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    page = tmp_path / "page.md"
-    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
-                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = page.read_text()
+    text = page_of(tmp_path, runs)
     assert "| tau_1 | 0.450 (1) | — | 0.0700 (1) |" in text
     # byol 0.53 ± 0.01 − tau_1 0.45 = +0.08; tau_1's own spread is unknown, so it counts
     # byol's: 0.01 + 0.01.
@@ -296,14 +287,7 @@ def test_long_sibling_curves_show_the_means_per_epoch_and_where_the_order_crosse
             run_row("simclr", 0, 0.60) | long | dict(history=curve([0.45, 0.55, 0.58, 0.60])),
             run_row("simclr", 1, 0.62) | long | dict(history=curve([0.47, 0.55, 0.60, 0.62])),
             run_row("moco_v2", 0, 0.50) | long | dict(history=curve([0.30, 0.40, 0.45, 0.50]))]
-    out = tmp_path / "grid.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in runs))
-    page = tmp_path / "page.md"
-    done = subprocess.run([sys.executable, "bench/ablations.py", "table", "--dataset=cifar10",
-                           "--epochs=15", f"--out={out}", f"--page={page}"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = page.read_text()
+    text = page_of(tmp_path, runs)
     section = text.split("## The siblings over 20 epochs")[1].split("\n## ")[0]
     # the finding's note points to the longer runs instead of saying they were not measured
     siblings = text.split("## Contrastive siblings")[1].split("\n## ")[0]
