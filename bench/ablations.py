@@ -41,6 +41,7 @@ from absl import app, flags
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 NO_COLOUR = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+MICRO_BATCHES = (512, 128, 64, 32)  # Figure 3a's batch-norm batches within an optimizer batch
 # name → (method, method options, encoder suffix, extra train.py flags)
 VARIANTS = {
     "byol": ("byol", {}, "", {}),
@@ -72,7 +73,7 @@ VARIANTS = {
     **{f"{method}_b512_micro{micro}": (method, options, "", dict(
         batch_size=512, **({"accumulation_steps": 512 // micro} if micro < 512 else {})))
        for method, options in (("byol", {}), ("simclr", {"temperature": 0.5}))
-       for micro in (512, 128, 64, 32)},
+       for micro in MICRO_BATCHES},
     # Recipe knobs for short runs (views given in part keep the preset's other keys).
     "tau_constant": ("byol", {"tau_schedule": "constant"}, "", {}),
     "crop_area_0.2": ("byol", {"view1": {"crop_area": [0.2, 1.0]},
@@ -85,7 +86,7 @@ GRID = ["byol", "no_predictor", "tau_1", "tau_0", "byol_batch32", "simclr", "sim
 
 
 # Figure 3a's rows (`--only=` them: not in the grid's default).
-FIGURE_3A = [f"{m}_b512_micro{micro}" for m in ("byol", "simclr") for micro in (512, 128, 64, 32)]
+FIGURE_3A = [f"{m}_b512_micro{micro}" for m in ("byol", "simclr") for micro in MICRO_BATCHES]
 
 
 flags.DEFINE_string("dataset", "sample", "train.py --dataset")
@@ -774,6 +775,10 @@ def write_page(rows, probes, page, others=(), command=None):
         lines += [f"| {n} | {cell(knn, n)} | {linear_cell(linear, knn, n)} | "
                   f"{cell(std, n, '{:.4f}')} |" for n in names]
         lines.append("")
+        if names == FIGURE_3A and any(n in knn for n in names):
+            picture = pathlib.Path(page).with_name(pathlib.Path(page).stem + "_figure3a.png")
+            micro_batch_plot(knn, picture)
+            lines += [f"![kNN top-1 against the batch-norm micro-batch]({picture.name})", ""]
     curves = [r for r in rows if r.get("history", {}).get("knn_top1")]
     if curves:
         picture = pathlib.Path(page).with_suffix(".png")
@@ -799,6 +804,30 @@ def learning_curves(rows, path):
     left.set(xlabel="epoch", ylabel="kNN top-1", title="kNN top-1 (test images)")
     right.set(xlabel="epoch", ylabel="projection_std", title="collapse metric", yscale="log")
     left.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def micro_batch_plot(knn, path):
+    """Figure 3a's rows as the paper draws them: kNN top-1 (mean, half the range as the error
+    bar) against the batch each batch norm sees, BYOL beside SimCLR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.6))
+    for method, label in (("byol", "BYOL"), ("simclr", "SimCLR")):
+        points = [(micro, knn[f"{method}_b512_micro{micro}"]) for micro in sorted(MICRO_BATCHES)
+                  if f"{method}_b512_micro{micro}" in knn]
+        if points:
+            axis.errorbar([m for m, _ in points], [v[0] for _, v in points],
+                          yerr=[v[1] for _, v in points], marker="o", capsize=3, label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(sorted(MICRO_BATCHES), [str(m) for m in sorted(MICRO_BATCHES)])
+    axis.set(xlabel="batch-norm micro-batch (optimizer batch 512)", ylabel="kNN top-1",
+             title="Figure 3a at equal optimizer steps")
+    axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
