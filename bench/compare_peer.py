@@ -32,7 +32,7 @@ import time
 from absl import app, flags
 
 from byol_tf.records import host
-from peer_runs import ROOT, drop_page_cache, last_json, report, run
+from peer_runs import ROOT, drop_page_cache, last_json, report, run, step_flags
 
 flags.DEFINE_string("encoder", "resnet18_cifar", "Encoder preset (a CIFAR ResNet, or resnet18/"
                     "34/50 with the ImageNet stem).")
@@ -71,10 +71,7 @@ def main(_):
 
 
 def compare(precision):
-    common = [f"--encoder={FLAGS.encoder}", f"--batch_size={FLAGS.batch_size}",
-              f"--image_size={FLAGS.image_size}", f"--steps={FLAGS.steps}",
-              f"--warmup={FLAGS.warmup}", "--repeats=1", f"--precision={precision}",
-              "--augment" if FLAGS.augment else "--noaugment"]
+    common = [*step_flags(FLAGS, precision), "--repeats=1"]
     ours = [FLAGS.ours_python, "bench/bench_train_step.py", *common, "--aug_steps=0",
             *FLAGS.ours_flags]
     peer = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", *common,

@@ -33,6 +33,15 @@ def drop_page_cache():
         raise RuntimeError(f"--drop_caches needs root on Linux: {e}") from e
 
 
+def step_flags(args, precision):
+    """The flags both step scripts (bench_train_step.py, peer_byol_pytorch.py) take from a
+    driver's `args`: the network, batch, image size, steps, warm-up, precision, augmentation."""
+    return [f"--encoder={args.encoder}", f"--batch_size={args.batch_size}",
+            f"--image_size={args.image_size}", f"--steps={args.steps}",
+            f"--warmup={args.warmup}", f"--precision={precision}",
+            "--augment" if args.augment else "--noaugment"]
+
+
 def last_json(stdout):
     """The JSON object on the last line of a bench process's stdout."""
     return json.loads(stdout.strip().splitlines()[-1])

@@ -28,7 +28,7 @@ from absl import app, flags
 
 from bench_train_step import build_step, threads
 from op_groups import summary
-from peer_runs import last_json, run as run_command
+from peer_runs import last_json, run as run_command, step_flags
 
 # bench_train_step's flags (--encoder, --batch_size, --image_size, --precision, --augment,
 # --warmup, --out; --steps: the traced steps), and:
@@ -103,11 +103,8 @@ def main(_):
 def peer_profile():
     """byol-pytorch's step traced (bench/peer_byol_pytorch.py --profile_steps): its op table
     printed, its profile and configuration returned."""
-    command = [FLAGS.peer_python, "bench/peer_byol_pytorch.py", f"--encoder={FLAGS.encoder}",
-               f"--batch_size={FLAGS.batch_size}", f"--image_size={FLAGS.image_size}",
-               f"--precision={FLAGS.precision}", "--augment" if FLAGS.augment else "--noaugment",
-               f"--warmup={FLAGS.warmup}", f"--steps={FLAGS.steps}",
-               f"--profile_steps={FLAGS.steps}"]
+    command = [FLAGS.peer_python, "bench/peer_byol_pytorch.py",
+               *step_flags(FLAGS, FLAGS.precision), f"--profile_steps={FLAGS.steps}"]
     stdout, _ = run_command(command)
     print("byol-pytorch:\n" + "\n".join(stdout.strip().splitlines()[:-1]))
     peer = last_json(stdout)
